@@ -1,0 +1,5 @@
+"""`python -m mdeploy` runs the command line."""
+
+from mdeploy.cli import main
+
+main()

@@ -1,0 +1,471 @@
+"""The recipe schema: typed, strict (unknown keys rejected), frozen after validation.
+
+Every section a recipe may hold is declared and validated here, including those whose
+stages arrive later; `mdeploy.pipeline` says which sections a build acts on, and the
+CLI reports the rest instead of ignoring them. `mdeploy schema` prints the JSON Schema
+generated from these classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SerializationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mdeploy.keypoints import KEYPOINT_SETS
+from mdeploy.registry import unknown_name_message
+
+# ---------------------------------------------------------------------------- value types
+
+
+def _resolve_path(value: Any) -> Any:
+    """Relative paths resolve against the folder of the file that wrote them."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise PydanticCustomError("empty_path", "expected a path, got an empty string")
+        origin = getattr(value, "origin", None) or Path.cwd()
+        return Path(os.path.normpath(os.path.join(origin, os.path.expanduser(value))))
+    return value
+
+
+def _serialize_path(value: Path, info: SerializationInfo) -> str:
+    root = (info.context or {}).get("root") if info.context else None
+    if root is not None:
+        try:
+            return Path(os.path.relpath(value, root)).as_posix()
+        except ValueError:
+            pass
+    return str(value)
+
+
+RecipePath = Annotated[
+    Path,
+    BeforeValidator(_resolve_path),
+    PlainSerializer(_serialize_path, return_type=str),
+    Field(json_schema_extra={"format": "path"}),
+]
+
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value) or len(value) > 64:
+        raise PydanticCustomError(
+            "slug",
+            "expected a slug (letters, digits, '-' and '_', starting with a letter or digit, at most 64), got {value}",
+            {"value": repr(str(value))},
+        )
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _sha256(value: str) -> str:
+    value = value.lower()
+    if not _SHA256.match(value):
+        raise PydanticCustomError("sha256", "expected 64 hexadecimal digits (a sha256 checksum)")
+    return value
+
+
+Sha256 = Annotated[str, AfterValidator(_sha256)]
+
+
+def _keypoint_set(value: str) -> str:
+    if value not in KEYPOINT_SETS:
+        raise PydanticCustomError("unknown_name", unknown_name_message("keypoint set", value, KEYPOINT_SETS.names()))
+    return value
+
+
+KeypointSetName = Annotated[str, AfterValidator(_keypoint_set)]
+
+TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
+ARTIFACT_IDS = tuple(f"tflite/{v}" for v in TFLITE_VARIANTS) + ("onnx", "coreml", "mace")
+
+
+def _artifact_id(value: str) -> str:
+    if value not in ARTIFACT_IDS:
+        raise PydanticCustomError("unknown_name", unknown_name_message("artifact", value, ARTIFACT_IDS))
+    return value
+
+
+ArtifactId = Annotated[str, AfterValidator(_artifact_id)]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    """Base of every recipe mapping: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, validate_default=True)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class InputSection(Section):
+    """The preprocessing contract: how a camera frame becomes the model's input tensor."""
+
+    size: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="[height, width] of the model input; read from the model when omitted for imports"
+    )
+    channels: Literal["rgb", "bgr"] = Field(description="channel order the model expects")
+    range: tuple[float, float] = Field(description="values that pixel 0 and pixel 255 map to, e.g. [0, 255] or [-1, 1]")
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="subtracted after scaling to range")
+    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = Field((1.0, 1.0, 1.0), description="divides after mean")
+    resize: Literal["stretch", "letterbox", "crop"] = Field(
+        "stretch", description="stretch to size, letterbox (keep aspect, pad), or crop (keep aspect, centre crop)"
+    )
+
+    @field_validator("range")
+    @classmethod
+    def _range_order(cls, value):
+        if value[0] >= value[1]:
+            raise PydanticCustomError("range_order", "expected [low, high] with low < high, got {r}", {"r": [value[0], value[1]]})
+        return value
+
+
+class DecodeSection(Section):
+    """How heatmaps become keypoints (the evaluator and the generated app code share it)."""
+
+    smooth_sigma: NonNegativeFloat = Field(0.0, description="Gaussian blur sigma (heatmap cells) before argmax; 0 = off")
+    subpixel: bool = Field(True, description="refine the argmax by a quarter cell toward the higher neighbour")
+    threshold: Fraction = Field(0.2, description="confidence under which a keypoint is not drawn")
+
+
+class _ImportSource(Section):
+    path: RecipePath | None = Field(None, description="local model file or folder")
+    url: str | None = Field(None, description="http(s) address; needs sha256, downloaded once into the cache")
+    sha256: Sha256 | None = Field(None, description="checksum the file must have (required with url)")
+    inputs: list[str] | None = Field(None, description="input tensor names (one)")
+    outputs: list[str] | None = Field(None, description="output tensor names (one: the final heatmaps)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.url is None):
+            raise PydanticCustomError("import_source", "give exactly one of 'path' or 'url'")
+        if self.url is not None:
+            if not re.match(r"^(https?|file)://", self.url):
+                raise PydanticCustomError("url", "expected an address starting with http://, https:// or file://", {"at": "url"})
+            if self.sha256 is None:
+                raise PydanticCustomError("url_sha", "an import from a url needs 'sha256' to verify the download", {"at": "url"})
+        for key in ("inputs", "outputs"):
+            names = getattr(self, key)
+            if names is not None and len(names) != 1:
+                raise PydanticCustomError(
+                    "io_count",
+                    "mdeploy builds single-input, single-output heatmap models: expected 1 name, got {n}",
+                    {"at": key, "n": len(names)},
+                )
+        return self
+
+
+class KerasImport(_ImportSource):
+    """A Keras 3 `.keras` file; `outputs` picks one output when the model has several."""
+
+    format: Literal["keras"]
+
+
+class SavedModelImport(_ImportSource):
+    """A TensorFlow SavedModel folder; `inputs`/`outputs` name keys of the signature."""
+
+    format: Literal["saved_model"]
+    signature: str = Field("serving_default", description="signature to import")
+
+
+class FrozenPbImport(_ImportSource):
+    """A TF1 frozen GraphDef (.pb) with named input and output tensors."""
+
+    format: Literal["frozen_pb"]
+
+    @model_validator(mode="after")
+    def _names_required(self):
+        for key in ("inputs", "outputs"):
+            if getattr(self, key) is None:
+                raise PydanticCustomError(
+                    "frozen_names", "a frozen_pb import needs '{key}': the graph's tensor names", {"key": key}
+                )
+        return self
+
+
+ImportSection = Annotated[Union[KerasImport, SavedModelImport, FrozenPbImport], Field(discriminator="format")]
+
+
+class ModelSection(Section):
+    arch: str | None = Field(None, description="a registered architecture to train (see `mdeploy models`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="architecture parameters, e.g. {width: 0.5}")
+    import_: ImportSection | None = Field(None, alias="import", description="import an existing model instead")
+    input: InputSection
+    keypoints: KeypointSetName = Field("aic14", description="keypoint set of the output channels")
+    decode: DecodeSection = Field(default_factory=DecodeSection)
+
+    @model_validator(mode="after")
+    def _arch_or_import(self):
+        if (self.arch is None) == (self.import_ is None):
+            raise PydanticCustomError("arch_or_import", "give exactly one of 'arch' (train a model) or 'import'")
+        if self.import_ is not None and self.params:
+            raise PydanticCustomError("params_import", "'params' applies to 'arch' models, not to imports", {"at": "params"})
+        if self.arch is not None and self.input.size is None:
+            raise PydanticCustomError("size_required", "input.size is required when training an 'arch' model", {"at": "input"})
+        return self
+
+
+# ---------------------------------------------------------------------------- data, train
+
+
+class SyntheticData(Section):
+    count: PositiveInt = Field(description="number of images to generate")
+    seed: int = Field(0, description="generator seed: same seed, same images and labels")
+
+
+class CocoData(Section):
+    annotations: RecipePath = Field(description="COCO-keypoints json")
+    images: RecipePath = Field(description="folder holding the images the json names")
+
+
+class DataSplit(Section):
+    synthetic: SyntheticData | None = None
+    coco: CocoData | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.synthetic is None) == (self.coco is None):
+            raise PydanticCustomError("data_source", "give exactly one of 'synthetic' or 'coco'")
+        return self
+
+
+class DataSection(Section):
+    train: DataSplit | None = None
+    val: DataSplit | None = None
+
+
+class OptimizerSection(Section):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: PositiveFloat = 1.0e-3
+    decay: Annotated[float, Field(gt=0, le=1)] = Field(0.95, description="exponential decay factor")
+    decay_steps: PositiveInt = Field(10000, description="steps per decay")
+
+
+class EarlyStopSection(Section):
+    patience: PositiveInt = Field(3, description="evaluations without improvement before stopping")
+    min_delta: NonNegativeFloat = 0.0
+
+
+class TrainSection(Section):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 16
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    seed: int = 0
+    checkpoint_every: PositiveInt = Field(500, description="steps between checkpoints")
+    early_stop: EarlyStopSection | None = None
+
+
+# ---------------------------------------------------------------------------- export
+
+
+class CalibrationSection(Section):
+    split: Literal["train", "val"] = "val"
+    samples: PositiveInt = 200
+
+
+class TfliteExport(Section):
+    variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(
+        default_factory=lambda: ["fp32"], min_length=1, description="fp32, fp16 (weights), dynamic (int8 weights), int8"
+    )
+    calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+    int8_io: Literal["float", "uint8", "int8"] = Field("float", description="input/output type of the int8 variant")
+
+    @model_validator(mode="after")
+    def _unique(self):
+        dupes = sorted({v for v in self.variants if self.variants.count(v) > 1})
+        if dupes:
+            raise PydanticCustomError("dupes", "variant listed twice: {d}", {"d": ", ".join(dupes), "at": "variants"})
+        return self
+
+
+class CoremlExport(Section):
+    format: Literal["mlprogram", "neuralnetwork"] = "mlprogram"
+    precision: Literal["fp16", "fp32"] = "fp16"
+    minimum_deployment_target: Literal["iOS15", "iOS16", "iOS17", "iOS18"] = "iOS16"
+    quantize: Literal["none", "int8", "palettize4", "palettize6", "palettize8"] = "none"
+
+
+class OnnxExport(Section):
+    opset: Annotated[int, Field(ge=13, le=18)] = 17
+    nchw: bool = Field(False, description="NCHW input (no transpose at the model's entry)")
+    simplify: bool = True
+
+
+class MaceExport(Section):
+    runtime: Literal["cpu", "gpu", "dsp", "hta", "apu", "cpu+gpu"] = "cpu+gpu"
+    target_abis: list[Literal["armeabi-v7a", "arm64-v8a", "arm64", "armhf", "host"]] = Field(
+        default_factory=lambda: ["arm64-v8a"], min_length=1
+    )
+    data_type: Literal["fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16", "uint8"] | None = None
+    winograd: Literal[0, 2, 4] = 0
+    obfuscate: bool = False
+
+
+def _default_export() -> "ExportSection":
+    return ExportSection(tflite=TfliteExport())
+
+
+class ExportSection(Section):
+    """The formats to build. Without an `export` section, mdeploy builds TFLite fp32."""
+
+    tflite: TfliteExport | None = None
+    coreml: CoremlExport | None = None
+    onnx: OnnxExport | None = None
+    mace: MaceExport | None = None
+
+
+# ---------------------------------------------------------------------------- verify
+
+
+class Tolerance(Section):
+    max_abs: NonNegativeFloat | None = Field(None, description="largest allowed absolute difference of any output value")
+    min_agreement: Fraction | None = Field(
+        None, description="smallest allowed fraction of keypoints whose heatmap argmax cell agrees"
+    )
+
+
+class ParitySamples(Section):
+    random: Annotated[int, Field(ge=0, le=64)] = Field(4, description="random images (seeded)")
+    photos: bool = Field(True, description="add the real photos shipped with scikit-image and matplotlib")
+    images: list[RecipePath] = Field(default_factory=list, description="your own images")
+    seed: int = 0
+
+
+class AccuracyGate(Section):
+    metric: Literal["pckh@0.5"] = "pckh@0.5"
+    max_drop: NonNegativeFloat = Field(1.0, description="largest allowed drop (percentage points) against fp32")
+
+
+class VerifySection(Section):
+    parity: Literal["fail", "warn"] = Field("fail", description="what a parity failure does to the build")
+    samples: ParitySamples = Field(default_factory=ParitySamples)
+    tolerances: dict[ArtifactId, Tolerance] = Field(default_factory=dict, description="per artifact, e.g. tflite/fp16")
+    accuracy: AccuracyGate | None = None
+
+    @model_validator(mode="after")
+    def _some_samples(self):
+        if self.samples.random == 0 and not self.samples.photos and not self.samples.images:
+            raise PydanticCustomError(
+                "no_samples", "parity needs at least one sample: random, photos or images", {"at": "samples"}
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------- app, devices, bench
+
+_JAVA_PACKAGE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+
+
+def _java_package(value: str) -> str:
+    if not _JAVA_PACKAGE.match(value):
+        raise PydanticCustomError(
+            "java_package", "expected a Java package name like com.example.pose (lowercase, dotted), got {v}", {"v": repr(value)}
+        )
+    return value
+
+
+class AndroidApp(Section):
+    project: RecipePath = Field(description="the Android app folder the glue goes into")
+    package: Annotated[str, AfterValidator(_java_package)] = "com.mdeploy.pose"
+    artifact: ArtifactId = "tflite/fp32"
+
+
+class IosApp(Section):
+    project: RecipePath
+    artifact: ArtifactId = "coreml"
+
+
+class AppSection(Section):
+    android: AndroidApp | None = None
+    ios: IosApp | None = None
+
+
+class BenchSection(Section):
+    runs: PositiveInt = 50
+    warmup: Annotated[int, Field(ge=0)] = 5
+    trials: PositiveInt = 3
+    threads: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
+    max_latency_ms: dict[Slug, PositiveFloat] = Field(default_factory=dict, description="per device: fail above this")
+
+
+# ---------------------------------------------------------------------------- recipe
+
+
+class Recipe(Section):
+    """A build recipe. Paths are relative to the file that wrote them."""
+
+    extends: str | None = Field(None, description="base recipe to merge under this one (maps merge, lists replace)")
+    name: Slug = Field(description="names the build folder and generated identifiers")
+    description: str = ""
+    model: ModelSection
+    data: DataSection | None = None
+    train: TrainSection | None = None
+    export: ExportSection = Field(default_factory=_default_export)
+    verify: VerifySection = Field(default_factory=VerifySection)
+    app: AppSection | None = None
+    devices: list[Slug] = Field(default_factory=list, description="device aliases from devices.yaml; host always exists")
+    bench: BenchSection | None = None
+
+    # Where the recipe came from; set by the loader.
+    _path: Path | None = PrivateAttr(None)
+    _sources: Any = PrivateAttr(None)
+    _overrides: tuple[str, ...] = PrivateAttr(())
+    _explicit: frozenset = PrivateAttr(frozenset())
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def root(self) -> Path:
+        return self._path.parent if self._path else Path.cwd()
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        return self._overrides
+
+    def where(self, *keypath: str | int) -> str | None:
+        """`file:line:col` of a key, for messages about valid-but-unusable values."""
+        if self._sources is None:
+            return None
+        mark = self._sources.mark_for(tuple(keypath))
+        return str(mark) if mark else None
+
+    def given(self, *keypath: str) -> bool:
+        """Whether the recipe (or an override) wrote this key, rather than a default filling it."""
+        return tuple(keypath) in self._explicit
+
+    def section_json(self, *keypath: str) -> Any:
+        """A section as JSON data with paths relative to the recipe folder (for hashing)."""
+        node: Any = self
+        for key in keypath:
+            node = getattr(node, "import_" if key == "import" else key)
+        if isinstance(node, BaseModel):
+            return node.model_dump(mode="json", by_alias=True, context={"root": self.root})
+        return node

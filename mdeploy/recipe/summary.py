@@ -1,0 +1,55 @@
+"""A one-screen summary of a validated recipe (what `mdeploy validate` prints)."""
+
+from __future__ import annotations
+
+from mdeploy.recipe.schema import Recipe
+from mdeploy.recipe.source import display_path
+
+
+def summarize(recipe: Recipe) -> list[tuple[str, str]]:
+    m = recipe.model
+    rows: list[tuple[str, str]] = [("name", recipe.name)]
+    if m.import_ is not None:
+        imp = m.import_
+        src = display_path(imp.path) if imp.path else imp.url
+        names = []
+        if imp.inputs:
+            names.append(f"input {imp.inputs[0]}")
+        if imp.outputs:
+            names.append(f"output {imp.outputs[0]}")
+        rows.append(("model", f"import {imp.format} {src}" + (f" ({', '.join(names)})" if names else "")))
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in m.params.items())
+        rows.append(("model", f"train {m.arch}" + (f" ({params})" if params else "")))
+    inp = m.input
+    size = f"{inp.size[0]}x{inp.size[1]}" if inp.size else "size from model"
+    norm = ""
+    if any(inp.mean) or any(s != 1 for s in inp.std):
+        norm = f", mean {list(inp.mean)}, std {list(inp.std)}"
+    rows.append(("input", f"{size} {inp.channels.upper()} [{inp.range[0]:g}, {inp.range[1]:g}]{norm}, resize {inp.resize}"))
+    rows.append(("keypoints", m.keypoints))
+    formats = []
+    ex = recipe.export
+    if ex.tflite:
+        formats.append(f"tflite ({', '.join(ex.tflite.variants)})")
+    for fmt in ("onnx", "coreml", "mace"):
+        if getattr(ex, fmt) is not None:
+            formats.append(fmt)
+    rows.append(("export", ", ".join(formats) or "nothing"))
+    s = recipe.verify.samples
+    sample_desc = [f"{s.random} random"] + (["package photos"] if s.photos else []) + (
+        [f"{len(s.images)} images"] if s.images else []
+    )
+    rows.append(("verify", f"parity {recipe.verify.parity} on {', '.join(sample_desc)}"))
+    if recipe.data:
+        for split in ("train", "val"):
+            d = getattr(recipe.data, split)
+            if d is not None:
+                desc = f"synthetic {d.synthetic.count} (seed {d.synthetic.seed})" if d.synthetic else f"coco {display_path(d.coco.annotations)}"
+                rows.append((f"data.{split}", desc))
+    if recipe.train:
+        t = recipe.train
+        rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}"))
+    if recipe.devices:
+        rows.append(("devices", ", ".join(recipe.devices)))
+    return rows

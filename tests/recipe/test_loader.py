@@ -1,0 +1,206 @@
+"""The recipe language: extends, overrides, path resolution, defaults, freezing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from mdeploy.errors import InputError, RecipeError
+from mdeploy.recipe import load_recipe
+from tests.helpers import write
+
+BASE = """
+name: base
+model:
+  import: {format: frozen_pb, path: models/m.pb, inputs: [image], outputs: [out]}
+  input: {size: [192, 192], channels: bgr, range: [0, 255]}
+export:
+  tflite: {variants: [fp32, fp16]}
+verify:
+  tolerances:
+    tflite/fp16: {max_abs: 0.05}
+"""
+
+
+def test_defaults_are_filled(tmp_path):
+    recipe = load_recipe(write(tmp_path / "r.yaml", BASE))
+    assert recipe.model.keypoints == "aic14"
+    assert recipe.model.input.mean == (0.0, 0.0, 0.0)
+    assert recipe.verify.parity == "fail"
+    assert recipe.train is None and recipe.bench is None
+
+
+def test_export_defaults_to_tflite_fp32(tmp_path):
+    text = BASE.replace("export:\n  tflite: {variants: [fp32, fp16]}\n", "")
+    recipe = load_recipe(write(tmp_path / "r.yaml", text))
+    assert recipe.export.tflite.variants == ["fp32"]
+    assert not recipe.given("export")
+
+
+def test_extends_merges_maps_and_replaces_lists(tmp_path):
+    write(tmp_path / "base" / "b.yaml", BASE)
+    child = write(
+        tmp_path / "child.yaml",
+        """
+        extends: base/b.yaml
+        name: child
+        model:
+          input: {channels: rgb}
+        export:
+          tflite: {variants: [fp16]}
+        """,
+    )
+    recipe = load_recipe(child)
+    assert recipe.name == "child"
+    assert recipe.model.input.channels == "rgb"  # overridden
+    assert recipe.model.input.range == (0.0, 255.0)  # merged from the base
+    assert recipe.model.input.size == (192, 192)
+    assert recipe.export.tflite.variants == ["fp16"]  # lists replace
+    assert recipe.verify.tolerances["tflite/fp16"].max_abs == 0.05
+
+
+def test_null_removes_an_inherited_key(tmp_path):
+    write(tmp_path / "b.yaml", BASE)
+    recipe = load_recipe(
+        write(
+            tmp_path / "c.yaml",
+            """
+            extends: b.yaml
+            name: c
+            verify:
+              tolerances: null
+            """,
+        )
+    )
+    assert recipe.verify.tolerances == {}
+
+
+def test_relative_paths_resolve_against_the_file_that_wrote_them(tmp_path):
+    write(tmp_path / "bases" / "b.yaml", BASE)
+    child = write(tmp_path / "recipes" / "c.yaml", "extends: ../bases/b.yaml\nname: c\n")
+    assert load_recipe(child).model.import_.path == tmp_path / "bases" / "models" / "m.pb"
+    child2 = write(
+        tmp_path / "recipes" / "d.yaml",
+        "extends: ../bases/b.yaml\nname: d\nmodel:\n  import: {format: frozen_pb, path: own.pb, inputs: [i], outputs: [o]}\n",
+    )
+    assert load_recipe(child2).model.import_.path == tmp_path / "recipes" / "own.pb"
+
+
+def test_set_overrides_any_key_with_yaml_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "sub" / "r.yaml", BASE)
+    recipe = load_recipe(
+        path,
+        [
+            "export.tflite.variants=[fp32, dynamic]",
+            "train.epochs=3",
+            "model.import.path=elsewhere/x.pb",
+            "verify.tolerances.tflite/fp32.max_abs=0.001",
+        ],
+    )
+    assert recipe.export.tflite.variants == ["fp32", "dynamic"]
+    assert recipe.train.epochs == 3
+    assert recipe.model.import_.path == tmp_path / "elsewhere" / "x.pb"  # --set paths: the working folder
+    assert recipe.verify.tolerances["tflite/fp32"].max_abs == 0.001
+    assert recipe.overrides[1] == "train.epochs=3"
+
+
+def test_set_errors_point_at_the_argument(tmp_path):
+    path = write(tmp_path / "r.yaml", BASE)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, ["train.epochs=ten"])
+    assert caught.value.issues[0].render() == "--set train.epochs=ten:1:14: train.epochs: expected an integer, got 'ten'"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs", "--set expects KEY=VALUE, got 'train.epochs'"),
+        ("=3", "--set expects KEY=VALUE, got '=3'"),
+        ("train..epochs=3", "--set train..epochs=3: empty part in key path 'train..epochs'"),
+        ("name.x=3", "--set name.x=3: cannot set name.x: name is a string, not a mapping"),
+    ],
+)
+def test_malformed_set(tmp_path, override, message):
+    with pytest.raises(InputError) as caught:
+        load_recipe(write(tmp_path / "r.yaml", BASE), [override])
+    assert caught.value.message == message
+
+
+def test_set_null_unsets_a_key(tmp_path):
+    recipe = load_recipe(write(tmp_path / "r.yaml", BASE), ["verify.tolerances="])
+    assert recipe.verify.tolerances == {}
+
+
+def test_recipe_is_frozen(tmp_path):
+    recipe = load_recipe(write(tmp_path / "r.yaml", BASE))
+    with pytest.raises(ValidationError):
+        recipe.name = "other"
+    with pytest.raises(ValidationError):
+        recipe.model.input.channels = "rgb"
+
+
+def test_yaml_anchors_and_merge_keys(tmp_path):
+    recipe = load_recipe(
+        write(
+            tmp_path / "r.yaml",
+            """
+            name: anchors
+            model:
+              import: {format: keras, path: m.keras}
+              input: {size: [96, 96], channels: rgb, range: [-1, 1]}
+            verify:
+              tolerances:
+                tflite/fp32: &tol {max_abs: 0.001}
+                tflite/fp16:
+                  <<: *tol
+                  min_agreement: 0.5
+            """,
+        )
+    )
+    assert recipe.verify.tolerances["tflite/fp16"].max_abs == 0.001
+    assert recipe.verify.tolerances["tflite/fp16"].min_agreement == 0.5
+
+
+def test_section_json_is_independent_of_where_the_project_lives(tmp_path):
+    one = write(tmp_path / "a" / "r.yaml", BASE)
+    two = tmp_path / "b" / "r.yaml"
+    shutil.copytree(one.parent, two.parent)
+    j1, j2 = load_recipe(one).section_json("model"), load_recipe(two).section_json("model")
+    assert j1 == j2
+    assert j1["import"]["path"] == "models/m.pb"
+
+
+def test_where_points_at_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(write(tmp_path / "r.yaml", BASE))
+    assert recipe.where("model", "import") == "r.yaml:3:11"
+    assert recipe.where("export", "tflite", "variants", 1) == "r.yaml:6:29"
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(InputError) as caught:
+        load_recipe(tmp_path / "nope.yaml")
+    assert "recipe not found" in caught.value.message
+
+
+def test_non_utf8_recipe(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert "not UTF-8" in caught.value.issues[0].message
+
+
+def test_json_schema_describes_recipes():
+    from mdeploy.recipe.schema import Recipe
+
+    schema = Recipe.model_json_schema(by_alias=True)
+    model = schema["$defs"]["ModelSection"]["properties"]
+    assert "import" in model and "import_" not in model
+    channels = schema["$defs"]["InputSection"]["properties"]["channels"]
+    assert channels["enum"] == ["rgb", "bgr"]
+    assert schema["additionalProperties"] is False
