@@ -85,7 +85,13 @@ def _sha256(value: str) -> str:
     return value
 
 
-Sha256 = Annotated[str, AfterValidator(_sha256)]
+def _sha256_text(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise PydanticCustomError("sha256_number", "YAML read this checksum as a number: put it in quotes")
+    return value
+
+
+Sha256 = Annotated[str, BeforeValidator(_sha256_text), AfterValidator(_sha256)]
 
 
 def _keypoint_set(value: str) -> str:
@@ -450,11 +456,11 @@ class Recipe(Section):
     def overrides(self) -> tuple[str, ...]:
         return self._overrides
 
-    def where(self, *keypath: str | int) -> str | None:
-        """`file:line:col` of a key, for messages about valid-but-unusable values."""
+    def where(self, *keypath: str | int, key: bool = False) -> str | None:
+        """`file:line:col` of a value (or of its key), for messages about valid-but-unusable values."""
         if self._sources is None:
             return None
-        mark = self._sources.mark_for(tuple(keypath))
+        mark = self._sources.mark_for(tuple(keypath), prefer_key=key)
         return str(mark) if mark else None
 
     def given(self, *keypath: str) -> bool:

@@ -204,3 +204,9 @@ def test_json_schema_describes_recipes():
     channels = schema["$defs"]["InputSection"]["properties"]["channels"]
     assert channels["enum"] == ["rgb", "bgr"]
     assert schema["additionalProperties"] is False
+
+
+def test_checksum_read_as_a_number_asks_for_quotes(tmp_path):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(write(tmp_path / "r.yaml", BASE), ["model.import.sha256=" + "0" * 64])
+    assert caught.value.issues[0].message == "YAML read this checksum as a number: put it in quotes"

@@ -1,0 +1,35 @@
+# mdeploy developer entry points. Every target installs what it needs first (idempotent:
+# the virtual environment is re-synced only when pyproject.toml changes).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+RECIPE ?= recipes/pefm_cpm.yaml
+
+.PHONY: setup quickstart test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (mdeploy needs Python 3.11; set PYTHON=...)" >&2; exit 3; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+## The main job: build the quickstart recipe.
+quickstart: setup
+	$(BIN)/mdeploy build $(RECIPE)
+
+## The full test suite (what CI runs).
+test: setup
+	$(BIN)/python -m pytest
+
+## Measurements recorded in docs/benchmarks.md.
+bench: setup
+	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/build_times.py
+
+clean:
+	rm -rf build dist .pytest_cache

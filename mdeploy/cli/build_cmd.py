@@ -1,0 +1,128 @@
+"""`mdeploy build`: recipe -> verified artifacts + manifest in build/<name>/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mdeploy.cli import app
+from mdeploy.cli.common import emit_json, guarded, human_size, stderr, table
+from mdeploy.cli.recipe_cmds import SET_HELP
+
+
+@app.command()
+def build(
+    recipe: Path = typer.Argument(..., help="Recipe file.", show_default=False),
+    only: list[str] = typer.Option([], "--only", help="Run only this stage or group (model, export, tflite, verify, ...). Repeatable."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every selected stage even when cached."),
+    out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
+    json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Build every artifact the recipe asks for, verify each, and write the manifest.
+
+    Exit 1 when a verification gate fails (artifacts and manifest are still written).
+    """
+
+    def body() -> int:
+        from mdeploy.build import build as run_build
+        from mdeploy.recipe import load_recipe
+
+        loaded = load_recipe(recipe, set_)
+        result = run_build(loaded, out_root=out, use_cache=not no_cache, only=only or None, progress=stderr)
+        for pending in result.plan.pending:
+            stderr(f"warning: {pending.render()}")
+        if json_output:
+            emit_json(summary_json(result))
+        else:
+            typer.echo(render_summary(result))
+        result.raise_for_gates()
+        return 0
+
+    guarded(body, json_output=json_output)
+
+
+def _parity_cell(gate) -> str:
+    if gate is None:
+        return "-"
+    m = gate.metrics
+    if gate.status == "not run":
+        return "not run"
+    if not m.get("shape_ok", True):
+        return f"shape {m['artifact_shape']} != {m['reference_shape']}"
+    agree = "n/a" if m["agreement"] is None else f"{m['agreement'] * 100:.1f}%"
+    return f"max_abs {m['max_abs']:.2g}, agree {agree}"
+
+
+def render_summary(result) -> str:
+    gates = {g.artifact: g for g in result.gates}
+    rows = []
+    for art in result.manifest["artifacts"]:
+        gate = gates.get(art["id"])
+        if art["id"] == "model":
+            parity, status = "reference", "ok"
+        elif gate is None:
+            parity, status = "-", "ok"
+        else:
+            parity, status = _parity_cell(gate), gate.status
+        rows.append([art["id"], art["path"], human_size(art["size"]), parity, status])
+    lines = [table(["artifact", "file", "size", "parity", "status"], rows)]
+    failing = [g for g in result.gates if g.status in ("failed", "warned")]
+    if failing:
+        lines.append("")
+        lines.append("parity problems:")
+        problem_rows = []
+        for g in failing:
+            for c in g.checks:
+                if not c["ok"]:
+                    problem_rows.append([g.artifact, c["check"], _fmt(c["value"]), _fmt(c["limit"]), c["detail"]])
+        lines.append(table(["artifact", "check", "value", "limit", "detail"], problem_rows))
+        dis = [(g.artifact, d) for g in failing for d in g.metrics.get("disagreements", [])]
+        if dis:
+            lines.append("")
+            lines.append("keypoints whose argmax cell moved (first ones):")
+            lines.append(
+                table(
+                    ["artifact", "sample", "keypoint", "reference (row, col)", "artifact (row, col)"],
+                    [[a, d["sample"], d["keypoint"], str(tuple(d["reference_cell"])), str(tuple(d["artifact_cell"]))] for a, d in dis[:12]],
+                )
+            )
+    state = {"unchanged": "up to date", "manifest": "manifest updated", "assembled": "written"}[result.written]
+    lines.append("")
+    lines.append(f"build {state}: {_rel(result.build_dir)}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _rel(path: Path) -> str:
+    from mdeploy.recipe.source import display_path
+
+    return display_path(path)
+
+
+def summary_json(result) -> dict:
+    stages = []
+    for stage in result.plan.stages:
+        record = result.outcome.records.get(stage.name)
+        stages.append(
+            {
+                "name": stage.name,
+                "status": record.status if record else "skipped",
+                "seconds": round(record.seconds, 3) if record and record.status == "ran" else 0.0,
+            }
+        )
+    return {
+        "ok": not result.failed_gates,
+        "build_dir": str(result.build_dir),
+        "written": result.written,
+        "stages": stages,
+        "artifacts": result.manifest["artifacts"],
+        "gates": [g.to_json() for g in result.gates],
+        "not_built": [p.to_json() for p in result.plan.pending],
+    }

@@ -1,0 +1,1 @@
+"""Code and file generation from templates/ (sandboxed Jinja, StrictUndefined, path-guarded)."""

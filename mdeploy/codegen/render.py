@@ -1,0 +1,60 @@
+"""Rendering templates: a sandboxed Jinja environment with StrictUndefined.
+
+Templates live in the project's `templates/` folder, which the wheel installs as
+`mdeploy/templates`. A missing variable is an error, never an empty string; templates
+cannot reach Python internals; writes stay inside the destination folder.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from mdeploy.errors import InputError
+from mdeploy.fsutil import atomic_write_text
+
+
+def templates_dir() -> Path:
+    """`mdeploy/templates` in an installed wheel, the repository's `templates/` in a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "templates", here.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("mdeploy's templates folder is missing from this installation")
+
+
+def _yaml_str(value) -> str:
+    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
+    return json.dumps(str(value))
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["yaml_str"] = _yaml_str
+    return env
+
+
+def render(template: str, **context) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def write_inside(dest_root: Path, relative: str | Path, text: str) -> Path:
+    """Write `text` at `dest_root/relative`, refusing any path that escapes `dest_root`."""
+    root = Path(dest_root).resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise InputError(f"refusing to write outside {root}: {relative}")
+    atomic_write_text(target, text)
+    return target

@@ -1,0 +1,125 @@
+"""The canonical model: a fixed-batch SavedModel with input `image` and output `heatmaps`.
+
+Whatever a model came from (an import, or training), the export stages read this one
+form, and the ModelSpec written beside it is checked against it here: input shape and
+type, output layout, channel count against the keypoint set, and the output stride.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from mdeploy.errors import ModelError
+from mdeploy.importers import LoadedModel
+from mdeploy.keypoints import get_keypoint_set
+from mdeploy.spec import DecodeSettings, ModelSpec, TensorInfo, preprocessing_from_recipe
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmaps"
+SIGNATURE = "serving_default"
+
+
+def input_size(recipe, loaded: LoadedModel, where: Callable[..., str | None]) -> tuple[int, int]:
+    """(height, width) from the recipe, checked against what the model declares."""
+    shape = loaded.input_shape
+    if len(shape) != 4:
+        raise ModelError(
+            f"the model input has shape {list(shape)}; mdeploy expects an NHWC image [batch, height, width, 3]",
+            where=where("model", "import"),
+        )
+    if shape[3] not in (3, None):
+        raise ModelError(
+            f"the model input has {shape[3]} channels in its last dimension (shape {list(shape)}); "
+            "mdeploy expects NHWC images with 3 channels",
+            where=where("model", "import"),
+        )
+    if loaded.input_dtype != "float32":
+        raise ModelError(f"the model input is {loaded.input_dtype}; mdeploy imports float32-input models", where=where("model", "import"))
+    declared = (shape[1], shape[2])
+    wanted = recipe.model.input.size
+    if wanted is None:
+        if None in declared:
+            raise ModelError(
+                f"the model accepts any input size ({list(shape)}); set model.input.size to the size to deploy",
+                where=where("model", "input"),
+            )
+        return int(declared[0]), int(declared[1])
+    for axis, (want, have) in enumerate(zip(wanted, declared)):
+        if have is not None and want != have:
+            raise ModelError(
+                f"model.input.size is {list(wanted)} but the model's input is {have} {'high' if axis == 0 else 'wide'} "
+                f"(shape {list(shape)})",
+                where=where("model", "input", "size"),
+            )
+    return int(wanted[0]), int(wanted[1])
+
+
+def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -> tuple[int, ...]:
+    """Save the fixed-batch SavedModel to `out_dir`; return the output shape."""
+    import tensorflow as tf
+
+    import keras
+
+    height, width = size
+    fn = loaded.fn
+    signature = [tf.TensorSpec([1, height, width, 3], tf.float32, name=INPUT_NAME)]
+
+    def serve(image):
+        return {OUTPUT_NAME: tf.identity(tf.cast(fn(image), tf.float32), name=OUTPUT_NAME)}
+
+    try:
+        concrete = tf.function(serve, input_signature=signature).get_concrete_function()
+    except (ValueError, TypeError, tf.errors.OpError) as err:
+        raise ModelError(f"the model cannot run on a [1, {height}, {width}, 3] input: {str(err).splitlines()[0]}") from err
+    out_shape = tuple(concrete.structured_outputs[OUTPUT_NAME].shape.as_list())
+    if None in out_shape:
+        out_shape = tuple(concrete(tf.zeros([1, height, width, 3], tf.float32))[OUTPUT_NAME].shape.as_list())
+
+    if isinstance(loaded.keep, keras.Model):
+        # Keras 3 variables must be tracked by Keras' own exporter: a plain tf.Module
+        # holding the model saves a graph whose TFLite conversion outputs NaN.
+        archive = keras.export.ExportArchive()
+        archive.track(loaded.keep)
+        archive.add_endpoint(SIGNATURE, serve, input_signature=signature)
+        archive.write_out(str(out_dir), verbose=False)
+    else:
+        module = tf.Module()
+        module.keep = loaded.keep  # tracked: the variables the function reads are saved with it
+        module.serve = tf.function(serve, input_signature=signature)
+        tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve.get_concrete_function()})
+    return out_shape
+
+
+def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source: dict, where: Callable[..., str | None]) -> ModelSpec:
+    """The ModelSpec of the canonical model, after checking the output against the recipe."""
+    kps = get_keypoint_set(recipe.model.keypoints)
+    if len(out_shape) != 4 or out_shape[0] != 1:
+        raise ModelError(
+            f"the model output has shape {list(out_shape)}; mdeploy expects NHWC heatmaps [1, height, width, keypoints]",
+            where=where("model", "import", "outputs"),
+        )
+    _, oh, ow, channels = out_shape
+    if channels != len(kps):
+        layout = " (it looks like NCHW: channels first)" if out_shape[1] == len(kps) else ""
+        raise ModelError(
+            f"the model outputs {channels} heatmap channels but keypoint set {kps.name} has {len(kps)}{layout}",
+            where=where("model", "keypoints"),
+        )
+    height, width = size
+    if height % oh or width % ow or height // oh != width // ow:
+        raise ModelError(
+            f"the output grid {oh}x{ow} is not the input {height}x{width} divided by one integer stride",
+            where=where("model", "import", "outputs"),
+        )
+    decode = recipe.model.decode
+    return ModelSpec(
+        name=recipe.name,
+        input=TensorInfo(INPUT_NAME, (1, height, width, 3)),
+        output=TensorInfo(OUTPUT_NAME, tuple(int(d) for d in out_shape)),
+        preprocessing=preprocessing_from_recipe(recipe.model.input, size),
+        keypoints=kps,
+        output_stride=height // oh,
+        decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold),
+        source=source,
+    )

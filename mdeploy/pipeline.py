@@ -1,0 +1,282 @@
+"""Stages, cache keys and atomic assembly of a build folder.
+
+A stage is a function that writes files (laid out as in the build folder) into a fresh
+folder and returns a JSON record (artifacts, gate results). Its cache key is the hash of
+its recipe section, its dependencies' keys (which cover their files), the versions of the
+tools it calls and its own code version. Completed stages live in a content-addressed
+cache (`stages/<key>/`); an unchanged key means the stage is not run again.
+
+The build folder is assembled from cache entries in a temporary folder and swapped into
+place when complete: an interrupted build leaves the previous build untouched, and the
+stages that did complete are cached for the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mdeploy import __version__
+from mdeploy.errors import EnvironmentProblem
+from mdeploy.fsutil import iter_files, sha256_file, sha256_json, swap_dir, write_json
+
+RECORD = "record.json"
+
+
+def cache_root() -> Path:
+    """`$MDEPLOY_CACHE_DIR`, else `$XDG_CACHE_HOME/mdeploy`, else `~/.cache/mdeploy`."""
+    env = os.environ.get("MDEPLOY_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return (base / "mdeploy").absolute()
+
+
+def tool_version(dist: str) -> str:
+    if dist == "python":
+        return platform.python_version()
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+@dataclass
+class StageRecord:
+    """A completed stage: its key, where its files are, and what it reported."""
+
+    name: str
+    key: str
+    dir: Path
+    data: dict
+    status: str = "cached"  # "ran" | "cached"
+    seconds: float = 0.0
+
+    @property
+    def out(self) -> Path:
+        return self.dir / "out"
+
+    @property
+    def artifacts(self) -> list[dict]:
+        return self.data.get("artifacts", [])
+
+    @property
+    def results(self) -> dict:
+        return self.data.get("results", {})
+
+
+@dataclass
+class StageContext:
+    """What a running stage sees: its output folder, its dependencies, a logger."""
+
+    stage: Stage
+    out: Path
+    deps: dict[str, StageRecord]
+    log: Callable[[str], None]
+
+    def dep(self, name: str) -> StageRecord:
+        return self.deps[name]
+
+
+@dataclass
+class Stage:
+    name: str
+    describe: str
+    run: Callable[[StageContext], dict]
+    key: dict[str, Any]  # recipe sections and input-file hashes; JSON-able
+    deps: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    code_version: int = 1
+
+    def selected_by(self, names: set[str]) -> bool:
+        return self.name in names or any(g in names for g in self.groups)
+
+
+class Cache:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else cache_root()
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+    def entry(self, key: str) -> Path:
+        return self.stages / key
+
+    def lookup(self, name: str, key: str) -> StageRecord | None:
+        """A complete, intact entry for `key`, or None (a damaged entry is dropped)."""
+        entry = self.entry(key)
+        record = entry / RECORD
+        if not record.is_file():
+            return None
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            for rel, meta in data.get("files", {}).items():
+                if (entry / "out" / rel).stat().st_size != meta["size"]:
+                    raise ValueError(rel)
+        except (OSError, ValueError, KeyError):
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        return StageRecord(name, key, entry, data)
+
+    def store(self, stage: Stage, key: str, staging: Path, data: dict, seconds: float) -> StageRecord:
+        """Record the files of a finished stage and move its folder into the cache."""
+        out = staging / "out"
+        files = {}
+        for f in iter_files(out):
+            files[f.relative_to(out).as_posix()] = {"sha256": sha256_file(f), "size": f.stat().st_size}
+        data = dict(data)
+        data["files"] = files
+        data["stage"] = stage.name
+        data["key"] = key
+        data["seconds"] = round(seconds, 3)
+        write_json(staging / RECORD, data)
+        entry = self.entry(key)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        swap_dir(staging, entry)  # replaces an entry re-made with --no-cache
+        return StageRecord(stage.name, key, entry, data, status="ran", seconds=seconds)
+
+    def staging_dir(self) -> Path:
+        path = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        (path / "out").mkdir(parents=True)
+        return path
+
+    def prune_stale(self) -> None:
+        """Remove staging folders of processes that no longer exist (killed mid-stage)."""
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return
+        for entry in tmp.iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stage_key(stage: Stage, dep_keys: dict[str, str]) -> str:
+    return sha256_json(
+        {
+            "stage": stage.name,
+            "code": stage.code_version,
+            "mdeploy": __version__,
+            "key": stage.key,
+            "deps": dep_keys,
+            "tools": {t: tool_version(t) for t in stage.tools},
+        }
+    )
+
+
+@dataclass
+class Outcome:
+    """The result of running a list of stages."""
+
+    records: dict[str, StageRecord] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs stages in order, taking each from the cache when its key is unchanged."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        use_cache: bool = True,
+        only: set[str] | None = None,
+        progress: Callable[[str], None] = lambda line: None,
+    ):
+        self.cache = cache
+        self.use_cache = use_cache
+        self.only = only
+        self.progress = progress
+
+    def run(self, stages: list[Stage]) -> Outcome:
+        self.cache.prune_stale()
+        by_name = {s.name: s for s in stages}
+        needed = self._needed(stages, by_name)
+        # --no-cache re-runs what was asked for; dependencies pulled in by --only come from the cache.
+        forced = {s.name for s in stages if s.selected_by(self.only)} if self.only else set(by_name)
+        keys: dict[str, str] = {}
+        outcome = Outcome()
+        total = len(stages)
+        for index, stage in enumerate(stages, start=1):
+            tag = f"[{index}/{total}] {stage.name}"
+            if any(d not in keys for d in stage.deps):
+                outcome.skipped.append(stage.name)
+                self.progress(f"{tag}: skipped (needs {', '.join(d for d in stage.deps if d not in keys)})")
+                continue
+            key = stage_key(stage, {d: keys[d] for d in stage.deps})
+            hit = self.cache.lookup(stage.name, key)
+            selected = stage.name in needed
+            if hit is not None and (self.use_cache or stage.name not in forced):
+                keys[stage.name] = key
+                outcome.records[stage.name] = hit
+                self.progress(f"{tag}: cached")
+                continue
+            if not selected:
+                outcome.skipped.append(stage.name)
+                self.progress(f"{tag}: skipped (--only)")
+                continue
+            self.progress(f"{tag}: {stage.describe} ...")
+            record = self._execute(stage, key, {d: outcome.records[d] for d in stage.deps}, tag)
+            keys[stage.name] = key
+            outcome.records[stage.name] = record
+            self.progress(f"{tag}: done in {record.seconds:.1f}s")
+        return outcome
+
+    def _needed(self, stages: list[Stage], by_name: dict[str, Stage]) -> set[str]:
+        if not self.only:
+            return set(by_name)
+        needed = {s.name for s in stages if s.selected_by(self.only)}
+        frontier = list(needed)
+        while frontier:
+            for dep in by_name[frontier.pop()].deps:
+                if dep not in needed:
+                    needed.add(dep)
+                    frontier.append(dep)
+        return needed
+
+    def _execute(self, stage: Stage, key: str, deps: dict[str, StageRecord], tag: str) -> StageRecord:
+        try:
+            staging = self.cache.staging_dir()
+        except OSError as err:
+            raise EnvironmentProblem(
+                f"cannot write to the mdeploy cache at {self.cache.root}: {err.strerror or err}",
+                hint="set MDEPLOY_CACHE_DIR to a writable folder",
+            ) from err
+        ctx = StageContext(stage, staging / "out", deps, lambda msg: self.progress(f"{tag}: {msg}"))
+        start = time.perf_counter()
+        try:
+            data = stage.run(ctx) or {}
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.cache.store(stage, key, staging, data, time.perf_counter() - start)
+
+
+def environment_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    versions = {"mdeploy": __version__, "python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}"}
+    for dist in extra:
+        versions[dist] = tool_version(dist)
+    return versions

@@ -1,0 +1,1 @@
+"""Build records for people and machines: manifest.json (and, later, report.json/html)."""

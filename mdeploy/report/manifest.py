@@ -1,0 +1,83 @@
+"""manifest.json: what a build holds and how it was made.
+
+Recipe hash, every artifact with sha256, size and the stage that made it, each stage's
+cache key, the versions of the tools involved, gate results, and the recipe keys this
+version did not act on. The manifest holds no timestamps, so the same inputs give the
+same manifest byte for byte.
+"""
+
+from __future__ import annotations
+
+from mdeploy import __version__
+from mdeploy.fsutil import digest_entries, sha256_json
+from mdeploy.pipeline import environment_versions
+from mdeploy.recipe.source import display_path
+
+SCHEMA = "mdeploy.manifest/1"
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "pydantic")
+
+
+def recipe_digest(recipe) -> str:
+    """sha256 of the validated recipe (defaults filled, paths relative to the recipe)."""
+    return sha256_json(recipe.model_dump(mode="json", by_alias=True, context={"root": recipe.root}))
+
+
+def artifact_entries(record) -> list[dict]:
+    files = record.data.get("files", {})
+    out = []
+    for art in record.artifacts:
+        path = art["path"]
+        if path in files:
+            sha, size = files[path]["sha256"], files[path]["size"]
+        else:
+            prefix = path.rstrip("/") + "/"
+            inside = {rel[len(prefix):]: meta for rel, meta in files.items() if rel.startswith(prefix)}
+            sha = digest_entries((rel, meta["sha256"]) for rel, meta in inside.items())
+            size = sum(meta["size"] for meta in inside.values())
+        entry = {"id": art["id"], "path": path, "format": art["format"], "variant": art.get("variant")}
+        entry.update({"sha256": sha, "size": size, "stage": record.name})
+        extra = {k: v for k, v in art.items() if k not in entry}
+        if extra:
+            entry["details"] = extra
+        out.append(entry)
+    return out
+
+
+def build_manifest(recipe, plan, outcome, gates) -> dict:
+    stages = []
+    artifacts = []
+    for stage in plan.stages:
+        record = outcome.records.get(stage.name)
+        if record is None:
+            stages.append({"name": stage.name, "status": "skipped"})
+            continue
+        stages.append({"name": stage.name, "key": record.key, "seconds": record.data.get("seconds")})
+        artifacts += artifact_entries(record)
+    return {
+        "schema": SCHEMA,
+        "name": recipe.name,
+        "recipe": {
+            "path": display_path(recipe.path) if recipe.path else None,
+            "sha256": recipe_digest(recipe),
+            "overrides": list(recipe.overrides),
+        },
+        "mdeploy": __version__,
+        "tools": environment_versions(TOOLS),
+        "spec": "model/spec.json" if "model" in outcome.records else None,
+        "artifacts": artifacts,
+        "stages": stages,
+        "gates": {"parity": {"policy": recipe.verify.parity, "results": [g.to_json() for g in gates]}},
+        "not_built": [p.to_json() for p in plan.pending],
+    }
+
+
+def manifest_matches(old: dict, new: dict) -> bool:
+    """Whether two manifests describe the same files (then only manifest.json may need writing)."""
+
+    def files(m: dict) -> list:
+        return sorted((a["path"], a["sha256"]) for a in m.get("artifacts", []))
+
+    def keys(m: dict) -> list:
+        return [(s["name"], s.get("key")) for s in m.get("stages", [])]
+
+    return files(old) == files(new) and keys(old) == keys(new)

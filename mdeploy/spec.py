@@ -1,0 +1,226 @@
+"""ModelSpec: the one description of a model's interface that every later stage reads.
+
+Input tensor, preprocessing contract (geometry + value normalization), output tensor,
+output stride, keypoint set and decode settings. It is filled from the recipe, checked
+against the real model by the model stage, and written to `model/spec.json`. Parity
+inputs, calibration, evaluation, CoreML image inputs, MACE input ranges and the
+generated app code all derive from it, so a model is fed the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mdeploy.keypoints import KeypointSet, get_keypoint_set
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorInfo:
+        return cls(data["name"], tuple(data["shape"]), data.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Axis-aligned map from source-image coordinates to model-input coordinates.
+
+    Continuous pixel coordinates: pixel i covers [i, i + 1). input = scale * source + offset.
+    """
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    def to_input(self, x, y):
+        return self.scale_x * np.asarray(x) + self.offset_x, self.scale_y * np.asarray(y) + self.offset_y
+
+    def to_source(self, u, v):
+        return (np.asarray(u) - self.offset_x) / self.scale_x, (np.asarray(v) - self.offset_y) / self.scale_y
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB uint8 image becomes the model's float input (the contract apps must follow)."""
+
+    size: tuple[int, int]  # (height, width)
+    channels: str  # "rgb" | "bgr": order the model expects
+    range: tuple[float, float]  # values of pixel 0 and pixel 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    resize: str = "stretch"  # "stretch" | "letterbox" | "crop"
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    def geometry(self, src_width: int, src_height: int) -> Affine:
+        """The source -> input map for an image of the given size, per `resize`."""
+        sx, sy = self.width / src_width, self.height / src_height
+        if self.resize == "stretch":
+            return Affine(sx, sy, 0.0, 0.0)
+        s = min(sx, sy) if self.resize == "letterbox" else max(sx, sy)
+        return Affine(s, s, (self.width - s * src_width) / 2.0, (self.height - s * src_height) / 2.0)
+
+    def resize_image(self, rgb: np.ndarray) -> tuple[np.ndarray, Affine]:
+        """Warp an RGB uint8 HxWx3 image to the input size (bilinear; letterbox pads black)."""
+        from PIL import Image
+
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an RGB image of shape HxWx3, got {rgb.shape}")
+        h, w = rgb.shape[:2]
+        aff = self.geometry(w, h)
+        # PIL's affine transform maps output -> input coordinates.
+        data = (1 / aff.scale_x, 0.0, -aff.offset_x / aff.scale_x, 0.0, 1 / aff.scale_y, -aff.offset_y / aff.scale_y)
+        img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+        out = img.transform((self.width, self.height), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR)
+        return np.asarray(out), aff
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """RGB pixel values (0..255, any float or uint8 array ...x3) -> model input values."""
+        x = np.asarray(pixels, dtype=np.float32)
+        if self.channels == "bgr":
+            x = x[..., ::-1]
+        lo, hi = self.range
+        x = lo + x * np.float32((hi - lo) / 255.0)
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        if np.any(mean != 0) or np.any(std != 1):
+            x = (x - mean) / std
+        return x.astype(np.float32)
+
+    def apply(self, rgb: np.ndarray) -> tuple[np.ndarray, Affine]:
+        """RGB uint8 image of any size -> ([H, W, 3] float32 input, source->input map)."""
+        resized, aff = self.resize_image(rgb)
+        return self.normalize(resized), aff
+
+    def input_range(self) -> tuple[float, float]:
+        """Smallest and largest value the input can hold (MACE's input_ranges, int8 bounds)."""
+        lo, hi = self.range
+        mean = np.asarray(self.mean, np.float64)
+        std = np.asarray(self.std, np.float64)
+        ends = np.stack([(lo - mean) / std, (hi - mean) / std])
+        return float(ends.min()), float(ends.max())
+
+    def to_json(self) -> dict:
+        return {
+            "size": list(self.size),
+            "channels": self.channels,
+            "range": list(self.range),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Preprocessing:
+        return cls(
+            size=tuple(data["size"]),
+            channels=data["channels"],
+            range=tuple(data["range"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            resize=data["resize"],
+        )
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    smooth_sigma: float = 0.0
+    subpixel: bool = True
+    threshold: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input: TensorInfo
+    output: TensorInfo
+    preprocessing: Preprocessing
+    keypoints: KeypointSet
+    output_stride: int
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    task: str = "pose_heatmap"
+    source: dict = field(default_factory=dict)
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(height, width) of the output grid."""
+        return int(self.output.shape[1]), int(self.output.shape[2])
+
+    def to_json(self) -> dict:
+        return {
+            "spec_version": SPEC_VERSION,
+            "name": self.name,
+            "task": self.task,
+            "input": self.input.to_json(),
+            "output": self.output.to_json(),
+            "layout": "NHWC",
+            "preprocessing": self.preprocessing.to_json(),
+            "output_stride": self.output_stride,
+            "keypoints": self.keypoints.to_json(),
+            "decode": asdict(self.decode),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ModelSpec:
+        kps = data["keypoints"]
+        known = get_keypoint_set(kps["name"])
+        if list(known.names) != kps["names"]:
+            known = KeypointSet(
+                kps["name"],
+                tuple(kps["names"]),
+                tuple(tuple(e) for e in kps["skeleton"]),
+                tuple(tuple(p) for p in kps["flip_pairs"]),
+                tuple(kps["head"]) if kps.get("head") else None,
+            )
+        return cls(
+            name=data["name"],
+            input=TensorInfo.from_json(data["input"]),
+            output=TensorInfo.from_json(data["output"]),
+            preprocessing=Preprocessing.from_json(data["preprocessing"]),
+            keypoints=known,
+            output_stride=int(data["output_stride"]),
+            decode=DecodeSettings(**data.get("decode", {})),
+            task=data.get("task", "pose_heatmap"),
+            source=data.get("source", {}),
+        )
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> ModelSpec:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def preprocessing_from_recipe(section: Any, size: tuple[int, int]) -> Preprocessing:
+    """Build the contract from a recipe's `model.input` (size given separately: it may come from the model)."""
+    return Preprocessing(
+        size=(int(size[0]), int(size[1])),
+        channels=section.channels,
+        range=(float(section.range[0]), float(section.range[1])),
+        mean=tuple(float(v) for v in section.mean),
+        std=tuple(float(v) for v in section.std),
+        resize=section.resize,
+    )

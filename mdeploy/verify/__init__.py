@@ -1,0 +1,1 @@
+"""Verification: parity of every artifact against the canonical model, and accuracy gates."""

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PEFM_PB, save_all_formats
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own mdeploy cache; nothing leaks into ~/.cache."""
+    monkeypatch.setenv("MDEPLOY_CACHE_DIR", str(tmp_path / "mdeploy-cache"))
+    monkeypatch.delenv("MDEPLOY_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """One tiny heatmap model (~2k parameters) saved as .keras, SavedModel and frozen .pb."""
+    return save_all_formats(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def pefm_pb() -> Path:
+    if not PEFM_PB.is_file():
+        pytest.skip(f"the PEFM reference model is not here ({PEFM_PB}): ../shared is absent in this checkout")
+    return PEFM_PB
+
+
+@pytest.fixture
+def cli():
+    """Invoke the CLI in-process (TensorFlow stays imported between tests)."""
+    from typer.testing import CliRunner
+
+    from mdeploy.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

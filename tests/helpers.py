@@ -1,0 +1,102 @@
+"""Test helpers: tiny real models in every import format, recipe writing, CLI running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+PEFM_DIR = SHARED / "reference" / "pefm" / "cpm_model"
+PEFM_PB = PEFM_DIR / "model.pb"
+PEFM_SHA256 = "e9314c15af001cafde741dde93827f646361b3b4cf08131807a8ec91e4e93134"
+PEFM_OUTPUT = "Convolutional_Pose_Machine/stage_5_out"
+
+TINY_SIZE = 32  # input 32x32, output 16x16x14 (stride 2)
+
+
+def tiny_keras_model(seed: int = 0, keypoints: int = 14, size: int = TINY_SIZE):
+    """A real Keras heatmap model of ~2k parameters (conv stride 2 -> depthwise -> 1x1 conv)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3), name="image")
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu6")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(32, 1, activation="relu")(x)
+    out = keras.layers.Conv2D(keypoints, 1, activation="sigmoid", name="heatmaps")(x)
+    return keras.Model(inp, out, name="tiny_pose")
+
+
+def save_all_formats(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """The same tiny model as .keras, SavedModel folder and TF1 frozen .pb."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = tiny_keras_model(seed)
+    keras_path = folder / "tiny.keras"
+    model.save(keras_path)
+    sm_path = folder / "tiny_saved_model"
+    model.export(str(sm_path), format="tf_saved_model", verbose=False)
+
+    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, TINY_SIZE, TINY_SIZE, 3], tf.float32, name="image")
+    )
+    frozen = convert_variables_to_constants_v2(fn)
+    graph_def = frozen.graph.as_graph_def()
+    out_name = frozen.outputs[0].name.split(":")[0]
+    in_name = frozen.inputs[0].name.split(":")[0]
+    pb_path = folder / "tiny.pb"
+    pb_path.write_bytes(graph_def.SerializeToString())
+    (folder / "tiny.pb.names").write_text(f"{in_name}\n{out_name}\n")
+    return {"keras": keras_path, "saved_model": sm_path, "frozen_pb": pb_path}
+
+
+def frozen_names(pb_path: Path) -> tuple[str, str]:
+    in_name, out_name = (pb_path.parent / "tiny.pb.names").read_text().split()
+    return in_name, out_name
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def tiny_recipe(folder: Path, models: dict[str, Path], fmt: str = "keras", name: str = "tiny", extra: str = "") -> Path:
+    """A recipe importing one of the tiny models; `extra` is appended YAML."""
+    import os as _os
+
+    rel = Path(_os.path.relpath(models[fmt], folder)).as_posix()
+    names = ""
+    if fmt == "frozen_pb":
+        in_name, out_name = frozen_names(models[fmt])
+        names = f"\n    inputs: [{in_name}]\n    outputs: [{out_name}]"
+    text = f"""\
+name: {name}
+model:
+  import:
+    format: {fmt}
+    path: {rel}{names}
+  input: {{size: [{TINY_SIZE}, {TINY_SIZE}], channels: rgb, range: [0, 1]}}
+  keypoints: aic14
+"""
+    return write(folder / f"{name}.yaml", text + textwrap.dedent(extra))
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real `mdeploy` entry point in a child process."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "mdeploy", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

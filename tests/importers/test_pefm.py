@@ -1,0 +1,51 @@
+"""The real PoseEstimationForMobile CPM release (TF1 frozen graph) through the shipped recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from mdeploy.build import build
+from mdeploy.recipe import load_recipe
+from tests.helpers import PEFM_OUTPUT, PEFM_SHA256, REPO
+
+
+@pytest.fixture
+def pefm_recipe(pefm_pb):
+    return REPO / "recipes" / "pefm_cpm.yaml"
+
+
+def photo_peaks(gate) -> dict[str, float]:
+    return {s["name"]: s["reference_peak"] for s in gate.metrics["per_sample"] if s["name"].startswith("photo:")}
+
+
+def test_pefm_frozen_graph_builds_tflite_with_parity_on_real_photos(tmp_path, pefm_recipe):
+    recipe = load_recipe(pefm_recipe, ["export.tflite.variants=[fp32, fp16]"])
+    assert recipe.model.import_.sha256 == PEFM_SHA256
+    assert recipe.model.import_.outputs == [PEFM_OUTPUT]
+    result = build(recipe, out_root=tmp_path)
+    spec = result.manifest["artifacts"]
+    assert [a["id"] for a in spec] == ["model", "spec", "tflite/fp32", "tflite/fp16"]
+    fp32, fp16 = result.gates
+    assert fp32.status == "passed" and fp16.status == "passed"
+    assert fp32.metrics["max_abs"] < 1e-4
+    assert fp32.metrics["agreement"] == 1.0
+    # The BGR 0..255 contract gives the reference clear peaks on both photos of people.
+    assert min(photo_peaks(fp32).values()) > 0.3
+    assert fp32.metrics["drawn"] >= 6
+    from mdeploy.spec import ModelSpec
+
+    loaded = ModelSpec.load(result.build_dir / "model" / "spec.json")
+    assert loaded.output.shape == (1, 96, 96, 14)
+    assert loaded.output_stride == 2
+    assert loaded.source["output"] == PEFM_OUTPUT
+
+
+def test_a_wrong_preprocessing_contract_collapses_the_heatmaps(tmp_path, pefm_recipe):
+    """Feeding [-1, 1] instead of raw 0..255 (a classic porting mistake) is visible in the peaks."""
+    right = build(load_recipe(pefm_recipe, ["export.tflite.variants=[fp32]"]), out_root=tmp_path / "a")
+    wrong = build(
+        load_recipe(pefm_recipe, ["export.tflite.variants=[fp32]", "model.input.range=[-1, 1]"]), out_root=tmp_path / "b"
+    )
+    right_peaks, wrong_peaks = photo_peaks(right.gates[0]), photo_peaks(wrong.gates[0])
+    for name in right_peaks:
+        assert wrong_peaks[name] < 0.5 * right_peaks[name], (name, right_peaks, wrong_peaks)

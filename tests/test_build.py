@@ -1,0 +1,250 @@
+"""`mdeploy build` end to end on tiny real models: import, TFLite, parity, manifest, cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mdeploy.build import build
+from mdeploy.errors import InputError, ModelError
+from mdeploy.fsutil import sha256_path
+from mdeploy.recipe import load_recipe
+from mdeploy.spec import ModelSpec
+from tests.helpers import TINY_SIZE, tiny_recipe, write
+
+
+def statuses(result) -> dict[str, str]:
+    return {name: rec.status for name, rec in result.outcome.records.items()}
+
+
+@pytest.mark.parametrize("fmt", ["keras", "saved_model", "frozen_pb"])
+def test_import_formats_build_verified_tflite(tmp_path, tiny_models, fmt):
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_models, fmt))
+    result = build(recipe, out_root=tmp_path / "build")
+    out = tmp_path / "build" / "tiny"
+    assert result.written == "assembled"
+    assert (out / "model" / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "tflite" / "tiny_fp32.tflite").is_file()
+
+    spec = ModelSpec.load(out / "model" / "spec.json")
+    assert spec.input.shape == (1, TINY_SIZE, TINY_SIZE, 3)
+    assert spec.output.shape == (1, TINY_SIZE // 2, TINY_SIZE // 2, 14)
+    assert spec.output_stride == 2
+    assert spec.source["format"] == fmt
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == result.manifest
+    by_id = {a["id"]: a for a in manifest["artifacts"]}
+    assert set(by_id) == {"model", "spec", "tflite/fp32"}
+    for art in manifest["artifacts"]:
+        assert art["sha256"] == sha256_path(out / art["path"]), art["id"]
+    assert by_id["tflite/fp32"]["stage"] == "tflite/fp32"
+    assert manifest["tools"]["tensorflow"].startswith("2.")
+    (gate,) = manifest["gates"]["parity"]["results"]
+    assert gate["status"] == "passed"
+    assert gate["metrics"]["max_abs"] < 1e-4
+    assert gate["metrics"]["samples"] == 6  # 4 random + 2 package photos
+
+
+def test_second_build_is_fully_cached_and_leaves_files_alone(tmp_path, tiny_models):
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_models))
+    build(recipe, out_root=tmp_path / "build")
+    manifest = tmp_path / "build" / "tiny" / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    again = build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build")
+    assert set(statuses(again).values()) == {"cached"}
+    assert again.written == "unchanged"
+    assert manifest.stat().st_mtime_ns == before
+
+
+def test_changing_one_key_reruns_only_what_depends_on_it(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models)
+    build(load_recipe(path), out_root=tmp_path / "build")
+    result = build(load_recipe(path, ["export.tflite.variants=[fp32, fp16]"]), out_root=tmp_path / "build")
+    assert statuses(result) == {
+        "model": "cached",
+        "tflite/fp32": "cached",
+        "parity/tflite/fp32": "cached",
+        "tflite/fp16": "ran",
+        "parity/tflite/fp16": "ran",
+    }
+    assert (tmp_path / "build" / "tiny" / "tflite" / "tiny_fp16.tflite").is_file()
+
+
+def test_changing_a_tolerance_reruns_nothing(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models)
+    build(load_recipe(path), out_root=tmp_path / "build")
+    result = build(load_recipe(path, ["verify.tolerances.tflite/fp32.max_abs=0"]), out_root=tmp_path / "build")
+    assert set(statuses(result).values()) == {"cached"}
+    assert result.written == "manifest"
+    assert [g.status for g in result.gates] == ["failed"]
+
+
+def test_no_cache_reruns_every_stage(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models)
+    build(load_recipe(path), out_root=tmp_path / "build")
+    result = build(load_recipe(path), out_root=tmp_path / "build", use_cache=False)
+    assert set(statuses(result).values()) == {"ran"}
+
+
+def test_only_export_skips_verification(tmp_path, tiny_models):
+    result = build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["export"])
+    assert statuses(result) == {"model": "ran", "tflite/fp32": "ran"}
+    assert result.outcome.skipped == ["parity/tflite/fp32"]
+    assert [g.status for g in result.gates] == ["not run"]
+
+
+def test_unknown_only_stage(tmp_path, tiny_models):
+    with pytest.raises(InputError) as caught:
+        build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["tflte"])
+    assert "no such stage in this build (did you mean 'tflite'?)" in caught.value.message
+
+
+def test_parity_failure_exits_1_with_a_table_and_still_writes(tmp_path, tiny_models, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tiny_recipe(
+        tmp_path,
+        tiny_models,
+        extra="""
+        export: {tflite: {variants: [fp32, fp16]}}
+        verify:
+          tolerances:
+            tflite/fp16: {max_abs: 0.0, min_agreement: 1.0}
+        """,
+    )
+    result = cli("build", path)
+    assert result.exit_code == 1
+    assert "parity problems:" in result.stdout
+    assert "tflite/fp16  max_abs" in result.stdout
+    assert "error: 1 verification gate failed: parity of tflite/fp16" in result.stderr
+    manifest = json.loads((tmp_path / "build" / "tiny" / "manifest.json").read_text())
+    gates = {g["artifact"]: g["status"] for g in manifest["gates"]["parity"]["results"]}
+    assert gates == {"tflite/fp32": "passed", "tflite/fp16": "failed"}
+
+    warned = cli("build", path, "--set", "verify.parity=warn")
+    assert warned.exit_code == 0
+    assert "warned" in warned.stdout
+
+
+def test_wrong_input_size_names_the_recipe_key(tmp_path, tiny_models, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tiny_recipe(tmp_path, tiny_models, fmt="frozen_pb")
+    with pytest.raises(ModelError) as caught:
+        build(load_recipe(path, ["model.input.size=[64, 64]"]), out_root=tmp_path / "build")
+    assert caught.value.message == "model.input.size is [64, 64] but the model's input is 32 high (shape [1, 32, 32, 3])"
+    assert caught.value.where == "--set model.input.size=[64, 64]:1:18"
+
+
+def test_keypoint_count_must_match_output_channels(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models, extra="")
+    with pytest.raises(ModelError) as caught:
+        build(load_recipe(path, ["model.keypoints=coco17"]), out_root=tmp_path / "build")
+    assert caught.value.message == "the model outputs 14 heatmap channels but keypoint set coco17 has 17"
+    assert not (tmp_path / "build" / "tiny").exists()
+
+
+def test_unknown_frozen_output_suggests_the_closest_node(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models, fmt="frozen_pb")
+    with pytest.raises(ModelError) as caught:
+        build(load_recipe(path, ["model.import.outputs=[Identty]"]), out_root=tmp_path / "build")
+    assert "unknown output tensor 'Identty'" in caught.value.message
+    assert "did you mean 'Identity'" in caught.value.message
+
+
+def test_missing_model_file(tmp_path, tiny_models, cli):
+    path = tiny_recipe(tmp_path, tiny_models)
+    result = cli("build", path, "--set", f"model.import.path={tmp_path / 'gone.keras'}", "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert f"error: --set model.import.path={tmp_path / 'gone.keras'}:1:19: model file not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_not_a_model_file(tmp_path, tiny_models, cli):
+    junk = write(tmp_path / "junk.pb", "this is not a protobuf")
+    path = tiny_recipe(tmp_path, tiny_models, fmt="frozen_pb")
+    result = cli("build", path, "--set", f"model.import.path={junk}", "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert "junk.pb is not a TensorFlow GraphDef" in result.stderr
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_build(tmp_path, tiny_models):
+    precious = tmp_path / "build" / "tiny"
+    precious.mkdir(parents=True)
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(InputError) as caught:
+        build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build")
+    assert "is not an mdeploy build folder" in caught.value.message
+    assert (precious / "notes.txt").read_text() == "mine"
+
+
+def test_checksum_of_a_local_model_is_verified(tmp_path, tiny_models):
+    path = tiny_recipe(tmp_path, tiny_models)
+    with pytest.raises(ModelError) as caught:
+        build(load_recipe(path, ["model.import.sha256=" + "ab" * 32]), out_root=tmp_path / "build")
+    assert caught.value.message.startswith("checksum mismatch for ")
+
+
+def test_url_import_downloads_once_into_the_cache(tmp_path, tiny_models, monkeypatch):
+    """file:// stands in for http(s): the same download, verify and cache path, no network."""
+    src = tiny_models["frozen_pb"]
+    sha = sha256_path(src)
+    path = tiny_recipe(tmp_path, tiny_models, fmt="frozen_pb")
+    recipe = load_recipe(path, ["model.import.path=", f"model.import.url={src.as_uri()}", f"model.import.sha256={sha}"])
+    result = build(recipe, out_root=tmp_path / "build")
+    assert [g.status for g in result.gates] == ["passed"]
+    cache = Path(str(tmp_path / "mdeploy-cache"))
+    assert (cache / "downloads" / sha / src.name).is_file()
+
+
+def test_sections_this_version_does_not_build_are_reported(tmp_path, tiny_models, cli):
+    path = tiny_recipe(
+        tmp_path,
+        tiny_models,
+        extra="""
+        train: {epochs: 2}
+        export:
+          tflite: {variants: [fp32, int8]}
+          onnx: {opset: 17}
+        """,
+    )
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert [w.split(": ", 2)[-1] for w in warnings] == [
+        "train: training is not available in this version; the model comes from model.import",
+        "export.onnx: ONNX export is not available in this version",
+        "export.tflite.variants.1: the TFLite int8 variant is not available in this version",
+    ]
+    manifest = json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())
+    assert [p["key"] for p in manifest["not_built"]] == ["train", "export.onnx", "export.tflite.variants.1"]
+
+
+def test_training_an_arch_is_refused_clearly(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(
+        tmp_path / "arch.yaml",
+        """
+        name: arch
+        model:
+          arch: mv2_cpm
+          input: {size: [192, 192], channels: bgr, range: [0, 255]}
+        """,
+    )
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 2
+    assert "error: arch.yaml:3:9: training an architecture ('mv2_cpm') is not available in this version of mdeploy" in result.stderr
+
+
+def test_json_summary(tmp_path, tiny_models, cli):
+    path = tiny_recipe(tmp_path, tiny_models)
+    result = cli("build", path, "--out", tmp_path / "b", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    assert [s["status"] for s in data["stages"]] == ["ran", "ran", "ran"]
+    again = json.loads(cli("build", path, "--out", tmp_path / "b", "--json").stdout)
+    assert [s["status"] for s in again["stages"]] == ["cached", "cached", "cached"]
+    assert again["written"] == "unchanged"
