@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
-RECIPE ?= recipes/pefm_cpm.yaml
+RECIPE ?= recipes/cpm_android.yaml
 
 .PHONY: setup quickstart test bench clean
 
@@ -28,8 +28,11 @@ test: setup
 
 ## Measurements recorded in docs/benchmarks.md.
 bench: setup
-	$(BIN)/python benchmarks/cli_startup.py
-	$(BIN)/python benchmarks/build_times.py
+	cd benchmarks && ../$(BIN)/python cli_startup.py
+	cd benchmarks && ../$(BIN)/python build_times.py
+	cd benchmarks && ../$(BIN)/python input_pipeline.py
+	cd benchmarks && ../$(BIN)/python train_throughput.py
+	cd benchmarks && ../$(BIN)/python quickstart.py
 
 clean:
 	rm -rf build dist .pytest_cache

@@ -16,17 +16,19 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from mdeploy import stages as fn
 from mdeploy.errors import GateFailure, InputError
 from mdeploy.exporters import ExportTarget, export_targets
-from mdeploy.fsutil import copy_tree_into, recover_dir, sha256_path, swap_dir, unique_sibling, write_json
-from mdeploy.pipeline import Cache, Outcome, Runner, Stage, StageContext, StageRecord
+from mdeploy.fsutil import copy_tree_into, recover_dir, sha256_json, sha256_path, swap_dir, unique_sibling, write_json
+from mdeploy.pipeline import Cache, Outcome, Runner, Stage, StageRecord
 from mdeploy.recipe import Recipe
 from mdeploy.registry import closest
 from mdeploy.report.manifest import build_manifest, manifest_matches
+from mdeploy.stages import MODEL_STAGE, TRAIN_STAGE, data_stage_name
 from mdeploy.verify.parity import evaluate
 
-MODEL_STAGE = "model"
 PARITY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow", "scikit-image", "matplotlib")
+ACCURACY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow")
 
 
 @dataclass(frozen=True)
@@ -95,19 +97,16 @@ class BuildResult:
             raise GateFailure(
                 f"{len(failed)} verification gate{'s' if len(failed) > 1 else ''} failed: {names}",
                 hint=f"artifacts and manifest were written to {self.build_dir}; "
-                "loosen verify.tolerances or set verify.parity: warn if the difference is acceptable",
+                "loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable",
             )
 
 
 # ---------------------------------------------------------------------------- planning
 
 _NOT_YET = {
-    ("data",): "datasets are used by training and accuracy gates, which this version does not run yet",
-    ("train",): "training is not available in this version; the model comes from model.import",
     ("export", "coreml"): "CoreML export is not available in this version",
     ("export", "onnx"): "ONNX export is not available in this version",
     ("export", "mace"): "MACE packages are not available in this version",
-    ("verify", "accuracy"): "accuracy gates need a dataset and are not available in this version",
     ("app",): "app glue generation is not available in this version",
     ("devices",): "device profiles and push are not available in this version",
     ("bench",): "benchmarking is not available in this version",
@@ -129,17 +128,42 @@ def pending_sections(recipe: Recipe) -> list[Pending]:
                         f"the TFLite {variant} variant is not available in this version",
                     )
                 )
-    return out
+    if recipe.model.import_ is not None:
+        for key in (("train",), ("data", "train")):
+            if recipe.given(*key):
+                out.append(Pending(key, recipe.where(*key, key=True), "not used: the model is imported, nothing is trained"))
+    if recipe.verify.accuracy is not None and (recipe.data is None or recipe.data.val is None):
+        out.append(Pending(("verify", "accuracy"), recipe.where("verify", "accuracy", key=True), "accuracy gates need a data.val split"))
+    return sorted(out, key=_position)
+
+
+def _position(pending: Pending) -> tuple:
+    """Order notices as they appear in the files (then by key)."""
+    if pending.where:
+        file, line, col = pending.where.rsplit(":", 2)
+        if line.isdigit() and col.isdigit():
+            return (file, int(line), int(col), pending.keypath)
+    return ("", 0, 0, pending.keypath)
 
 
 def plan_build(recipe: Recipe, cache: Cache) -> Plan:
+    stages: list[Stage] = []
+    data_keys = _data_stages(recipe, stages)
     if recipe.model.arch is not None:
-        raise InputError(
-            f"training an architecture ({recipe.model.arch!r}) is not available in this version of mdeploy",
-            where=recipe.where("model", "arch"),
-            hint="import a trained model with model.import (keras, saved_model or frozen_pb)",
+        stages.append(_train_stage(recipe, cache, data_keys))
+        stages.append(
+            Stage(
+                name=MODEL_STAGE,
+                describe="export the trained model as the canonical SavedModel",
+                run=partial(fn.run_trained, recipe),
+                key={"name": recipe.name, "model": recipe.section_json("model")},
+                deps=(TRAIN_STAGE,),
+                tools=("tensorflow", "keras"),
+                groups=("train",),
+            )
         )
-    stages = [_model_stage(recipe, cache)]
+    else:
+        stages.append(_import_stage(recipe, cache))
     targets = export_targets(recipe)
     samples_key = recipe.section_json("verify", "samples")
     samples_key["files"] = [sha256_path(p) for p in recipe.verify.samples.images if Path(p).is_file()]
@@ -148,7 +172,7 @@ def plan_build(recipe: Recipe, cache: Cache) -> Plan:
             Stage(
                 name=target.artifact_id,
                 describe=target.describe or f"export {target.artifact_id}",
-                run=partial(_export_stage, target),
+                run=partial(fn.run_export, target),
                 key={"name": recipe.name, "settings": target.settings},
                 deps=(MODEL_STAGE,),
                 tools=target.tools,
@@ -159,17 +183,99 @@ def plan_build(recipe: Recipe, cache: Cache) -> Plan:
             Stage(
                 name=f"parity/{target.artifact_id}",
                 describe=f"check {target.artifact_id} against the canonical model",
-                run=partial(_parity_stage, recipe, target),
+                run=partial(fn.run_parity, recipe, target),
                 key={"samples": samples_key},
                 deps=(MODEL_STAGE, target.artifact_id),
                 tools=PARITY_TOOLS,
                 groups=("verify", "parity"),
             )
         )
+    if recipe.data is not None and recipe.data.val is not None:
+        val_deps, val_key = data_keys["val"]
+        evaluated = [(MODEL_STAGE, "saved_model", "model/saved_model")] + [(t.artifact_id, t.format, t.filename) for t in targets]
+        for artifact, fmt, rel in evaluated:
+            stages.append(
+                Stage(
+                    name=f"accuracy/{artifact}",
+                    describe=f"score {artifact} on the validation split",
+                    run=partial(fn.run_accuracy, recipe, artifact, fmt, rel),
+                    key={"val": val_key, "format": fmt},
+                    deps=(MODEL_STAGE,) + ((artifact,) if artifact != MODEL_STAGE else ()) + val_deps,
+                    tools=ACCURACY_TOOLS,
+                    groups=("verify", "accuracy"),
+                )
+            )
     return Plan(recipe, stages, targets, pending_sections(recipe))
 
 
-def _model_stage(recipe: Recipe, cache: Cache) -> Stage:
+def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[str, ...], object]]:
+    """Stages that generate synthetic splits; for each split, (stage deps, key material)."""
+    keys: dict[str, tuple[tuple[str, ...], object]] = {}
+    if recipe.data is None:
+        return keys
+    for split in ("train", "val"):
+        source = getattr(recipe.data, split)
+        if source is None:
+            continue
+        if source.synthetic is not None:
+            name = data_stage_name(split)
+            stages.append(
+                Stage(
+                    name=name,
+                    describe=f"generate {source.synthetic.count} synthetic images",
+                    run=partial(fn.run_synthetic, recipe, split),
+                    key={"synthetic": recipe.section_json("data", split, "synthetic")},
+                    tools=("pillow", "numpy"),
+                    groups=("data",),
+                    publish=False,
+                )
+            )
+            keys[split] = ((name,), None)
+        else:
+            keys[split] = ((), coco_fingerprint(source.coco, recipe.where("data", split, "coco")))
+    return keys
+
+
+def coco_fingerprint(coco, where: str | None) -> dict:
+    """Annotation hash + the size and time of every file in the image folder (not their bytes)."""
+    ann = Path(coco.annotations)
+    images = Path(coco.images)
+    if not ann.is_file():
+        raise InputError(
+            f"annotations not found: {ann}",
+            where=where,
+            hint="the dataset is not bundled: convert downloaded AI Challenger annotations with "
+            "`mdeploy data convert ANNOTATIONS.json --images IMAGE_DIR --out FILE.json`, "
+            "or train on generated figures with data.train: {synthetic: {count: N}}",
+        )
+    if not images.is_dir():
+        raise InputError(f"image folder not found: {images}", where=where)
+    listing = sorted((p.name, st.st_size, int(st.st_mtime)) for p in images.iterdir() if p.is_file() for st in [p.stat()])
+    return {"annotations": sha256_path(ann), "images": sha256_json(listing)}
+
+
+def _train_stage(recipe: Recipe, cache: Cache, data_keys: dict) -> Stage:
+    deps: tuple[str, ...] = ()
+    material = {}
+    for split, (split_deps, key) in data_keys.items():
+        deps += split_deps
+        material[split] = key
+    return Stage(
+        name=TRAIN_STAGE,
+        describe=f"train {recipe.model.arch}",
+        run=partial(fn.run_train, recipe, cache),
+        key={
+            "model": recipe.section_json("model"),
+            "train": recipe.section_json("train"),
+            "data": material,
+        },
+        deps=deps,
+        tools=("tensorflow", "keras"),
+        groups=("train",),
+    )
+
+
+def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
     section = recipe.model.import_
     where = recipe.where
     if section.path is not None:
@@ -188,84 +294,11 @@ def _model_stage(recipe: Recipe, cache: Cache) -> Stage:
     return Stage(
         name=MODEL_STAGE,
         describe=f"import {section.format} {Path(section.path).name if section.path else section.url}",
-        run=partial(_run_model_stage, recipe, cache),
+        run=partial(fn.run_import, recipe, cache),
         key={"name": recipe.name, "model": recipe.section_json("model"), "file_sha256": digest},
         tools=("tensorflow",),
         groups=("import",),
     )
-
-
-# ---------------------------------------------------------------------------- stage functions
-
-
-def _resolve_import(recipe: Recipe, cache: Cache) -> Path:
-    from mdeploy.importers.fetch import fetch, is_archive, unpack
-
-    section = recipe.model.import_
-    where = recipe.where("model", "import", "url" if section.url else "path")
-    path = fetch(section.url, section.sha256, cache.root, where=where) if section.url else Path(section.path)
-    if is_archive(path):
-        path = unpack(path, where=where)
-    return path
-
-
-def _run_model_stage(recipe: Recipe, cache: Cache, ctx: StageContext) -> dict:
-    from mdeploy.importers import IMPORTERS
-    from mdeploy.importers.canonical import input_size, make_spec, write_canonical
-
-    section = recipe.model.import_
-    path = _resolve_import(recipe, cache)
-    loaded = IMPORTERS.get(section.format)(section, path, recipe.where)
-    size = input_size(recipe, loaded, recipe.where)
-    model_dir = ctx.out / "model"
-    model_dir.mkdir(parents=True)
-    out_shape = write_canonical(loaded, size, model_dir / "saved_model")
-    spec = make_spec(recipe, size, out_shape, dict(loaded.source, file=path.name), recipe.where)
-    spec.save(model_dir / "spec.json")
-    ctx.log(f"input {list(spec.input.shape)} -> {spec.output.name} {list(spec.output.shape)} (stride {spec.output_stride})")
-    return {
-        "artifacts": [
-            {"id": "model", "path": "model/saved_model", "format": "saved_model", "variant": None},
-            {"id": "spec", "path": "model/spec.json", "format": "spec", "variant": None},
-        ],
-    }
-
-
-def _spec_of(record: StageRecord):
-    from mdeploy.spec import ModelSpec
-
-    return ModelSpec.load(record.out / "model" / "spec.json")
-
-
-def _export_stage(target: ExportTarget, ctx: StageContext) -> dict:
-    model = ctx.dep(MODEL_STAGE)
-    details = target.run(target, model.out / "model" / "saved_model", _spec_of(model), ctx.out / target.filename, ctx.log)
-    return {
-        "artifacts": [
-            {"id": target.artifact_id, "path": target.filename, "format": target.format, "variant": target.variant, **details}
-        ]
-    }
-
-
-def _parity_stage(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
-    import numpy as np
-
-    from mdeploy.runners import open_runner
-    from mdeploy.verify.parity import measure
-    from mdeploy.verify.samples import parity_samples
-
-    model = ctx.dep(MODEL_STAGE)
-    spec = _spec_of(model)
-    samples = parity_samples(spec, recipe.verify.samples, recipe.where)
-    batch = np.stack([s.input for s in samples])
-    reference = open_runner("saved_model", model.out / "model" / "saved_model")(batch)
-    artifact = ctx.dep(target.artifact_id).out / target.filename
-    candidate = open_runner(target.format, artifact)(batch)
-    metrics = measure(reference, candidate, [s.name for s in samples], spec)
-    if metrics["shape_ok"]:
-        agree = "n/a" if metrics["agreement"] is None else f"{metrics['agreement']:.3f}"
-        ctx.log(f"max_abs {metrics['max_abs']:.3g}, agreement {agree} over {metrics['drawn']} drawn keypoints")
-    return {"results": {"parity": metrics}}
 
 
 # ---------------------------------------------------------------------------- gates
@@ -290,6 +323,34 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
         status = "passed" if ok else ("warned" if recipe.verify.parity == "warn" else "failed")
         gates.append(GateResult("parity", target.artifact_id, status, [c.to_json() for c in checks], metrics))
     return gates
+
+
+def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
+    """PCKh of the canonical model and of every artifact; with verify.accuracy, a drop limit."""
+    recipe = plan.recipe
+    if recipe.data is None or recipe.data.val is None:
+        return []
+    gate = recipe.verify.accuracy
+    reference = records.get(f"accuracy/{MODEL_STAGE}")
+    ref_value = reference.results["accuracy"]["metrics"]["pckh@0.5"] if reference else None
+    out = [GateResult("accuracy", MODEL_STAGE, "measured" if reference else "not run", [], reference.results["accuracy"] if reference else {})]
+    for target in plan.targets:
+        record = records.get(f"accuracy/{target.artifact_id}")
+        if record is None or reference is None:
+            out.append(GateResult("accuracy", target.artifact_id, "not run"))
+            continue
+        result = dict(record.results["accuracy"])
+        value = result["metrics"]["pckh@0.5"]
+        drop = None if value is None or ref_value is None else round(ref_value - value, 3)
+        result["reference"] = ref_value
+        result["drop"] = drop
+        if gate is None:
+            out.append(GateResult("accuracy", target.artifact_id, "measured", [], result))
+            continue
+        ok = drop is not None and drop <= gate.max_drop
+        check = {"check": "pckh@0.5 drop", "ok": ok, "value": drop, "limit": gate.max_drop, "detail": f"{value}% vs {ref_value}%"}
+        out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result))
+    return out
 
 
 # ---------------------------------------------------------------------------- build
@@ -323,9 +384,13 @@ def build(
     plan = plan_build(recipe, cache)
     selection = check_only(plan, only)
     outcome = Runner(cache, use_cache=use_cache, only=selection, progress=progress).run(plan.stages)
-    gates = parity_gates(plan, outcome.records)
+    train = outcome.records.get(TRAIN_STAGE)
+    if train is not None and train.status == "ran":
+        shutil.rmtree(fn.checkpoint_dir(cache, train.key), ignore_errors=True)  # stored: no longer needed
+    gates = parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records)
     manifest = build_manifest(recipe, plan, outcome, gates)
-    written = _write_build(build_dir, outcome, manifest)
+    published = {s.name: outcome.records[s.name] for s in plan.stages if s.publish and s.name in outcome.records}
+    written = _write_build(build_dir, published, manifest)
     return BuildResult(recipe, build_dir, manifest, outcome, plan, gates, written)
 
 
@@ -340,10 +405,10 @@ def _check_build_dir(build_dir: Path) -> None:
         )
 
 
-def _write_build(build_dir: Path, outcome: Outcome, manifest: dict) -> str:
+def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dict) -> str:
     """Leave an intact, identical build alone; otherwise assemble a new one and swap it in."""
     manifest_path = build_dir / "manifest.json"
-    if manifest_path.is_file() and _artifacts_intact(build_dir, outcome):
+    if manifest_path.is_file() and _artifacts_intact(build_dir, records):
         try:
             old = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -357,7 +422,7 @@ def _write_build(build_dir: Path, outcome: Outcome, manifest: dict) -> str:
     staging = unique_sibling(build_dir, "tmp")
     try:
         staging.mkdir()
-        for record in outcome.records.values():
+        for record in records.values():
             if record.out.is_dir():
                 copy_tree_into(record.out, staging)
         write_json(staging / "manifest.json", manifest)
@@ -368,8 +433,8 @@ def _write_build(build_dir: Path, outcome: Outcome, manifest: dict) -> str:
     return "assembled"
 
 
-def _artifacts_intact(build_dir: Path, outcome: Outcome) -> bool:
-    for record in outcome.records.values():
+def _artifacts_intact(build_dir: Path, records: dict[str, StageRecord]) -> bool:
+    for record in records.values():
         for rel, meta in record.data.get("files", {}).items():
             try:
                 if os.stat(build_dir / rel).st_size != meta["size"]:

@@ -82,3 +82,12 @@ class EnvironmentProblem(MdeployError):
 
 class DeviceError(EnvironmentProblem):
     """A phone (or the adb server) is missing, unauthorized, stalled or failing."""
+
+
+class WorkerFinished(MdeployError):
+    """Not an error: a non-chief worker of a multi-worker run is done; the chief writes results."""
+
+    exit_code = 0
+
+    def render(self) -> str:
+        return f"note: {self.message}"

@@ -78,12 +78,13 @@ class StageRecord:
 
 @dataclass
 class StageContext:
-    """What a running stage sees: its output folder, its dependencies, a logger."""
+    """What a running stage sees: its output folder, its key, its dependencies, a logger."""
 
     stage: Stage
     out: Path
     deps: dict[str, StageRecord]
     log: Callable[[str], None]
+    key: str = ""
 
     def dep(self, name: str) -> StageRecord:
         return self.deps[name]
@@ -99,6 +100,7 @@ class Stage:
     tools: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
     code_version: int = 1
+    publish: bool = True  # its files go into the build folder (data splits stay in the cache)
 
     def selected_by(self, names: set[str]) -> bool:
         return self.name in names or any(g in names for g in self.groups)
@@ -238,7 +240,6 @@ class Runner:
                 outcome.skipped.append(stage.name)
                 self.progress(f"{tag}: skipped (--only)")
                 continue
-            self.progress(f"{tag}: {stage.describe} ...")
             record = self._execute(stage, key, {d: outcome.records[d] for d in stage.deps}, tag)
             keys[stage.name] = key
             outcome.records[stage.name] = record
@@ -265,7 +266,8 @@ class Runner:
                 f"cannot write to the mdeploy cache at {self.cache.root}: {err.strerror or err}",
                 hint="set MDEPLOY_CACHE_DIR to a writable folder",
             ) from err
-        ctx = StageContext(stage, staging / "out", deps, lambda msg: self.progress(f"{tag}: {msg}"))
+        ctx = StageContext(stage, staging / "out", deps, lambda msg: self.progress(f"{tag}: {msg}"), key)
+        self.progress(f"{tag}: {stage.describe} ...")  # announced once its staging folder exists
         start = time.perf_counter()
         try:
             data = stage.run(ctx) or {}

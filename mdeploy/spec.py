@@ -73,22 +73,23 @@ class Preprocessing:
     def width(self) -> int:
         return self.size[1]
 
-    def geometry(self, src_width: int, src_height: int) -> Affine:
-        """The source -> input map for an image of the given size, per `resize`."""
-        sx, sy = self.width / src_width, self.height / src_height
+    def geometry(self, src_width: float, src_height: float, box: tuple[float, float, float, float] | None = None) -> Affine:
+        """The source -> input map for an image of the given size (or for a box in it), per `resize`."""
+        x0, y0, bw, bh = box if box is not None else (0.0, 0.0, float(src_width), float(src_height))
+        sx, sy = self.width / bw, self.height / bh
         if self.resize == "stretch":
-            return Affine(sx, sy, 0.0, 0.0)
+            return Affine(sx, sy, -sx * x0, -sy * y0)
         s = min(sx, sy) if self.resize == "letterbox" else max(sx, sy)
-        return Affine(s, s, (self.width - s * src_width) / 2.0, (self.height - s * src_height) / 2.0)
+        return Affine(s, s, (self.width - s * bw) / 2.0 - s * x0, (self.height - s * bh) / 2.0 - s * y0)
 
-    def resize_image(self, rgb: np.ndarray) -> tuple[np.ndarray, Affine]:
-        """Warp an RGB uint8 HxWx3 image to the input size (bilinear; letterbox pads black)."""
+    def resize_image(self, rgb: np.ndarray, box: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, Affine]:
+        """Warp an RGB uint8 HxWx3 image (or a box of it) to the input size (bilinear; outside is black)."""
         from PIL import Image
 
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an RGB image of shape HxWx3, got {rgb.shape}")
         h, w = rgb.shape[:2]
-        aff = self.geometry(w, h)
+        aff = self.geometry(w, h, box)
         # PIL's affine transform maps output -> input coordinates.
         data = (1 / aff.scale_x, 0.0, -aff.offset_x / aff.scale_x, 0.0, 1 / aff.scale_y, -aff.offset_y / aff.scale_y)
         img = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
@@ -108,9 +109,9 @@ class Preprocessing:
             x = (x - mean) / std
         return x.astype(np.float32)
 
-    def apply(self, rgb: np.ndarray) -> tuple[np.ndarray, Affine]:
+    def apply(self, rgb: np.ndarray, box: tuple[float, float, float, float] | None = None) -> tuple[np.ndarray, Affine]:
         """RGB uint8 image of any size -> ([H, W, 3] float32 input, source->input map)."""
-        resized, aff = self.resize_image(rgb)
+        resized, aff = self.resize_image(rgb, box)
         return self.normalize(resized), aff
 
     def input_range(self) -> tuple[float, float]:

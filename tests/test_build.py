@@ -214,15 +214,15 @@ def test_sections_this_version_does_not_build_are_reported(tmp_path, tiny_models
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert [w.split(": ", 2)[-1] for w in warnings] == [
-        "train: training is not available in this version; the model comes from model.import",
-        "export.onnx: ONNX export is not available in this version",
+        "train: not used: the model is imported, nothing is trained",
         "export.tflite.variants.1: the TFLite int8 variant is not available in this version",
+        "export.onnx: ONNX export is not available in this version",
     ]
     manifest = json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())
-    assert [p["key"] for p in manifest["not_built"]] == ["train", "export.onnx", "export.tflite.variants.1"]
+    assert [p["key"] for p in manifest["not_built"]] == ["train", "export.tflite.variants.1", "export.onnx"]
 
 
-def test_training_an_arch_is_refused_clearly(tmp_path, cli, monkeypatch):
+def test_training_without_data_is_refused_clearly(tmp_path, cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write(
         tmp_path / "arch.yaml",
@@ -235,7 +235,8 @@ def test_training_an_arch_is_refused_clearly(tmp_path, cli, monkeypatch):
     )
     result = cli("build", path, "--out", tmp_path / "b")
     assert result.exit_code == 2
-    assert "error: arch.yaml:3:9: training an architecture ('mv2_cpm') is not available in this version of mdeploy" in result.stderr
+    assert "error: arch.yaml:1:1: data: training model.arch needs a data.train split (synthetic or coco)" in result.stderr
+    assert not (tmp_path / "b").exists()
 
 
 def test_json_summary(tmp_path, tiny_models, cli):

@@ -56,19 +56,31 @@ def _parity_cell(gate) -> str:
 
 
 def render_summary(result) -> str:
-    gates = {g.artifact: g for g in result.gates}
+    parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
+    accuracy = {g.artifact: g for g in result.gates if g.gate == "accuracy"}
     rows = []
     for art in result.manifest["artifacts"]:
-        gate = gates.get(art["id"])
+        p, a = parity.get(art["id"]), accuracy.get(art["id"])
         if art["id"] == "model":
-            parity, status = "reference", "ok"
-        elif gate is None:
-            parity, status = "-", "ok"
+            cell, status = "reference", "ok"
         else:
-            parity, status = _parity_cell(gate), gate.status
-        rows.append([art["id"], art["path"], human_size(art["size"]), parity, status])
-    lines = [table(["artifact", "file", "size", "parity", "status"], rows)]
-    failing = [g for g in result.gates if g.status in ("failed", "warned")]
+            cell, status = _parity_cell(p), (p.status if p else "ok")
+        pck, delta = _accuracy_cells(a)
+        if a is not None and a.status == "failed":
+            status = "failed"
+        rows.append([art["id"], art["path"], human_size(art["size"]), cell, pck, delta, status])
+    lines = [table(["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"], rows)]
+    failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
+    accuracy_failures = [g for g in result.gates if g.status == "failed" and g.gate == "accuracy"]
+    if accuracy_failures:
+        lines.append("")
+        lines.append("accuracy problems:")
+        lines.append(
+            table(
+                ["artifact", "PCKh@0.5", "reference", "drop", "limit"],
+                [[g.artifact, _fmt(g.metrics["metrics"]["pckh@0.5"]), _fmt(g.metrics["reference"]), _fmt(g.metrics["drop"]), _fmt(g.checks[0]["limit"])] for g in accuracy_failures],
+            )
+        )
     if failing:
         lines.append("")
         lines.append("parity problems:")
@@ -92,6 +104,15 @@ def render_summary(result) -> str:
     lines.append("")
     lines.append(f"build {state}: {_rel(result.build_dir)}")
     return "\n".join(lines)
+
+
+def _accuracy_cells(gate) -> tuple[str, str]:
+    if gate is None or not gate.metrics:
+        return "-", "-"
+    value = gate.metrics["metrics"]["pckh@0.5"]
+    drop = gate.metrics.get("drop")
+    pck = "-" if value is None else f"{value:.1f}%"
+    return pck, "-" if drop is None else f"{-drop:+.1f}"
 
 
 def _fmt(value) -> str:

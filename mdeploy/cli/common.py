@@ -29,9 +29,9 @@ def guarded(fn: Callable[[], int | None], *, json_output: bool = False) -> None:
     try:
         code = fn() or 0
     except MdeployError as err:
-        if debug:
+        if debug and err.exit_code:
             raise
-        if json_output:
+        if json_output and err.exit_code:
             emit_json({"ok": False, **err.to_json()})
         stderr(err.render())
         raise typer.Exit(err.exit_code) from None

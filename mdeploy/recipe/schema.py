@@ -114,6 +114,17 @@ def _artifact_id(value: str) -> str:
 
 ArtifactId = Annotated[str, AfterValidator(_artifact_id)]
 
+
+def _arch(value: str) -> str:
+    from mdeploy.models import MODELS
+
+    if value not in MODELS:
+        raise PydanticCustomError("unknown_name", unknown_name_message("architecture", value, MODELS.names()))
+    return value
+
+
+ArchName = Annotated[str, AfterValidator(_arch)]
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -218,7 +229,7 @@ ImportSection = Annotated[Union[KerasImport, SavedModelImport, FrozenPbImport], 
 
 
 class ModelSection(Section):
-    arch: str | None = Field(None, description="a registered architecture to train (see `mdeploy models`)")
+    arch: ArchName | None = Field(None, description="a registered architecture to train (see `mdeploy models`)")
     params: dict[str, Any] = Field(default_factory=dict, description="architecture parameters, e.g. {width: 0.5}")
     import_: ImportSection | None = Field(None, alias="import", description="import an existing model instead")
     input: InputSection
@@ -233,6 +244,22 @@ class ModelSection(Section):
             raise PydanticCustomError("params_import", "'params' applies to 'arch' models, not to imports", {"at": "params"})
         if self.arch is not None and self.input.size is None:
             raise PydanticCustomError("size_required", "input.size is required when training an 'arch' model", {"at": "input"})
+        if self.arch is not None:
+            from mdeploy.errors import InputError
+            from mdeploy.models import get_arch
+
+            info = get_arch(self.arch)
+            try:
+                info.params(self.params)
+            except InputError as err:
+                raise PydanticCustomError("arch_params", err.message, {"at": "params"}) from None
+            multiple = info.size_multiple
+            if any(v % multiple for v in self.input.size):
+                raise PydanticCustomError(
+                    "arch_size",
+                    "{arch} needs an input size divisible by {m}, got {size}",
+                    {"arch": self.arch, "m": multiple, "size": list(self.input.size), "at": "input"},
+                )
         return self
 
 
@@ -242,6 +269,7 @@ class ModelSection(Section):
 class SyntheticData(Section):
     count: PositiveInt = Field(description="number of images to generate")
     seed: int = Field(0, description="generator seed: same seed, same images and labels")
+    size: Annotated[int, Field(ge=32, le=1024)] = Field(192, description="image width and height in pixels")
 
 
 class CocoData(Section):
@@ -285,6 +313,12 @@ class TrainSection(Section):
     seed: int = 0
     checkpoint_every: PositiveInt = Field(500, description="steps between checkpoints")
     early_stop: EarlyStopSection | None = None
+    max_steps: PositiveInt | None = Field(None, description="stop after this many steps (smoke runs); default: all epochs")
+    foreground_weight: Annotated[float, Field(ge=1)] = Field(
+        1.0,
+        description="L2 weight of heatmap pixels: 1 + (w - 1) x target; 1 is the plain L2 of the reference; "
+        "10 escapes the all-zero plateau in hundreds of steps instead of thousands",
+    )
 
 
 # ---------------------------------------------------------------------------- export
@@ -431,12 +465,20 @@ class Recipe(Section):
     description: str = ""
     model: ModelSection
     data: DataSection | None = None
-    train: TrainSection | None = None
+    train: TrainSection = Field(default_factory=TrainSection, description="used when model.arch is trained")
     export: ExportSection = Field(default_factory=_default_export)
     verify: VerifySection = Field(default_factory=VerifySection)
     app: AppSection | None = None
     devices: list[Slug] = Field(default_factory=list, description="device aliases from devices.yaml; host always exists")
     bench: BenchSection | None = None
+
+    @model_validator(mode="after")
+    def _training_needs_data(self):
+        if self.model.arch is not None and (self.data is None or self.data.train is None):
+            raise PydanticCustomError(
+                "train_data", "training model.arch needs a data.train split (synthetic or coco)", {"at": "data"}
+            )
+        return self
 
     # Where the recipe came from; set by the loader.
     _path: Path | None = PrivateAttr(None)

@@ -47,9 +47,9 @@ def summarize(recipe: Recipe) -> list[tuple[str, str]]:
             if d is not None:
                 desc = f"synthetic {d.synthetic.count} (seed {d.synthetic.seed})" if d.synthetic else f"coco {display_path(d.coco.annotations)}"
                 rows.append((f"data.{split}", desc))
-    if recipe.train:
+    if m.arch is not None:
         t = recipe.train
-        rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}"))
+        rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}, {t.distribute}"))
     if recipe.devices:
         rows.append(("devices", ", ".join(recipe.devices)))
     return rows

@@ -52,7 +52,11 @@ def build_manifest(recipe, plan, outcome, gates) -> dict:
             stages.append({"name": stage.name, "status": "skipped"})
             continue
         stages.append({"name": stage.name, "key": record.key, "seconds": record.data.get("seconds")})
-        artifacts += artifact_entries(record)
+        if stage.publish:
+            artifacts += artifact_entries(record)
+    by_gate: dict[str, list] = {}
+    for g in gates:
+        by_gate.setdefault(g.gate, []).append(g.to_json())
     return {
         "schema": SCHEMA,
         "name": recipe.name,
@@ -66,7 +70,14 @@ def build_manifest(recipe, plan, outcome, gates) -> dict:
         "spec": "model/spec.json" if "model" in outcome.records else None,
         "artifacts": artifacts,
         "stages": stages,
-        "gates": {"parity": {"policy": recipe.verify.parity, "results": [g.to_json() for g in gates]}},
+        "gates": {
+            "parity": {"policy": recipe.verify.parity, "results": by_gate.get("parity", [])},
+            "accuracy": {
+                "max_drop": recipe.verify.accuracy.max_drop if recipe.verify.accuracy else None,
+                "results": by_gate.get("accuracy", []),
+            },
+        },
+        "training": _training(outcome),
         "not_built": [p.to_json() for p in plan.pending],
     }
 
@@ -81,3 +92,8 @@ def manifest_matches(old: dict, new: dict) -> bool:
         return [(s["name"], s.get("key")) for s in m.get("stages", [])]
 
     return files(old) == files(new) and keys(old) == keys(new)
+
+
+def _training(outcome) -> dict | None:
+    record = outcome.records.get("train")
+    return record.results.get("train") if record else None

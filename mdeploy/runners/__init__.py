@@ -24,6 +24,7 @@ class ModelRunner(Protocol):
 RUNNERS: Registry[Callable[[Path], ModelRunner]] = Registry("runtime")
 RUNNERS.register("saved_model", lazy("mdeploy.runners.tensorflow", "SavedModelRunner"))
 RUNNERS.register("tflite", lazy("mdeploy.runners.litert", "LiteRTRunner"))
+RUNNERS.register("keras", lazy("mdeploy.runners.keras", "KerasRunner"))
 
 
 def open_runner(fmt: str, path: Path) -> ModelRunner:

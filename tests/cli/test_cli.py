@@ -66,9 +66,8 @@ def test_validate_ok_prints_a_summary(tmp_path, cli, monkeypatch):
         "  keypoints  aic14\n"
         "  export     tflite (fp32, fp16)\n"
         "  verify     parity fail on 4 random, package photos\n"
-        "  train      2 epochs, batch 16, adam lr 0.001\n"
         "validated but not built by this version of mdeploy:\n"
-        "  demo.yaml:7:1: train: training is not available in this version; the model comes from model.import\n"
+        "  demo.yaml:7:1: train: not used: the model is imported, nothing is trained\n"
     )
 
 
@@ -81,7 +80,7 @@ def test_validate_reports_every_problem_with_positions(tmp_path, cli, monkeypatc
     assert result.stderr.splitlines() == [
         "error: bad.yaml:4:39: model.input.channels: expected one of rgb, bgr; got 'bgrr' (did you mean 'bgr'?)",
         "error: bad.yaml:7:9: train.epochz: unknown key 'epochz' (did you mean 'epochs'?); expected one of: "
-        "epochs, batch_size, optimizer, distribute, seed, checkpoint_every, early_stop",
+        "epochs, batch_size, optimizer, distribute, seed, checkpoint_every, early_stop, max_steps, foreground_weight",
         "2 problems found",
         "hint: `mdeploy schema` prints every key a recipe accepts",
     ]
@@ -93,7 +92,7 @@ def test_validate_json(tmp_path, cli, monkeypatch):
     ok = json.loads(cli("validate", "demo.yaml", "--json").stdout)
     assert ok["ok"] is True and ok["summary"]["name"] == "demo"
     assert ok["not_built"] == [
-        {"key": "train", "where": "demo.yaml:7:1", "reason": "training is not available in this version; the model comes from model.import"}
+        {"key": "train", "where": "demo.yaml:7:1", "reason": "not used: the model is imported, nothing is trained"}
     ]
     write(tmp_path / "bad.yaml", RECIPE.replace("epochs: 2", "epochs: -2"))
     result = cli("validate", "bad.yaml", "--json")
@@ -160,7 +159,7 @@ def test_build_prints_stage_lines_and_a_table(tmp_path, tiny_models):
     assert proc.stderr.splitlines()[:2] == ["[1/3] model: import keras tiny.keras ...", "[1/3] model: input [1, 32, 32, 3] -> heatmaps [1, 16, 16, 14] (stride 2)"]
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr  # no framework noise
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["artifact", "file", "size", "parity", "status"]
+    assert lines[0].split() == ["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"]
     assert lines[-1] == "build written: build/tiny"
     again = run_cli("build", str(path), cwd=tmp_path)
     assert again.stderr.splitlines() == ["[1/3] model: cached", "[2/3] tflite/fp32: cached", "[3/3] parity/tflite/fp32: cached"]

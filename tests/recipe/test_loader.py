@@ -30,7 +30,8 @@ def test_defaults_are_filled(tmp_path):
     assert recipe.model.keypoints == "aic14"
     assert recipe.model.input.mean == (0.0, 0.0, 0.0)
     assert recipe.verify.parity == "fail"
-    assert recipe.train is None and recipe.bench is None
+    assert recipe.train.epochs == 10 and recipe.train.foreground_weight == 1.0
+    assert recipe.bench is None and recipe.data is None
 
 
 def test_export_defaults_to_tflite_fp32(tmp_path):

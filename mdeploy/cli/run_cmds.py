@@ -1,0 +1,193 @@
+"""`mdeploy train`, `mdeploy eval`, `mdeploy predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mdeploy.cli import app
+from mdeploy.cli.common import emit_json, guarded, stderr, table
+from mdeploy.cli.recipe_cmds import SET_HELP
+
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe with model.arch and data.", show_default=False),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Train again even when a trained model is cached."),
+    out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
+    json_output: bool = typer.Option(False, "--json", help="Print the training summary as JSON."),
+) -> None:
+    """Train the recipe's model (data, training, canonical model); resumes an interrupted run.
+
+    With train.distribute: multi_worker, run the same command on every worker (TF_CONFIG set).
+    """
+
+    def body() -> int:
+        from mdeploy.build import build as run_build
+        from mdeploy.errors import InputError
+        from mdeploy.recipe import load_recipe
+
+        loaded = load_recipe(recipe, set_)
+        if loaded.model.arch is None:
+            raise InputError("this recipe imports its model (model.import): there is nothing to train", where=loaded.where("model"))
+        result = run_build(loaded, out_root=out, use_cache=not no_cache, only=["train"], progress=stderr)
+        summary = result.manifest.get("training") or {}
+        if json_output:
+            emit_json({"ok": True, "build_dir": str(result.build_dir), "training": summary})
+            return 0
+        rows = [
+            [str(h["epoch"]), str(h["step"]), f"{h['loss']:.3f}", _pct(h.get("val_pckh@0.5")), _pct(h.get("val_pefm_pckh"))]
+            for h in summary.get("history", [])
+        ]
+        typer.echo(table(["epoch", "step", "loss", "val PCKh@0.5", "val PEFM PCKh"], rows))
+        typer.echo(f"\n{summary.get('steps', 0)} steps at {summary.get('images_per_second', 0)} images/s; model in {result.build_dir / 'model'}")
+        return 0
+
+    guarded(body, json_output=json_output)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+@app.command("eval")
+def eval_(
+    target: Path = typer.Argument(..., help="A recipe (its build's artifacts) or one artifact.", show_default=False),
+    data: Path | None = typer.Option(None, "--data", help="COCO-keypoints json (default: the recipe's data.val)."),
+    images: Path | None = typer.Option(None, "--images", help="Image folder of --data (default: images/ beside it)."),
+    spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N samples."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
+    out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
+    json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """PCKh (standard and PEFM variant) and per-joint accuracy of models on a keypoints split."""
+
+    def body() -> int:
+        results = _evaluate_target(target, data, images, spec, limit, set_, out)
+        if json_output:
+            emit_json({"ok": True, "results": results})
+            return 0
+        typer.echo(
+            table(
+                ["artifact", "samples", "PCKh@0.5", "PCKh@0.5 (labelled)", "PEFM PCKh"],
+                [[a, str(r["samples"]), _pct(r["metrics"]["pckh@0.5"]), _pct(r["metrics"]["pckh@0.5_labelled"]), _pct(r["metrics"]["pefm_pckh"])] for a, r in results.items()],
+            )
+        )
+        first = next(iter(results.values()))
+        typer.echo("")
+        typer.echo(
+            table(
+                ["joint", "PCKh@0.5", "PEFM PCKh", "visible", "labelled"],
+                [[j, _pct(v["pckh@0.5"]), _pct(v["pefm_pckh"]), str(v["visible"]), str(v["labelled"])] for j, v in first["per_joint"].items()],
+            )
+        )
+        return 0
+
+    guarded(body, json_output=json_output)
+
+
+def _evaluate_target(target, data, images, spec, limit, overrides, out) -> dict:
+    from mdeploy.errors import InputError
+
+    if target.suffix in RECIPE_SUFFIXES:
+        from mdeploy.build import build as run_build
+        from mdeploy.recipe import load_recipe
+
+        recipe = load_recipe(target, overrides)
+        if data is None:
+            if recipe.data is None or recipe.data.val is None:
+                raise InputError("the recipe has no data.val split; pass --data", where=recipe.where("data"))
+            result = run_build(recipe, out_root=out, only=["accuracy"], progress=stderr)
+            return {g.artifact: g.metrics for g in result.gates if g.gate == "accuracy" and g.metrics}
+        build_dir = Path(out) / recipe.name
+        if not (build_dir / "manifest.json").is_file():
+            raise InputError(f"{build_dir} holds no build", hint=f"run `mdeploy build {target}` first")
+        artifacts = _build_artifacts(build_dir)
+    elif target.is_dir() and (target / "manifest.json").is_file():
+        artifacts = _build_artifacts(target)
+    else:
+        artifacts = {target.name: target}
+    if data is None:
+        raise InputError("--data is required to score an artifact")
+    return _score(artifacts, data, images or Path(data).parent / "images", spec, limit)
+
+
+def _build_artifacts(build_dir: Path) -> dict[str, Path]:
+    import json
+
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    runnable = {"saved_model", "tflite", "onnx"}
+    return {a["id"]: build_dir / a["path"] for a in manifest["artifacts"] if a["format"] in runnable}
+
+
+def _score(artifacts: dict[str, Path], data: Path, images: Path, spec_path: Path | None, limit: int | None) -> dict:
+    from mdeploy.data.coco import load_coco
+    from mdeploy.evaluate.evaluator import evaluate
+    from mdeploy.predict import artifact_format, find_spec
+    from mdeploy.runners import open_runner
+
+    results = {}
+    for name, path in artifacts.items():
+        spec = find_spec(path, spec_path)
+        ds = load_coco(data, images, spec.keypoints)
+        runner = open_runner(artifact_format(path), path)
+        stderr(f"scoring {name} on {min(len(ds), limit or len(ds))} samples ...")
+        results[name] = evaluate(runner, spec, ds, limit=limit).to_json()
+    return results
+
+
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="Model artifact (.tflite, .keras, SavedModel folder).", show_default=False),
+    source: Path = typer.Argument(..., help="An image or a video file.", show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Annotated image/video to write (default: <source>_pose.png/.mp4)."),
+    spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
+    window: int = typer.Option(3, min=1, help="Video: frames averaged per joint."),
+    json_output: bool = typer.Option(False, "--json", help="Print keypoints as JSON."),
+) -> None:
+    """Draw the predicted skeleton on an image (or every frame of a video) and print the keypoints."""
+
+    def body() -> int:
+        from mdeploy.errors import InputError
+        from mdeploy.fsutil import atomic_write_bytes
+        from mdeploy.predict import draw_pose, is_video, open_predictor, predict_video
+        from mdeploy.verify.samples import load_rgb
+
+        if not source.is_file():
+            raise InputError(f"input not found: {source}")
+        predictor = open_predictor(artifact, spec)
+        kps = predictor.spec.keypoints
+        if is_video(source):
+            target = out or Path(f"{source.stem}_pose.mp4")
+            frames = predict_video(predictor, source, target, window)
+            if json_output:
+                emit_json({"ok": True, "frames": frames, "out": str(target)})
+            else:
+                typer.echo(f"wrote {target} ({frames} frames)")
+            return 0
+        rgb = load_rgb(source)
+        points = predictor(rgb)
+        drawn = draw_pose(rgb, points, kps, predictor.spec.decode.threshold)
+        target = out or Path(f"{source.stem}_pose.png")
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        Image.fromarray(drawn).save(buf, format=fmt)
+        atomic_write_bytes(target, buf.getvalue())
+        rows = [{"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)} for n, p in zip(kps.names, points)]
+        if json_output:
+            emit_json({"ok": True, "out": str(target), "keypoints": rows})
+        else:
+            typer.echo(table(["joint", "x", "y", "confidence"], [[r["joint"], f"{r['x']:.1f}", f"{r['y']:.1f}", f"{r['confidence']:.3f}"] for r in rows]))
+            typer.echo(f"\nwrote {target}")
+        return 0
+
+    guarded(body, json_output=json_output)

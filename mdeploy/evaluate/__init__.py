@@ -1,0 +1,1 @@
+"""Decoding heatmaps into keypoints, and the accuracy metrics of pose models."""

@@ -1,0 +1,162 @@
+"""`models`, `data synth|convert`, `train`, `eval`, `predict` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mdeploy.build import build
+from mdeploy.recipe import load_recipe
+from tests.helpers import REPO, write
+
+TINY = """
+name: tiny_cli
+model:
+  arch: tiny_cpm
+  input: {size: [64, 64], channels: rgb, range: [-1, 1]}
+data:
+  train: {synthetic: {count: 32, seed: 1, size: 64}}
+  val: {synthetic: {count: 8, seed: 2, size: 64}}
+train: {epochs: 1, batch_size: 8}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("tiny-cli")
+    os.environ["MDEPLOY_CACHE_DIR"] = str(root / "cache")
+    try:
+        recipe_path = write(root / "tiny.yaml", TINY)
+        result = build(load_recipe(recipe_path), out_root=root / "build")
+    finally:
+        del os.environ["MDEPLOY_CACHE_DIR"]
+    return recipe_path, result.build_dir
+
+
+def test_models_lists_the_registry(cli):
+    result = cli("models", "--json")
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert set(rows) >= {"mv2_cpm", "mv2_hourglass", "tiny_cpm", "tiny_hourglass"}
+    cpm = rows["mv2_cpm"]
+    assert cpm["parameters"] == 558_960 and cpm["output_stride"] == 2 and cpm["final_output"] == "stage_5_out"
+    assert rows["mv2_hourglass"]["final_output"] == "hourglass_out_3" and rows["mv2_hourglass"]["output_stride"] == 4
+    text = cli("models", "--no-test").stdout
+    assert text.splitlines()[0].split()[:3] == ["name", "input", "stride"]
+    assert "tiny_cpm" not in text and "0.559 M" in text
+
+
+def test_data_synth_writes_a_dataset_once(tmp_path, cli):
+    result = cli("data", "synth", tmp_path / "ds", "--count", "5", "--size", "64", "--seed", "3")
+    assert result.exit_code == 0
+    data = json.loads((tmp_path / "ds" / "annotations.json").read_text())
+    assert len(data["images"]) == 5 and len(list((tmp_path / "ds" / "images").iterdir())) == 5
+    again = cli("data", "synth", tmp_path / "ds", "--count", "5")
+    assert again.exit_code == 2 and "already holds a dataset" in again.stderr
+
+
+def test_data_convert_reports_what_it_skipped(tmp_path, cli):
+    raw = [
+        {"image_id": "a", "keypoint_annotations": {"human1": [10, 20, 1] * 14}, "human_annotations": {}},
+        {"image_id": "b", "keypoint_annotations": {"human1": [0, 0, 3] * 14}, "human_annotations": {}},
+    ]
+    (tmp_path / "aic.json").write_text(json.dumps(raw))
+    result = cli("data", "convert", tmp_path / "aic.json", "--out", tmp_path / "coco.json")
+    assert result.exit_code == 0
+    assert "1 people in 1 images" in result.stdout
+    assert "skipped 1 image(s) with no usable person" in result.stderr
+    bad = cli("data", "convert", tmp_path / "aic.json", "--out", tmp_path / "x.json", "--from", "mpii")
+    assert bad.exit_code == 2 and "unknown source format" in bad.stderr
+
+
+def test_train_prints_the_history(tmp_path, cli):
+    path = write(tmp_path / "t.yaml", TINY)
+    result = cli("train", path, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[0].split() == ["epoch", "step", "loss", "val", "PCKh@0.5", "val", "PEFM", "PCKh"]
+    assert "4 steps" in result.stdout
+    imported = cli("train", REPO / "recipes" / "pefm_cpm.yaml")
+    assert imported.exit_code == 2 and "there is nothing to train" in imported.stderr
+
+
+def test_eval_an_artifact_and_a_recipe(tmp_path, cli, tiny_build):
+    recipe_path, build_dir = tiny_build
+    cli("data", "synth", tmp_path / "val", "--count", "6", "--size", "64", "--seed", "9")
+    result = cli("eval", build_dir / "model" / "saved_model", "--data", tmp_path / "val" / "annotations.json", "--json")
+    assert result.exit_code == 0, result.stderr
+    (scores,) = json.loads(result.stdout)["results"].values()
+    assert scores["samples"] == 6 and set(scores["metrics"]) == {"pckh@0.5", "pckh@0.5_labelled", "pefm_pckh"}
+    assert set(scores["per_joint"]) >= {"head_top", "left_ankle"}
+    whole = cli("eval", build_dir, "--data", tmp_path / "val" / "annotations.json", "--json")
+    assert set(json.loads(whole.stdout)["results"]) == {"model", "tflite/fp32"}
+    missing = cli("eval", build_dir / "model" / "saved_model")
+    assert missing.exit_code == 2 and "--data is required" in missing.stderr
+
+
+def synthetic_frames(n: int, size: int = 64) -> list[np.ndarray]:
+    from mdeploy.data.synthetic import render
+
+    return [render(5, i, size)[0] for i in range(n)]
+
+
+def test_predict_an_image_and_a_video(tmp_path, cli, tiny_build):
+    import av
+
+    _, build_dir = tiny_build
+    tflite = build_dir / "tflite" / "tiny_cli_fp32.tflite"
+    frame = synthetic_frames(1)[0]
+    Image.fromarray(frame).save(tmp_path / "person.png")
+    result = cli("predict", tflite, tmp_path / "person.png", "--out", tmp_path / "pose.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [k["joint"] for k in data["keypoints"]][:2] == ["head_top", "neck"]
+    assert np.asarray(Image.open(tmp_path / "pose.png")).shape == frame.shape
+
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for rgb in synthetic_frames(6):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    out = cli("predict", tflite, video, "--out", tmp_path / "clip_pose.mp4")
+    assert out.exit_code == 0, out.stderr
+    assert "(6 frames)" in out.stdout
+    with av.open(str(tmp_path / "clip_pose.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6
+
+
+def test_predict_needs_a_spec_it_can_find(tmp_path, cli, tiny_build):
+    _, build_dir = tiny_build
+    lone = tmp_path / "lone.tflite"
+    lone.write_bytes((build_dir / "tflite" / "tiny_cli_fp32.tflite").read_bytes())
+    Image.fromarray(synthetic_frames(1)[0]).save(tmp_path / "p.png")
+    result = cli("predict", lone, tmp_path / "p.png")
+    assert result.exit_code == 2 and "no spec.json found" in result.stderr
+    ok = cli("predict", lone, tmp_path / "p.png", "--spec", build_dir / "model" / "spec.json", "--out", tmp_path / "o.png")
+    assert ok.exit_code == 0
+
+
+def test_reference_model_draws_a_plausible_pose_on_a_real_photo(tmp_path, cli, pefm_pb):
+    """The imported PEFM CPM on scikit-image's astronaut: head above neck above hips, shoulders apart."""
+    from mdeploy.verify.samples import PACKAGE_PHOTOS, package_photo
+
+    assert "astronaut" in PACKAGE_PHOTOS
+    Image.fromarray(package_photo("astronaut")).save(tmp_path / "astronaut.png")
+    build(load_recipe(REPO / "recipes" / "pefm_cpm.yaml", ["export.tflite.variants=[fp32]"]), out_root=tmp_path / "b")
+    result = cli("predict", tmp_path / "b" / "pefm_cpm" / "tflite" / "pefm_cpm_fp32.tflite", tmp_path / "astronaut.png", "--out", tmp_path / "a.png", "--json")
+    kp = {k["joint"]: k for k in json.loads(result.stdout)["keypoints"]}
+    assert kp["head_top"]["y"] < kp["neck"]["y"]
+    assert kp["right_shoulder"]["x"] < kp["neck"]["x"] < kp["left_shoulder"]["x"]  # facing the camera
+    assert kp["neck"]["confidence"] > 0.3
+    drawn = np.asarray(Image.open(tmp_path / "a.png")).astype(int)
+    assert np.abs(drawn - package_photo("astronaut")).sum() > 0

@@ -1,0 +1,97 @@
+"""Decoding heatmaps and the PCKh metrics, on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mdeploy.evaluate.decode import decode, gaussian_kernel, smooth, to_source
+from mdeploy.evaluate.metrics import head_sizes, pckh
+from mdeploy.spec import Preprocessing
+
+
+def blob(h, w, cx, cy, sigma=1.5):
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    return np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+
+
+def test_argmax_cell_maps_to_its_centre_in_input_pixels():
+    hm = np.zeros((1, 8, 10, 2), np.float32)
+    hm[0, 3, 7, 0] = 0.9
+    hm[0, 0, 0, 1] = 0.1
+    pts = decode(hm, stride=4, subpixel=False)[0]
+    np.testing.assert_allclose(pts[0], [(7 + 0.5) * 4, (3 + 0.5) * 4, 0.9])
+    np.testing.assert_allclose(pts[1], [2.0, 2.0, 0.1])
+
+
+def test_subpixel_moves_a_quarter_cell_toward_the_higher_neighbour():
+    hm = blob(16, 16, 8.8, 5.3)[None, :, :, None].astype(np.float32)  # peak cell (8, 5), true centre right of it
+    coarse = decode(hm, 1, subpixel=False)[0, 0]
+    fine = decode(hm, 1, subpixel=True)[0, 0]
+    assert coarse[:2].tolist() == [8.5, 5.5]
+    assert fine[:2].tolist() == [8.75, 5.25]
+    assert abs(fine[0] - 8.8) < abs(coarse[0] - 8.8) and abs(fine[1] - 5.3) < abs(coarse[1] - 5.3)
+
+
+def test_smoothing_finds_the_broad_peak_not_a_single_spike():
+    hm = blob(32, 32, 20.5, 20.5, sigma=3)
+    hm[4, 4] = 1.2  # a lone spike higher than the real peak
+    hm = hm[None, :, :, None].astype(np.float32)
+    assert decode(hm, 1, sigma=0, subpixel=False)[0, 0, :2].tolist() == [4.5, 4.5]
+    x, y, conf = decode(hm, 1, sigma=2.0, subpixel=False)[0, 0]
+    assert (x, y) == (20.5, 20.5)
+    assert conf == pytest.approx(1.0, abs=1e-6)  # confidence is the raw heatmap value at the cell
+
+
+def test_gaussian_kernel_and_smooth_preserve_mass():
+    k = gaussian_kernel(1.5)
+    assert len(k) == 11 and k.sum() == pytest.approx(1.0)
+    hm = np.zeros((1, 20, 20, 1), np.float32)
+    hm[0, 10, 10, 0] = 1.0
+    assert smooth(hm, 1.5).sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_to_source_inverts_the_preprocessing():
+    pre = Preprocessing((96, 128), "rgb", (0, 1), resize="letterbox")
+    aff = pre.geometry(640, 480)
+    u, v = aff.to_input(np.array([100.0, 500.0]), np.array([50.0, 400.0]))
+    back = to_source(np.stack([u, v, [0.5, 0.6]], axis=1), aff)
+    np.testing.assert_allclose(back, [[100, 50, 0.5], [500, 400, 0.6]], atol=1e-3)
+
+
+def truth_with_head(n=2):
+    t = np.zeros((n, 14, 3), np.float32)
+    t[:, :, 2] = 2
+    t[:, 0, :2] = (50, 10)  # head top
+    t[:, 1, :2] = (50, 30)  # neck: head size 20
+    for k in range(2, 14):
+        t[:, k, :2] = (20 + 5 * k, 40 + 4 * k)
+    return t
+
+
+def test_pckh_counts_joints_within_half_the_head_size():
+    truth = truth_with_head()
+    pred = truth[..., :2].copy()
+    pred[0, 5] += (9.9, 0)  # within 0.5 x 20
+    pred[0, 6] += (10.1, 0)  # just outside
+    pred[1, 7] += (0, 30)  # far
+    result = pckh(pred, truth, head=(0, 1), alpha=0.5, min_visibility=2)
+    assert result.total.sum() == 28
+    assert result.correct.sum() == 26
+    assert result.value == pytest.approx(100 * 26 / 28)
+    assert result.per_joint()[6] == 50.0 and result.per_joint()[5] == 100.0
+
+
+def test_visibility_head_size_and_lenient_variant():
+    truth = truth_with_head()
+    truth[0, 8, 2] = 1  # occluded: not in the standard metric, in the labelled one
+    truth[1, 0, 2] = 0  # no head top: sample 1 has no head size, is not scored
+    pred = truth[..., :2].copy()
+    pred[0, 8] += (15, 0)
+    assert np.isnan(head_sizes(truth, (0, 1))[1])
+    standard = pckh(pred, truth, (0, 1), 0.5, 2)
+    labelled = pckh(pred, truth, (0, 1), 0.5, 1)
+    lenient = pckh(pred, truth, (0, 1), 1.0, 1)
+    assert standard.total.sum() == 13 and standard.value == 100.0
+    assert labelled.total.sum() == 14 and labelled.correct.sum() == 13
+    assert lenient.correct.sum() == 14  # 15 px is within 1.0 x 20
