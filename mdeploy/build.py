@@ -68,7 +68,7 @@ class Plan:
 class GateResult:
     gate: str
     artifact: str
-    status: str  # passed | failed | warned | not run
+    status: str  # passed | failed | warned | measured | unverified | not run
     checks: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
 
@@ -104,9 +104,6 @@ class BuildResult:
 # ---------------------------------------------------------------------------- planning
 
 _NOT_YET = {
-    ("export", "coreml"): "CoreML export is not available in this version",
-    ("export", "onnx"): "ONNX export is not available in this version",
-    ("export", "mace"): "MACE packages are not available in this version",
     ("app",): "app glue generation is not available in this version",
     ("devices",): "device profiles and push are not available in this version",
     ("bench",): "benchmarking is not available in this version",
@@ -129,8 +126,9 @@ def pending_sections(recipe: Recipe) -> list[Pending]:
                     )
                 )
     if recipe.model.import_ is not None:
+        calibrates = tflite is not None and "int8" in tflite.variants and tflite.calibration.split == "train"
         for key in (("train",), ("data", "train")):
-            if recipe.given(*key):
+            if recipe.given(*key) and not (key == ("data", "train") and calibrates):
                 out.append(Pending(key, recipe.where(*key, key=True), "not used: the model is imported, nothing is trained"))
     if recipe.verify.accuracy is not None and (recipe.data is None or recipe.data.val is None):
         out.append(Pending(("verify", "accuracy"), recipe.where("verify", "accuracy", key=True), "accuracy gates need a data.val split"))
@@ -146,7 +144,7 @@ def _position(pending: Pending) -> tuple:
     return ("", 0, 0, pending.keypath)
 
 
-def plan_build(recipe: Recipe, cache: Cache) -> Plan:
+def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> Plan:
     stages: list[Stage] = []
     data_keys = _data_stages(recipe, stages)
     if recipe.model.arch is not None:
@@ -164,17 +162,22 @@ def plan_build(recipe: Recipe, cache: Cache) -> Plan:
         )
     else:
         stages.append(_import_stage(recipe, cache))
-    targets = export_targets(recipe)
+    targets = export_targets(recipe, build_dir or Path("build").absolute() / recipe.name)
     samples_key = recipe.section_json("verify", "samples")
     samples_key["files"] = [sha256_path(p) for p in recipe.verify.samples.images if Path(p).is_file()]
     for target in targets:
+        deps, key = (MODEL_STAGE,), {"name": recipe.name, "settings": target.settings}
+        if target.calibration_split:
+            split_deps, split_key = data_keys[target.calibration_split]
+            deps += split_deps
+            key["calibration_data"] = split_key
         stages.append(
             Stage(
                 name=target.artifact_id,
                 describe=target.describe or f"export {target.artifact_id}",
-                run=partial(fn.run_export, target),
-                key={"name": recipe.name, "settings": target.settings},
-                deps=(MODEL_STAGE,),
+                run=partial(fn.run_export, recipe, target),
+                key=key,
+                deps=deps,
                 tools=target.tools,
                 groups=("export", target.format),
             )
@@ -184,7 +187,7 @@ def plan_build(recipe: Recipe, cache: Cache) -> Plan:
                 name=f"parity/{target.artifact_id}",
                 describe=f"check {target.artifact_id} against the canonical model",
                 run=partial(fn.run_parity, recipe, target),
-                key={"samples": samples_key},
+                key={"samples": samples_key, "unverified": target.runnable_here()},
                 deps=(MODEL_STAGE, target.artifact_id),
                 tools=PARITY_TOOLS,
                 groups=("verify", "parity"),
@@ -192,14 +195,15 @@ def plan_build(recipe: Recipe, cache: Cache) -> Plan:
         )
     if recipe.data is not None and recipe.data.val is not None:
         val_deps, val_key = data_keys["val"]
-        evaluated = [(MODEL_STAGE, "saved_model", "model/saved_model")] + [(t.artifact_id, t.format, t.filename) for t in targets]
-        for artifact, fmt, rel in evaluated:
+        evaluated = [(MODEL_STAGE, "saved_model", "model/saved_model", None)]
+        evaluated += [(t.artifact_id, t.format, t.filename, t.runnable_here()) for t in targets]
+        for artifact, fmt, rel, why_not in evaluated:
             stages.append(
                 Stage(
                     name=f"accuracy/{artifact}",
                     describe=f"score {artifact} on the validation split",
-                    run=partial(fn.run_accuracy, recipe, artifact, fmt, rel),
-                    key={"val": val_key, "format": fmt},
+                    run=partial(fn.run_accuracy, recipe, artifact, fmt, rel, why_not),
+                    key={"val": val_key, "format": fmt, "unverified": why_not},
                     deps=(MODEL_STAGE,) + ((artifact,) if artifact != MODEL_STAGE else ()) + val_deps,
                     tools=ACCURACY_TOOLS,
                     groups=("verify", "accuracy"),
@@ -318,6 +322,9 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
             override.min_agreement if override and override.min_agreement is not None else target.tolerance.min_agreement
         )
         metrics = record.results["parity"]
+        if "unverified" in metrics:
+            gates.append(GateResult("parity", target.artifact_id, "unverified", [], metrics))
+            continue
         checks = evaluate(metrics, max_abs, min_agree)
         ok = all(c.ok for c in checks)
         status = "passed" if ok else ("warned" if recipe.verify.parity == "warn" else "failed")
@@ -340,6 +347,9 @@ def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResu
             out.append(GateResult("accuracy", target.artifact_id, "not run"))
             continue
         result = dict(record.results["accuracy"])
+        if "unverified" in result:
+            out.append(GateResult("accuracy", target.artifact_id, "unverified", [], result))
+            continue
         value = result["metrics"]["pckh@0.5"]
         drop = None if value is None or ref_value is None else round(ref_value - value, 3)
         result["reference"] = ref_value
@@ -381,7 +391,7 @@ def build(
     cache = cache or Cache()
     build_dir = Path(out_root).absolute() / recipe.name
     _check_build_dir(build_dir)
-    plan = plan_build(recipe, cache)
+    plan = plan_build(recipe, cache, build_dir)
     selection = check_only(plan, only)
     outcome = Runner(cache, use_cache=use_cache, only=selection, progress=progress).run(plan.stages)
     train = outcome.records.get(TRAIN_STAGE)

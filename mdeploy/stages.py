@@ -93,7 +93,9 @@ def run_trained(recipe: Recipe, ctx: StageContext) -> dict:
 
     from mdeploy.importers import LoadedModel
     from mdeploy.models import get_arch, inference_model
+    from mdeploy.models.layers import register_custom_layers
 
+    register_custom_layers()
     trained = keras.models.load_model(ctx.dep(TRAIN_STAGE).out / "train" / "model.keras", compile=False)
     model = inference_model(trained)
     loaded = LoadedModel(
@@ -181,14 +183,37 @@ def checkpoint_dir(cache: Cache, key: str) -> Path:
 # ---------------------------------------------------------------------------- export and verify
 
 
-def run_export(target: ExportTarget, ctx: StageContext) -> dict:
+def run_export(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
+    from mdeploy.exporters import ExportInputs
+
     model = ctx.dep(MODEL_STAGE)
-    details = target.run(target, model.out / "model" / "saved_model", spec_of(model), ctx.out / target.filename, ctx.log)
-    return {
-        "artifacts": [
-            {"id": target.artifact_id, "path": target.filename, "format": target.format, "variant": target.variant, **details}
-        ]
-    }
+    spec = spec_of(model)
+    calibration = None
+    if target.calibration_split:
+        calibration = calibration_inputs(recipe, target.calibration_split, target.calibration_samples, spec, ctx)
+    inputs = ExportInputs(model.out / "model" / "saved_model", spec, ctx.out / target.filename, ctx.log, calibration)
+    details = target.run(target, inputs)
+    artifacts = [{"id": target.artifact_id, "path": target.filename, "format": target.format, "variant": target.variant, **details}]
+    for extra in target.extra_files:
+        artifacts.append({"id": f"{target.artifact_id}/{extra.rsplit('.', 1)[-1]}", "path": extra, "format": extra.rsplit(".", 1)[-1], "variant": target.variant})
+    return {"artifacts": artifacts}
+
+
+def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: StageContext):
+    """A generator factory of [1, H, W, 3] inputs: the first `samples` images of a split, preprocessed
+    by `Preprocessing.apply` with each sample's crop box (the evaluation path, pixel for pixel)."""
+    from mdeploy.evaluate.evaluator import prepare
+
+    ds = load_split(recipe, split, ctx)
+    n = min(samples, len(ds))
+    ctx.log(f"calibrating on {n} images of data.{split}")
+
+    def generate():
+        for i in range(n):
+            batch, _ = prepare(spec, ds, [i])
+            yield batch
+
+    return generate
 
 
 def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
@@ -198,6 +223,10 @@ def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     from mdeploy.verify.parity import measure
     from mdeploy.verify.samples import parity_samples
 
+    reason = target.runnable_here()
+    if reason:
+        ctx.log(f"unverified: {reason}")
+        return {"results": {"parity": {"unverified": reason}}}
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
     samples = parity_samples(spec, recipe.verify.samples, recipe.where)
@@ -212,10 +241,13 @@ def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     return {"results": {"parity": metrics}}
 
 
-def run_accuracy(recipe: Recipe, artifact: str, fmt: str, rel_path: str, ctx: StageContext) -> dict:
+def run_accuracy(recipe: Recipe, artifact: str, fmt: str, rel_path: str, why_not: str | None, ctx: StageContext) -> dict:
     from mdeploy.evaluate.evaluator import evaluate
     from mdeploy.runners import open_runner
 
+    if why_not:
+        ctx.log(f"not scored: {why_not}")
+        return {"results": {"accuracy": {"unverified": why_not}}}
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
     owner = model if artifact == MODEL_STAGE else ctx.dep(artifact)

@@ -205,9 +205,8 @@ def test_sections_this_version_does_not_build_are_reported(tmp_path, tiny_models
         tiny_models,
         extra="""
         train: {epochs: 2}
-        export:
-          tflite: {variants: [fp32, int8]}
-          onnx: {opset: 17}
+        devices: [pixel]
+        bench: {runs: 10}
         """,
     )
     result = cli("build", path, "--out", tmp_path / "b")
@@ -215,11 +214,11 @@ def test_sections_this_version_does_not_build_are_reported(tmp_path, tiny_models
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert [w.split(": ", 2)[-1] for w in warnings] == [
         "train: not used: the model is imported, nothing is trained",
-        "export.tflite.variants.1: the TFLite int8 variant is not available in this version",
-        "export.onnx: ONNX export is not available in this version",
+        "devices: device profiles and push are not available in this version",
+        "bench: benchmarking is not available in this version",
     ]
     manifest = json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())
-    assert [p["key"] for p in manifest["not_built"]] == ["train", "export.tflite.variants.1", "export.onnx"]
+    assert [p["key"] for p in manifest["not_built"]] == ["train", "devices", "bench"]
 
 
 def test_training_without_data_is_refused_clearly(tmp_path, cli, monkeypatch):

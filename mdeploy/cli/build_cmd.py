@@ -49,6 +49,8 @@ def _parity_cell(gate) -> str:
     m = gate.metrics
     if gate.status == "not run":
         return "not run"
+    if gate.status == "unverified":
+        return f"unverified ({m.get('unverified', '').split(':')[0]})"
     if not m.get("shape_ok", True):
         return f"shape {m['artifact_shape']} != {m['reference_shape']}"
     agree = "n/a" if m["agreement"] is None else f"{m['agreement'] * 100:.1f}%"
@@ -100,6 +102,11 @@ def render_summary(result) -> str:
                     [[a, d["sample"], d["keypoint"], str(tuple(d["reference_cell"])), str(tuple(d["artifact_cell"]))] for a, d in dis[:12]],
                 )
             )
+    for art in result.manifest["artifacts"]:
+        command = (art.get("details") or {}).get("convert_command")
+        if command:
+            lines.append("")
+            lines.append(f"{art['id']}: build the MACE library from this package with\n  {command}")
     state = {"unchanged": "up to date", "manifest": "manifest updated", "assembled": "written"}[result.written]
     lines.append("")
     lines.append(f"build {state}: {_rel(result.build_dir)}")
@@ -107,8 +114,8 @@ def render_summary(result) -> str:
 
 
 def _accuracy_cells(gate) -> tuple[str, str]:
-    if gate is None or not gate.metrics:
-        return "-", "-"
+    if gate is None or not gate.metrics or "metrics" not in gate.metrics:
+        return ("unverified", "-") if gate is not None and gate.status == "unverified" else ("-", "-")
     value = gate.metrics["metrics"]["pckh@0.5"]
     drop = gate.metrics.get("drop")
     pck = "-" if value is None else f"{value:.1f}%"

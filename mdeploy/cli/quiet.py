@@ -22,6 +22,7 @@ NOISE = re.compile(
     r"|E\d{4} [\d:. ]+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit.*"  # no GPU: expected
     r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
     r"|INFO: Initialized TensorFlow Lite runtime\."
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+"
     r"|To enable the following instructions: .* in other operations, rebuild TensorFlow with the appropriate compiler flags\."
     r")\s*$"
 )

@@ -8,8 +8,8 @@ declarations, so no framework is imported until a target actually runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,31 +27,48 @@ class ExportTarget:
     artifact_id: str  # "tflite/fp16": what recipes, manifests and tolerances call it
     format: str  # runner format: "tflite", "onnx", ...
     variant: str | None
-    filename: str  # path inside the build folder
+    filename: str  # path inside the build folder (a file, or a folder such as an .mlpackage)
     settings: dict[str, Any]  # recipe values the artifact depends on (its cache key)
     tools: tuple[str, ...]
     tolerance: Tolerance
-    run: Callable[..., dict]  # (target, saved_model_dir, spec, out_path, log) -> details
+    run: Callable[..., dict]  # (target, ExportInputs) -> details for the manifest
     describe: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    calibration_split: str | None = None  # data split whose images calibrate this target
+    calibration_samples: int = 0
+    runnable_here: Callable[[], str | None] = lambda: None  # why parity cannot run on this host, or None
+    extra_files: tuple[str, ...] = ()  # further files written beside `filename` (same stage)
 
 
-EXPORTERS: Registry[Callable[[Any], list[ExportTarget]]] = Registry("export format")
+@dataclass
+class ExportInputs:
+    """What an exporter reads: the canonical model, its spec, where to write, calibration data."""
+
+    saved_model: Path
+    spec: Any  # ModelSpec
+    out: Path
+    log: Callable[[str], None]
+    calibration: Callable[[], Iterator[Any]] | None = None  # yields [1, H, W, 3] float32 inputs
 
 
-def export_targets(recipe) -> list[ExportTarget]:
+EXPORTERS: Registry[Callable[[Any, Path], list[ExportTarget]]] = Registry("export format")
+
+
+def export_targets(recipe, build_dir: Path) -> list[ExportTarget]:
     """Every artifact the recipe's `export` section asks for, in a stable order."""
     targets: list[ExportTarget] = []
     for fmt in ("tflite", "onnx", "coreml", "mace"):
         if getattr(recipe.export, fmt) is not None and fmt in EXPORTERS:
-            targets += EXPORTERS.get(fmt)(recipe)
+            targets += EXPORTERS.get(fmt)(recipe, build_dir)
     return targets
 
 
 def _register_builtin() -> None:
-    from mdeploy.exporters import tflite
+    from mdeploy.exporters import coreml, mace, onnx, tflite
 
     EXPORTERS.register("tflite", tflite.targets)
+    EXPORTERS.register("onnx", onnx.targets)
+    EXPORTERS.register("coreml", coreml.targets)
+    EXPORTERS.register("mace", mace.targets)
 
 
 _register_builtin()

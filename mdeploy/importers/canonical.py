@@ -57,9 +57,8 @@ def input_size(recipe, loaded: LoadedModel, where: Callable[..., str | None]) ->
 
 def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -> tuple[int, ...]:
     """Save the fixed-batch SavedModel to `out_dir`; return the output shape."""
-    import tensorflow as tf
-
     import keras
+    import tensorflow as tf
 
     height, width = size
     fn = loaded.fn

@@ -19,6 +19,9 @@ def load(section, path: Path, where: Callable[..., str | None]) -> LoadedModel:
             where=where("model", "import", "path"),
             hint="save the model with model.save('name.keras'), or import a SavedModel folder with format: saved_model",
         )
+    from mdeploy.models.layers import register_custom_layers
+
+    register_custom_layers()  # a model trained by mdeploy may hold its layers
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as err:  # keras raises many types for a bad file

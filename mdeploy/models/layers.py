@@ -8,7 +8,6 @@ norm + ReLU6, also when they produce heatmaps. Keras 3 layers, imported lazily.
 
 from __future__ import annotations
 
-
 # Moving-average momentum of batch norm. 0.9 lets the inference statistics settle within a
 # few hundred steps (short CPU runs); the reference releases trained far longer.
 BN_MOMENTUM = 0.9
@@ -69,12 +68,57 @@ def separable(x, filters: int, kernel: int, name: str, linear: bool = False):
     return conv_bn(y, filters, 1, 1, f"{name}_pw")
 
 
-def resize(x, factor: float, name: str):
-    """Bilinear resize by a factor (ResizeBilinear: an op TFLite, MACE and CoreML all take)."""
+def resize(x, factor: float, name: str, mode: str = "legacy"):
+    """Bilinear resize by a factor.
+
+    `legacy` samples as TensorFlow 1 did (no half-pixel centres, no aligned corners): what
+    the released models use, and the only reading MACE's converter has of ResizeBilinear
+    (it drops `half_pixel_centers`). `half_pixel` is Keras' Resizing layer.
+    """
     from keras import layers
 
     h, w = int(x.shape[1] * factor), int(x.shape[2] * factor)
-    return layers.Resizing(h, w, interpolation="bilinear", name=name)(x)
+    if mode == "half_pixel":
+        return layers.Resizing(h, w, interpolation="bilinear", name=name)(x)
+    if mode != "legacy":
+        raise ValueError(f"unknown resize mode {mode!r}")
+    return legacy_resize_class()(h, w, name=name)(x)
+
+
+_LEGACY = None
+
+
+def legacy_resize_class():
+    """The Keras layer for TF1-style bilinear resizing, registered for .keras files on first use."""
+    global _LEGACY
+    if _LEGACY is None:
+        import keras
+
+        @keras.saving.register_keras_serializable(package="mdeploy", name="LegacyBilinearResize")
+        class LegacyBilinearResize(keras.layers.Layer):
+            def __init__(self, height: int, width: int, **kwargs):
+                super().__init__(**kwargs)
+                self.height, self.width = int(height), int(width)
+
+            def call(self, inputs):
+                import tensorflow as tf
+
+                size = tf.constant([self.height, self.width], tf.int32)
+                return tf.raw_ops.ResizeBilinear(images=inputs, size=size, align_corners=False, half_pixel_centers=False)
+
+            def compute_output_shape(self, input_shape):
+                return (input_shape[0], self.height, self.width, input_shape[3])
+
+            def get_config(self):
+                return {**super().get_config(), "height": self.height, "width": self.width}
+
+        _LEGACY = LegacyBilinearResize
+    return _LEGACY
+
+
+def register_custom_layers() -> None:
+    """Make mdeploy's layers known to Keras before loading a .keras file that may use them."""
+    legacy_resize_class()
 
 
 def scaled(channels: int, width: float, minimum: int = 4) -> int:

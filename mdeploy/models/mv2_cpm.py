@@ -44,8 +44,8 @@ def build(params: dict, input_size: tuple[int, int], num_keypoints: int):
         layers.MaxPooling2D(4, name="merge_pool4")(parts[0]),
         layers.MaxPooling2D(2, name="merge_pool2")(parts[1]),
         parts[2],
-        resize(parts[3], 2, "merge_up2"),
-        resize(parts[4], 4, "merge_up4"),
+        resize(parts[3], 2, "merge_up2", params["resize"]),
+        resize(parts[4], 4, "merge_up4", params["resize"]),
     ]
     features = layers.Concatenate(name="merge")(merged)
 
@@ -59,7 +59,7 @@ def build(params: dict, input_size: tuple[int, int], num_keypoints: int):
         head = int(params["head_kernel"])
         y = separable(y, scaled(512 if s == 0 else 128, width), head, f"stage{s}_sep")
         previous = separable(y, num_keypoints, head, f"stage{s}_heat", linear=params["heatmap_head"] == "linear")
-        outputs.append(resize(previous, 4, f"stage_{s}_out"))
+        outputs.append(resize(previous, 4, f"stage_{s}_out", params["resize"]))
     return keras.Model(inp, outputs, name="mv2_cpm")
 
 
@@ -68,7 +68,7 @@ register(
         name="mv2_cpm",
         family="cpm",
         build=build,
-        defaults={"width": 0.5, "stages": 6, "backbone_expansion": 4, "stage_expansions": [2, 3, 3], "head_kernel": 1, "heatmap_head": "linear"},
+        defaults={"width": 0.5, "stages": 6, "backbone_expansion": 4, "stage_expansions": [2, 3, 3], "head_kernel": 1, "heatmap_head": "linear", "resize": "legacy"},
         input_size=(192, 192),
         output_stride=2,
         stage_outputs=_stage_names,

@@ -22,7 +22,7 @@ def _names(params: dict) -> list[str]:
     return [f"hourglass_out_{i}" for i in range(LEVELS)]
 
 
-def _hourglass(x, level: int, keypoints: int, outputs: list, name: str):
+def _hourglass(x, level: int, keypoints: int, outputs: list, name: str, mode: str):
     from keras import layers
 
     skip = bottleneck_stack(x, 6, 24, 4, 1, 3, f"{name}_skip")
@@ -30,11 +30,11 @@ def _hourglass(x, level: int, keypoints: int, outputs: list, name: str):
     down = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     down = bottleneck_stack(down, 6, 24, 5, 1, 3, f"{name}_down")
     if level > 1:
-        inner = _hourglass(down, level - 1, keypoints, outputs, f"{name}_inner")
+        inner = _hourglass(down, level - 1, keypoints, outputs, f"{name}_inner", mode)
     else:
         inner = inverted_bottleneck(down, 6, 24, 1, 3, f"{name}_core")
     up = inverted_bottleneck(inner, 6, keypoints, 1, 3, f"{name}_up")
-    up = resize(up, 2, f"{name}_up2")
+    up = resize(up, 2, f"{name}_up2", mode)
     index = level - 1  # 0 = innermost (coarsest), LEVELS - 1 = outermost (final)
     # The outermost level is already at the output grid: it is the final output itself.
     out = layers.Add(name=f"hourglass_out_{index}" if level == LEVELS else f"hourglass_level_{index}")([up, skip])
@@ -51,10 +51,10 @@ def build(params: dict, input_size: tuple[int, int], num_keypoints: int):
     x = bottleneck_stack(x, 1, scaled(32, width), 2, 1, 3, "pre0")
     x = bottleneck_stack(x, 6, 24, 5, 2, 3, "pre1")
     levels: list = []
-    _hourglass(x, LEVELS, num_keypoints, levels, "hg")
+    _hourglass(x, LEVELS, num_keypoints, levels, "hg", params["resize"])
     size = levels[-1].shape[1]
     outputs = [
-        out if out.shape[1] == size else resize(out, size // out.shape[1], f"hourglass_out_{i}")
+        out if out.shape[1] == size else resize(out, size // out.shape[1], f"hourglass_out_{i}", params["resize"])
         for i, out in enumerate(levels)
     ]
     return keras.Model(inp, outputs, name="mv2_hourglass")
@@ -65,7 +65,7 @@ register(
         name="mv2_hourglass",
         family="hourglass",
         build=build,
-        defaults={"width": 0.5},
+        defaults={"width": 0.5, "resize": "legacy"},
         input_size=(192, 192),
         output_stride=4,
         stage_outputs=_names,

@@ -24,7 +24,7 @@ def build_tiny_cpm(params: dict, input_size: tuple[int, int], num_keypoints: int
         y = x if previous is None else layers.Concatenate(name=f"stage{s}_in")([x, previous])
         y = inverted_bottleneck(y, 2, 16, 1, 3, f"stage{s}_ib")
         previous = separable(y, num_keypoints, 3, f"stage{s}_heat")
-        outputs.append(resize(previous, 4, f"stage_{s}_out"))
+        outputs.append(resize(previous, 4, f"stage_{s}_out", params["resize"]))
     return keras.Model(inp, outputs, name="tiny_cpm")
 
 
@@ -38,10 +38,10 @@ def build_tiny_hourglass(params: dict, input_size: tuple[int, int], num_keypoint
     low = layers.MaxPooling2D(2, name="pool")(x)  # 1/8
     low = inverted_bottleneck(low, 2, 12, 1, 3, "low")
     coarse = separable(low, num_keypoints, 3, "coarse_heat")
-    up = resize(coarse, 2, "coarse_up")
+    up = resize(coarse, 2, "coarse_up", params["resize"])
     skip = separable(x, num_keypoints, 3, "skip_heat")
     fine = layers.Add(name="hourglass_out_1")([up, skip])
-    return keras.Model(inp, [resize(coarse, 2, "hourglass_out_0"), fine], name="tiny_hourglass")
+    return keras.Model(inp, [resize(coarse, 2, "hourglass_out_0", params["resize"]), fine], name="tiny_hourglass")
 
 
 register(
@@ -49,7 +49,7 @@ register(
         name="tiny_cpm",
         family="cpm",
         build=build_tiny_cpm,
-        defaults={"stages": 2},
+        defaults={"stages": 2, "resize": "legacy"},
         input_size=(64, 64),
         output_stride=2,
         stage_outputs=lambda p: [f"stage_{i}_out" for i in range(p["stages"])],
@@ -64,7 +64,7 @@ register(
         name="tiny_hourglass",
         family="hourglass",
         build=build_tiny_hourglass,
-        defaults={},
+        defaults={"resize": "legacy"},
         input_size=(64, 64),
         output_stride=4,
         stage_outputs=lambda p: ["hourglass_out_0", "hourglass_out_1"],

@@ -103,7 +103,7 @@ def _keypoint_set(value: str) -> str:
 KeypointSetName = Annotated[str, AfterValidator(_keypoint_set)]
 
 TFLITE_VARIANTS = ("fp32", "fp16", "dynamic", "int8")
-ARTIFACT_IDS = tuple(f"tflite/{v}" for v in TFLITE_VARIANTS) + ("onnx", "coreml", "mace")
+ARTIFACT_IDS = tuple(f"tflite/{v}" for v in TFLITE_VARIANTS) + ("onnx", "coreml", "coreml/neuralnetwork", "mace")
 
 
 def _artifact_id(value: str) -> str:
@@ -345,10 +345,22 @@ class TfliteExport(Section):
 
 
 class CoremlExport(Section):
-    format: Literal["mlprogram", "neuralnetwork"] = "mlprogram"
-    precision: Literal["fp16", "fp32"] = "fp16"
+    """An ML Program `.mlpackage` (and with `neuralnetwork: true` also an `.mlmodel` for iOS 13-14)."""
+
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="compute precision of the ML Program")
     minimum_deployment_target: Literal["iOS15", "iOS16", "iOS17", "iOS18"] = "iOS16"
-    quantize: Literal["none", "int8", "palettize4", "palettize6", "palettize8"] = "none"
+    quantize: Literal["none", "int8", "palettize4", "palettize6", "palettize8"] = Field(
+        "none", description="weight compression: int8 linear, or k-means palettes of 4/6/8 bits (iOS16+)"
+    )
+    neuralnetwork: bool = Field(False, description="also write a neuralnetwork .mlmodel (iOS 13+)")
+
+    @model_validator(mode="after")
+    def _quantize_needs_ios16(self):
+        if self.quantize != "none" and self.minimum_deployment_target == "iOS15":
+            raise PydanticCustomError(
+                "coreml_quantize", "quantized Core ML weights need minimum_deployment_target iOS16 or later", {"at": "quantize"}
+            )
+        return self
 
 
 class OnnxExport(Section):
@@ -357,7 +369,30 @@ class OnnxExport(Section):
     simplify: bool = True
 
 
+_MACE_DATA_TYPES = {
+    "cpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
+    "gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
+    "cpu+gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
+    "dsp": {"uint8"},
+    "hta": {"uint8"},
+    "apu": {"uint8"},
+}
+
+
+def _cpp_identifier(value: str | None) -> str | None:
+    if value is None:
+        return value
+    from mdeploy.exporters.mace_config import model_tag_problem
+
+    problem = model_tag_problem(value)
+    if problem:
+        raise PydanticCustomError("cpp_identifier", problem)
+    return value
+
+
 class MaceExport(Section):
+    """A frozen graph + deployment file for MACE (rules checked as MACE checks them)."""
+
     runtime: Literal["cpu", "gpu", "dsp", "hta", "apu", "cpu+gpu"] = "cpu+gpu"
     target_abis: list[Literal["armeabi-v7a", "arm64-v8a", "arm64", "armhf", "host"]] = Field(
         default_factory=lambda: ["arm64-v8a"], min_length=1
@@ -365,6 +400,29 @@ class MaceExport(Section):
     data_type: Literal["fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16", "uint8"] | None = None
     winograd: Literal[0, 2, 4] = 0
     obfuscate: bool = False
+    quantize: bool = False
+    quantize_large_weights: bool = False
+    library_name: str | None = Field(None, description="default: the recipe name as an identifier")
+    model_tag: Annotated[str | None, AfterValidator(_cpp_identifier)] = Field(None, description="default: from the recipe name")
+    graph_format: Literal["file", "code"] = "file"
+    data_format: Literal["file", "code"] = "file"
+    validation_threshold: dict[Literal["cpu", "gpu", "hexagon", "hta", "apu"], Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict, description="cosine-similarity thresholds of MACE's validation (defaults CPU 0.999, GPU 0.995, HEXAGON 0.98)"
+    )
+
+    @model_validator(mode="after")
+    def _mace_rules(self):
+        if self.graph_format == "file" and self.data_format == "code":
+            raise PydanticCustomError("mace_formats", "MACE does not support graph_format file with data_format code", {"at": "data_format"})
+        if self.quantize and self.quantize_large_weights:
+            raise PydanticCustomError("mace_quantize", "quantize and quantize_large_weights cannot both be on", {"at": "quantize_large_weights"})
+        if self.data_type is not None and self.data_type not in _MACE_DATA_TYPES[self.runtime]:
+            raise PydanticCustomError(
+                "mace_data_type",
+                "data_type {dt} is not valid for runtime {rt} (expected one of {ok})",
+                {"dt": self.data_type, "rt": self.runtime, "ok": ", ".join(sorted(_MACE_DATA_TYPES[self.runtime])), "at": "data_type"},
+            )
+        return self
 
 
 def _default_export() -> "ExportSection":
@@ -478,6 +536,22 @@ class Recipe(Section):
             raise PydanticCustomError(
                 "train_data", "training model.arch needs a data.train split (synthetic or coco)", {"at": "data"}
             )
+        std = self.model.input.std
+        if self.export.coreml is not None and len(set(std)) > 1:
+            raise PydanticCustomError(
+                "coreml_std",
+                "Core ML image inputs scale every channel alike: model.input.std must be one value repeated, got {std}",
+                {"std": list(std), "at": "export"},
+            )
+        tflite = self.export.tflite
+        if tflite is not None and "int8" in tflite.variants:
+            split = tflite.calibration.split
+            if self.data is None or getattr(self.data, split) is None:
+                raise PydanticCustomError(
+                    "calibration_data",
+                    "the int8 variant calibrates on data.{split} (export.tflite.calibration.split), which the recipe lacks",
+                    {"split": split, "at": "export"},
+                )
         return self
 
     # Where the recipe came from; set by the loader.

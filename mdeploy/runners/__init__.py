@@ -25,6 +25,9 @@ RUNNERS: Registry[Callable[[Path], ModelRunner]] = Registry("runtime")
 RUNNERS.register("saved_model", lazy("mdeploy.runners.tensorflow", "SavedModelRunner"))
 RUNNERS.register("tflite", lazy("mdeploy.runners.litert", "LiteRTRunner"))
 RUNNERS.register("keras", lazy("mdeploy.runners.keras", "KerasRunner"))
+RUNNERS.register("onnx", lazy("mdeploy.runners.onnxrt", "OnnxRunner"))
+RUNNERS.register("coreml", lazy("mdeploy.runners.coreml", "CoreMLRunner"))
+RUNNERS.register("mace", lazy("mdeploy.runners.mace", "MaceEmulationRunner"))
 
 
 def open_runner(fmt: str, path: Path) -> ModelRunner:

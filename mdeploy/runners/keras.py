@@ -11,6 +11,9 @@ class KerasRunner:
     def __init__(self, path: Path):
         import keras
 
+        from mdeploy.models.layers import register_custom_layers
+
+        register_custom_layers()  # .keras files trained by mdeploy may hold its layers
         model = keras.models.load_model(path, compile=False)
         outputs = model.outputs
         self._model = model if len(outputs) == 1 else keras.Model(model.inputs, outputs[-1])

@@ -12,8 +12,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
 from mdeploy.build import build
 from mdeploy.recipe import load_recipe
 from tests.helpers import REPO, write

@@ -1,0 +1,102 @@
+"""ONNX (parity with onnxruntime, NHWC and NCHW) and Core ML (spec read back; numerics need macOS)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from mdeploy.build import build
+from mdeploy.errors import RecipeError
+from mdeploy.recipe import load_recipe
+from tests.exporters.conftest import dots_import_recipe
+
+
+@pytest.mark.parametrize("nchw", [False, True])
+def test_onnx_parity_with_onnxruntime(tmp_path, dots, dots_model, nchw):
+    path = dots_import_recipe(tmp_path, dots_model, dots, f"export: {{onnx: {{opset: 17, nchw: {str(nchw).lower()}}}}}\n")
+    result = build(load_recipe(path), out_root=tmp_path / "b")
+    art = {a["id"]: a for a in result.manifest["artifacts"]}["onnx"]
+    d = art["details"]
+    assert d["layout"] == ("NCHW" if nchw else "NHWC")
+    assert d["inputs"] == {"image": [1, 3, 64, 64] if nchw else [1, 64, 64, 3]}
+    assert d["outputs"] == {"heatmaps": [1, 32, 32, 14]}
+    import onnx
+
+    graph = onnx.load(result.build_dir / "onnx" / "dots_import.onnx").graph
+    first = [n.op_type for n in graph.node if "image" in n.input]
+    assert ("Transpose" in first) is (not nchw)  # with an NCHW input, nothing transposes it first
+    gates = {(g.gate, g.artifact): g for g in result.gates}
+    assert gates[("parity", "onnx")].status == "passed" and gates[("parity", "onnx")].metrics["max_abs"] < 1e-4
+    assert gates[("accuracy", "onnx")].metrics["drop"] == pytest.approx(0.0, abs=0.5)
+
+
+def test_coreml_image_input_implements_the_contract(tmp_path, dots, dots_model):
+    path = dots_import_recipe(tmp_path, dots_model, dots, "export: {coreml: {precision: fp16, neuralnetwork: true}}\n")
+    result = build(load_recipe(path), out_root=tmp_path / "b")
+    arts = {a["id"]: a for a in result.manifest["artifacts"]}
+    for artifact_id, kind in (("coreml", "mlprogram"), ("coreml/neuralnetwork", "neuralNetwork")):
+        d = arts[artifact_id]["details"]
+        assert d["kind"] == kind
+        assert d["input"] == {"name": "image", "type": "imageType", "width": 64, "height": 64, "color": "bgr"}
+        assert d["output"]["name"] == "heatmaps" and d["output"]["dtype"] == "float32"
+        # BGR 0..255 minus mean (10, 20, 30) in model channel order: scale 1, bias (-10, -20, -30).
+        assert d["preprocessing"]["scale"] == pytest.approx(1.0)
+        assert d["preprocessing"]["bias"] == pytest.approx([-10.0, -20.0, -30.0])
+    assert (result.build_dir / "coreml" / "dots_import.mlpackage" / "Manifest.json").is_file()
+    if sys.platform != "darwin":
+        statuses = {(g.gate, g.artifact): g.status for g in result.gates if g.artifact.startswith("coreml")}
+        assert set(statuses.values()) == {"unverified"}  # never "passed" where Core ML cannot run
+        manifest = json.loads((result.build_dir / "manifest.json").read_text())
+        parity = {g["artifact"]: g for g in manifest["gates"]["parity"]["results"]}
+        assert parity["coreml"]["metrics"] == {"unverified": "needs macOS: Core ML models only run there"}
+
+
+def test_coreml_spec_check_names_every_mismatch():
+    from types import SimpleNamespace
+
+    from mdeploy.exporters.coreml import check_against_spec
+    from mdeploy.spec import Preprocessing, TensorInfo
+
+    pre = Preprocessing((64, 64), "rgb", (-1.0, 1.0))
+    spec = SimpleNamespace(preprocessing=pre, input=TensorInfo("image", (1, 64, 64, 3)), output=TensorInfo("heatmaps", (1, 32, 32, 14)))
+    good = {
+        "input": {"name": "image", "type": "imageType", "width": 64, "height": 64, "color": "rgb"},
+        "output": {"name": "heatmaps", "shape": [1, 32, 32, 14]},
+        "preprocessing": {"scale": 2 / 255, "bias": [-1.0, -1.0, -1.0]},
+    }
+    assert check_against_spec(good, spec) == []
+    bad = json.loads(json.dumps(good))
+    bad["input"]["color"] = "bgr"
+    bad["preprocessing"]["scale"] = 1.0
+    bad["output"]["name"] = "Identity"
+    problems = check_against_spec(bad, spec)
+    assert len(problems) == 3 and any("colour layout bgr" in p for p in problems)
+
+
+def test_quantized_coreml_weights(tmp_path, dots, dots_model):
+    path = dots_import_recipe(tmp_path, dots_model, dots, "export: {coreml: {precision: fp32, quantize: int8}}\n")
+    result = build(load_recipe(path), out_root=tmp_path / "b")
+    (art,) = [a for a in result.manifest["artifacts"] if a["id"] == "coreml"]
+    assert art["variant"] == "mlprogram-fp32-int8" and art["details"]["spec_version"] >= 7
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  input: {size: [64, 64], channels: rgb, range: [0, 1], mean: [0.4, 0.4, 0.4], std: [0.2, 0.3, 0.2]}\n",
+         "Core ML image inputs scale every channel alike"),
+        (None, "quantized Core ML weights need minimum_deployment_target iOS16 or later"),
+    ],
+)
+def test_coreml_recipe_rules(tmp_path, dots, dots_model, extra, message):
+    if extra is None:
+        text = "export: {coreml: {quantize: int8, minimum_deployment_target: iOS15}}\n"
+        path = dots_import_recipe(tmp_path, dots_model, dots, text)
+    else:
+        path = dots_import_recipe(tmp_path, dots_model, dots, "export: {coreml: {}}\n")
+        path.write_text(path.read_text().replace("  input: {size: [64, 64], channels: bgr, range: [0, 255], mean: [10, 20, 30]}\n", extra))
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert message in caught.value.issues[0].message
