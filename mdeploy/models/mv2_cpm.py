@@ -13,7 +13,8 @@ The defaults reproduce the released model's weights, which differ from the train
 code's description in three places: the backbone parts after the first expand by 4
 (not 6), the stage bottlenecks expand by 2, 3, 3 (not 2, 4, 4), and the stage separable
 convs use 1x1 depthwise kernels. `backbone_expansion`, `stage_expansions` and
-`head_kernel` select the other reading.
+`head_kernel` select the other reading; `refine_kernel` sets the depthwise kernel of the
+stages after the first (7 in the release).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def build(params: dict, input_size: tuple[int, int], num_keypoints: int):
     outputs = []
     previous = None
     for s in range(params["stages"]):
-        kernel = 3 if s == 0 else 7
+        kernel = 3 if s == 0 else int(params["refine_kernel"])
         y = features if previous is None else layers.Concatenate(name=f"stage{s}_in")([features, previous])
         for b, expansion in enumerate(params["stage_expansions"]):
             y = inverted_bottleneck(y, int(expansion), 24, 1, kernel, f"stage{s}_ib{b}")
@@ -68,7 +69,8 @@ register(
         name="mv2_cpm",
         family="cpm",
         build=build,
-        defaults={"width": 0.5, "stages": 6, "backbone_expansion": 4, "stage_expansions": [2, 3, 3], "head_kernel": 1, "heatmap_head": "linear", "resize": "legacy"},
+        defaults={"width": 0.5, "stages": 6, "backbone_expansion": 4, "stage_expansions": [2, 3, 3], "head_kernel": 1, "heatmap_head": "linear", "resize": "legacy",
+                  "refine_kernel": 7},
         input_size=(192, 192),
         output_stride=2,
         stage_outputs=_stage_names,

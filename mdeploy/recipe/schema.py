@@ -225,7 +225,13 @@ class FrozenPbImport(_ImportSource):
         return self
 
 
-ImportSection = Annotated[Union[KerasImport, SavedModelImport, FrozenPbImport], Field(discriminator="format")]
+class OnnxImport(_ImportSource):
+    """An ONNX model (NCHW, e.g. from PyTorch), converted by onnx2tf (installed apart: requirements-onnx2tf.txt)."""
+
+    format: Literal["onnx"]
+
+
+ImportSection = Annotated[Union[KerasImport, SavedModelImport, FrozenPbImport, OnnxImport], Field(discriminator="format")]
 
 
 class ModelSection(Section):

@@ -100,3 +100,42 @@ def test_coreml_recipe_rules(tmp_path, dots, dots_model, extra, message):
     with pytest.raises(RecipeError) as caught:
         load_recipe(path)
     assert message in caught.value.issues[0].message
+
+
+def test_onnx_import_through_onnx2tf(tmp_path, dots, dots_model):
+    """An NCHW ONNX model (as PyTorch exports them) comes in through onnx2tf, offline, and builds."""
+    exported = build(
+        load_recipe(dots_import_recipe(tmp_path, dots_model, dots, "export: {onnx: {opset: 17, nchw: true}}\n", name="to_onnx")),
+        out_root=tmp_path / "b",
+    )
+    onnx_file = exported.build_dir / "onnx" / "to_onnx.onnx"
+    recipe = tmp_path / "from_onnx.yaml"
+    recipe.write_text(
+        f"""
+name: from_onnx
+model:
+  import: {{format: onnx, path: {onnx_file}}}
+  input: {{size: [64, 64], channels: bgr, range: [0, 255], mean: [10, 20, 30]}}
+data:
+  val: {{coco: {{annotations: {dots}/val/annotations.json, images: {dots}/val/images}}}}
+export: {{tflite: {{variants: [fp32]}}}}
+"""
+    )
+    result = build(load_recipe(recipe), out_root=tmp_path / "b")
+    spec = json.loads((result.build_dir / "model" / "spec.json").read_text())
+    assert spec["source"]["format"] == "onnx" and spec["input"]["shape"] == [1, 64, 64, 3]
+    gates = {(g.gate, g.artifact): g for g in result.gates}
+    assert gates[("parity", "tflite/fp32")].status == "passed"
+    original = {g.artifact: g for g in exported.gates if g.gate == "accuracy"}["model"].metrics["metrics"]["pckh@0.5"]
+    assert gates[("accuracy", "model")].metrics["metrics"]["pckh@0.5"] == pytest.approx(original, abs=0.5)
+
+
+def test_onnx_import_without_onnx2tf_says_how_to_install(tmp_path, monkeypatch):
+    from mdeploy.errors import EnvironmentProblem
+    from mdeploy.importers.onnx import load
+
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)  # as if it were not installed
+    with pytest.raises(EnvironmentProblem) as caught:
+        load(None, tmp_path / "m.onnx", lambda *keys: "r.yaml:3:5")
+    assert caught.value.exit_code == 3
+    assert "requirements-onnx2tf.txt" in caught.value.hint and caught.value.where == "r.yaml:3:5"
