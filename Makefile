@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-onnx2tf.txt | sha256sum | cut -c1-16)
 RECIPE ?= recipes/cpm_android.yaml
+# The generated Kotlin is checked with a real kotlinc and ktlint (npm packages, need a JDK).
+NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha256sum | cut -c1-16)
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup tools debian-tools quickstart test bench demo-apps clean
 
 setup: $(STAMP)
 
@@ -20,13 +22,37 @@ $(STAMP): pyproject.toml requirements-onnx2tf.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+tools: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm not found (the tests compile generated Kotlin with the npm kotlin-compiler; install Node.js)" >&2; exit 3; }
+	@command -v javac >/dev/null 2>&1 || { echo "error: javac not found (kotlinc needs a JDK 17+)" >&2; exit 3; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian packages the tests use: bubblewrap (the emulated phone's shell sandbox).
+DEBIAN_TOOLS := bwrap:bubblewrap
+debian-tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "error: the tests need the Debian packages:$$missing (install them, then run make test again)" >&2; exit 3; fi; \
+	fi
+
 ## The main job: build the quickstart recipe.
 quickstart: setup
 	$(BIN)/mdeploy build $(RECIPE)
 
 ## The full test suite (what CI runs).
-test: setup
+test: setup tools debian-tools
 	$(BIN)/python -m pytest
+
+## Regenerate the committed demo apps from the templates (the tests compare them).
+demo-apps: setup
+	$(BIN)/mdeploy scaffold android --recipe recipes/cpm_android.yaml --force
+	$(BIN)/mdeploy scaffold ios --recipe recipes/hourglass_ios.yaml --force
 
 ## Measurements recorded in docs/benchmarks.md.
 bench: setup
@@ -37,4 +63,4 @@ bench: setup
 	cd benchmarks && ../$(BIN)/python quickstart.py
 
 clean:
-	rm -rf build dist .pytest_cache
+	rm -rf build dist .pytest_cache node_modules

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("recipe", type=Path)
     ap.add_argument("--out", type=Path, default=REPO / "build")
     args = ap.parse_args()
-    cmd = MDEPLOY + ["build", str(args.recipe), "--out", str(args.out), "--json"] + [a for s in ALL for a in ("--set", s)]
+    cmd = MDEPLOY + ["build", str(args.recipe.absolute()), "--out", str(args.out), "--json"] + [a for s in ALL for a in ("--set", s)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), cwd=REPO)
     if proc.returncode not in (0, 1):
         raise SystemExit(proc.stderr[-3000:])

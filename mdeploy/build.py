@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 
 from mdeploy import stages as fn
-from mdeploy.errors import GateFailure, InputError
+from mdeploy.errors import DeviceError, GateFailure, InputError, MdeployError
 from mdeploy.exporters import ExportTarget, export_targets
 from mdeploy.fsutil import copy_tree_into, recover_dir, sha256_json, sha256_path, swap_dir, unique_sibling, write_json
 from mdeploy.pipeline import Cache, Outcome, Runner, Stage, StageRecord
@@ -85,30 +85,45 @@ class BuildResult:
     plan: Plan
     gates: list[GateResult]
     written: str  # "assembled" | "manifest" | "unchanged"
+    apps: list = field(default_factory=list)  # codegen.apps.AppUpdate per app of the recipe
+    bench: dict | None = None  # the bench step's outcome (recipes with a bench section)
+    bench_skipped: str | None = None
+    bench_error: MdeployError | None = None  # the bench step could not start (no device, no tool)
+
+    @property
+    def bench_failures(self) -> list:
+        return [o for o in (self.bench or {}).get("outcomes", []) if not o.ok or (o.document and o.document["failures"])]
 
     @property
     def failed_gates(self) -> list[GateResult]:
         return [g for g in self.gates if g.status == "failed"]
 
     def raise_for_gates(self) -> None:
+        """Exit 1 for a failed gate; exit 3 when a bench device failed (everything else was written)."""
         failed = self.failed_gates
         if failed:
             names = ", ".join(f"{g.gate} of {g.artifact}" for g in failed)
+            hints = []
+            if any(g.gate in ("parity", "accuracy") for g in failed):
+                hints.append("loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable")
+            if any(g.gate == "bench" for g in failed):
+                hints.append("raise bench.max_latency_ms or make the model faster (docs/benchmarks.md)")
             raise GateFailure(
                 f"{len(failed)} verification gate{'s' if len(failed) > 1 else ''} failed: {names}",
-                hint=f"artifacts and manifest were written to {self.build_dir}; "
-                "loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable",
+                hint=f"artifacts and manifest were written to {self.build_dir}; " + "; ".join(hints),
             )
+        if self.bench_error is not None:
+            raise self.bench_error
+        if self.bench_failures:
+            first = self.bench_failures[0]
+            why = first.error or first.document["failures"][0]["error"]
+            raise DeviceError(f"benchmarking on {first.target.name} failed: {why}", hint=first.hint or "`mdeploy devices` shows the phones' state")
+
+
+_NOT_YET: dict[tuple[str, ...], str] = {}  # recipe keys validated but not acted on by this version (none at present)
 
 
 # ---------------------------------------------------------------------------- planning
-
-_NOT_YET = {
-    ("app",): "app glue generation is not available in this version",
-    ("devices",): "device profiles and push are not available in this version",
-    ("bench",): "benchmarking is not available in this version",
-}
-
 
 def pending_sections(recipe: Recipe) -> list[Pending]:
     out = [Pending(k, recipe.where(*k, key=True), reason) for k, reason in _NOT_YET.items() if recipe.given(*k)]
@@ -193,6 +208,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 groups=("verify", "parity"),
             )
         )
+    stages += _glue_stages(recipe, targets, build_dir or Path("build").absolute() / recipe.name)
     if recipe.data is not None and recipe.data.val is not None:
         val_deps, val_key = data_keys["val"]
         evaluated = [(MODEL_STAGE, "saved_model", "model/saved_model", None)]
@@ -210,6 +226,40 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 )
             )
     return Plan(recipe, stages, targets, pending_sections(recipe))
+
+
+def _glue_stages(recipe: Recipe, targets: list[ExportTarget], build_dir: Path) -> list[Stage]:
+    """One stage per app in the recipe: the glue for the artifact that app runs."""
+    if recipe.app is None:
+        return []
+    from mdeploy.codegen.apps import PLATFORMS, app_target
+    from mdeploy.codegen.render import templates_dir
+
+    out = []
+    has_mace = any(t.artifact_id == "mace" for t in targets)
+    for platform in PLATFORMS:
+        if getattr(recipe.app, platform) is None:
+            continue
+        target = app_target(recipe, platform, build_dir)
+        deps = (MODEL_STAGE, target.artifact_id) + (("mace",) if has_mace and platform == "android" else ())
+        out.append(
+            Stage(
+                name=f"glue/{platform}",
+                describe=f"generate the {platform} app sources for {target.artifact_id}",
+                run=partial(fn.run_glue, recipe, platform, target),
+                key={
+                    "app": recipe.section_json("app", platform),
+                    "name": recipe.name,
+                    "description": recipe.description,
+                    "export": recipe.section_json("export"),
+                    "templates": sha256_path(templates_dir() / "glue" / platform),
+                },
+                deps=deps,
+                tools=("jinja2",),
+                groups=("app", "glue"),
+            )
+        )
+    return out
 
 
 def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[str, ...], object]]:
@@ -398,10 +448,58 @@ def build(
     if train is not None and train.status == "ran":
         shutil.rmtree(fn.checkpoint_dir(cache, train.key), ignore_errors=True)  # stored: no longer needed
     gates = parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records)
-    manifest = build_manifest(recipe, plan, outcome, gates)
+    from mdeploy.devices import results as bench_results
+
+    manifest = bench_results.attach(build_manifest(recipe, plan, outcome, gates), build_dir)
     published = {s.name: outcome.records[s.name] for s in plan.stages if s.publish and s.name in outcome.records}
     written = _write_build(build_dir, published, manifest)
-    return BuildResult(recipe, build_dir, manifest, outcome, plan, gates, written)
+    result = BuildResult(recipe, build_dir, manifest, outcome, plan, gates, written)
+    if recipe.app is not None:
+        from mdeploy.codegen.apps import install_apps
+
+        blocked = None
+        if result.failed_gates:
+            blocked = "a verification gate failed"
+        elif selection is not None and not any(s.name.startswith("glue/") and s.selected_by(selection) for s in plan.stages):
+            blocked = "--only left out the app stage"
+        result.apps = install_apps(recipe, build_dir, blocked=blocked)
+    if recipe.bench is not None:
+        _bench_step(result, selection, use_cache, progress)
+    return result
+
+
+def _bench_step(result: BuildResult, selection: set[str] | None, use_cache: bool, progress: Callable[[str], None]) -> None:
+    """Measure on the recipe's devices (`bench` section) and apply bench.max_latency_ms as gates."""
+    from mdeploy.devices.plan import bench_for_build
+
+    if result.failed_gates:
+        result.bench_skipped = "a verification gate failed"
+        return
+    if selection is not None:
+        result.bench_skipped = "--only builds part of the recipe (`mdeploy bench RECIPE` measures)"
+        return
+    try:
+        step = bench_for_build(result.recipe, result.build_dir, result.manifest, use_cache=use_cache, log=progress)
+    except MdeployError as err:  # reported after the build's summary: the artifacts are there
+        result.bench_error = err
+        return
+    result.bench = step
+    for check in step["checks"]:
+        name = f"{check['artifact']}@{check['device']} threads={check['threads']} {check['delegate']}"
+        if check["limit_ms"] is None:
+            result.gates.append(GateResult("bench", name, "measured", [], {"median_ms": check["median_ms"]}))
+            continue
+        detail = {"check": "median latency", "ok": check["ok"], "value": check["median_ms"], "limit": check["limit_ms"],
+                  "detail": f"{check['median_ms']:.3f} ms vs {check['limit_ms']:g} ms"}
+        result.gates.append(GateResult("bench", name, "passed" if check["ok"] else "failed", [detail], {"median_ms": check["median_ms"]}))
+    manifest_path = result.build_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["gates"]["bench"] = {
+        "max_latency_ms": dict(result.recipe.bench.max_latency_ms),
+        "results": [g.to_json() for g in result.gates if g.gate == "bench"],
+    }
+    write_json(manifest_path, manifest)
+    result.manifest = manifest
 
 
 def _check_build_dir(build_dir: Path) -> None:
@@ -416,7 +514,12 @@ def _check_build_dir(build_dir: Path) -> None:
 
 
 def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dict) -> str:
-    """Leave an intact, identical build alone; otherwise assemble a new one and swap it in."""
+    """Leave an intact, identical build alone; otherwise assemble a new one and swap it in.
+
+    Benchmark results of artifacts whose bytes did not change are kept (`bench/`).
+    """
+    from mdeploy.devices import results as bench_results
+
     manifest_path = build_dir / "manifest.json"
     if manifest_path.is_file() and _artifacts_intact(build_dir, records):
         try:
@@ -435,6 +538,7 @@ def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dic
         for record in records.values():
             if record.out.is_dir():
                 copy_tree_into(record.out, staging)
+        bench_results.carry_over(build_dir, staging, manifest)
         write_json(staging / "manifest.json", manifest)
         swap_dir(staging, build_dir)
     except BaseException:

@@ -257,3 +257,29 @@ def run_accuracy(recipe: Recipe, artifact: str, fmt: str, rel_path: str, why_not
     m = result.metrics
     ctx.log(f"PCKh@0.5 {m['pckh@0.5']}%, PEFM PCKh {m['pefm_pckh']}% on {result.samples} validation samples")
     return {"results": {"accuracy": result.to_json()}}
+
+
+# ---------------------------------------------------------------------------- app glue
+
+
+def run_glue(recipe: Recipe, platform: str, target: ExportTarget, ctx: StageContext) -> dict:
+    """Render the app glue for the built artifact into glue/<platform>/<path in the app project>."""
+    from mdeploy.codegen.apps import assemble, glue_files, header_source
+    from mdeploy.codegen.files import stamp
+    from mdeploy.fsutil import atomic_write_text
+
+    spec = spec_of(ctx.dep(MODEL_STAGE))
+    entry = next(a for a in ctx.dep(target.artifact_id).artifacts if a["id"] == target.artifact_id)
+    details = {"details": {k: v for k, v in entry.items() if k not in ("id", "path", "format", "variant")}}
+    mace = None
+    if "mace" in ctx.deps:
+        mace_entry = ctx.dep("mace").artifacts[0]
+        mace = {"details": {k: v for k, v in mace_entry.items() if k in ("input", "output")}}
+    model = assemble(recipe, platform, target, spec, details, mace_entry=mace)
+    artifacts = []
+    for rel, text in sorted(glue_files(model).items()):
+        path = f"glue/{platform}/{rel}"
+        atomic_write_text(ctx.out / path, stamp(text, rel, header_source(model)))
+        artifacts.append({"id": f"glue/{platform}/{Path(rel).name}", "path": path, "format": Path(rel).suffix[1:], "variant": None})
+    ctx.log(f"{len(artifacts)} {platform} sources for {target.artifact_id}")
+    return {"artifacts": artifacts}

@@ -15,6 +15,11 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own mdeploy cache; nothing leaks into ~/.cache."""
     monkeypatch.setenv("MDEPLOY_CACHE_DIR", str(tmp_path / "mdeploy-cache"))
     monkeypatch.delenv("MDEPLOY_DEBUG", raising=False)
+    # No test may reach (or start) an adb server on the machine's default port: unless a test
+    # asks for the project's own server (tests/devices: adb_env), adb points at a loopback
+    # address where nothing listens and which mdeploy never starts a server on.
+    monkeypatch.setenv("ANDROID_ADB_SERVER_HOST", "127.0.0.2")
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", "9")
 
 
 @pytest.fixture(scope="session")

@@ -199,26 +199,24 @@ def test_url_import_downloads_once_into_the_cache(tmp_path, tiny_models, monkeyp
     assert (cache / "downloads" / sha / src.name).is_file()
 
 
-def test_sections_this_version_does_not_build_are_reported(tmp_path, tiny_models, cli):
-    path = tiny_recipe(
-        tmp_path,
-        tiny_models,
-        extra="""
-        train: {epochs: 2}
-        devices: [pixel]
-        bench: {runs: 10}
-        """,
-    )
+def test_sections_an_import_does_not_use_are_reported(tmp_path, tiny_models, cli):
+    path = tiny_recipe(tmp_path, tiny_models, extra="train: {epochs: 2}\n")
     result = cli("build", path, "--out", tmp_path / "b")
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert [w.split(": ", 2)[-1] for w in warnings] == [
-        "train: not used: the model is imported, nothing is trained",
-        "devices: device profiles and push are not available in this version",
-        "bench: benchmarking is not available in this version",
-    ]
+    assert [w.split(": ", 2)[-1] for w in warnings] == ["train: not used: the model is imported, nothing is trained"]
     manifest = json.loads((tmp_path / "b" / "tiny" / "manifest.json").read_text())
-    assert [p["key"] for p in manifest["not_built"]] == ["train", "devices", "bench"]
+    assert [p["key"] for p in manifest["not_built"]] == ["train"]
+
+
+def test_bench_devices_that_are_not_there_fail_the_build_step_clearly(tmp_path, tiny_models, cli):
+    """A recipe's bench device that cannot be reached: artifacts are built, the bench step says why (exit 3)."""
+    path = tiny_recipe(tmp_path, tiny_models, extra="devices: [pixel]\nbench: {runs: 2, trials: 1}\n")
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 3
+    assert "bench: not run (no adb server answers at 127.0.0.2:9)" in result.output  # in the summary
+    assert "error: no adb server answers at 127.0.0.2:9" in result.output
+    assert (tmp_path / "b" / "tiny" / "tflite" / "tiny_fp32.tflite").is_file()
 
 
 def test_training_without_data_is_refused_clearly(tmp_path, cli, monkeypatch):

@@ -40,3 +40,17 @@ def test_wheel_includes_templates_and_renders_from_them(tmp_path):
     )
     assert init.returncode == 0, init.stderr
     assert "name: from_wheel" in (tmp_path / "from_wheel.yaml").read_text()
+    assert "mdeploy/templates/apps/android/.gitignore" in names
+    assert "mdeploy/templates/apps/android/app/src/main/java/{{ package_path }}/MainActivity.kt.j2" in names
+
+    # Scaffold the Android demo from the unpacked wheel: the same files as the committed demo app.
+    scaffold = subprocess.run(
+        [sys.executable, "-m", "mdeploy", "scaffold", "android", "--recipe", str(REPO / "recipes" / "cpm_android.yaml"),
+         "--dest", str(tmp_path / "app"), "--out", str(tmp_path / "build")],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert scaffold.returncode == 0, scaffold.stderr
+    demo = REPO / "android_demo"
+    committed = {p.relative_to(demo) for p in demo.rglob("*") if p.is_file() and "assets" not in p.parts and p.name != "models.json"}
+    written = {p.relative_to(tmp_path / "app") for p in (tmp_path / "app").rglob("*") if p.is_file()}
+    assert written == committed

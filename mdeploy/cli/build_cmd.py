@@ -27,6 +27,7 @@ def build(
 
     def body() -> int:
         from mdeploy.build import build as run_build
+        from mdeploy.errors import MdeployError
         from mdeploy.recipe import load_recipe
 
         loaded = load_recipe(recipe, set_)
@@ -37,7 +38,13 @@ def build(
             emit_json(summary_json(result))
         else:
             typer.echo(render_summary(result))
-        result.raise_for_gates()
+        try:
+            result.raise_for_gates()
+        except MdeployError as err:
+            if not json_output:
+                raise
+            stderr(err.render())  # the summary on stdout already says ok: false; one JSON document only
+            return err.exit_code
         return 0
 
     guarded(body, json_output=json_output)
@@ -61,7 +68,11 @@ def render_summary(result) -> str:
     parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
     accuracy = {g.artifact: g for g in result.gates if g.gate == "accuracy"}
     rows = []
+    glue: dict[str, list[dict]] = {}
     for art in result.manifest["artifacts"]:
+        if art["id"].startswith("glue/"):  # one row per app platform, not per source file
+            glue.setdefault(art["id"].split("/")[1], []).append(art)
+            continue
         p, a = parity.get(art["id"]), accuracy.get(art["id"])
         if art["id"] == "model":
             cell, status = "reference", "ok"
@@ -71,6 +82,9 @@ def render_summary(result) -> str:
         if a is not None and a.status == "failed":
             status = "failed"
         rows.append([art["id"], art["path"], human_size(art["size"]), cell, pck, delta, status])
+    for platform, files in glue.items():
+        size = human_size(sum(f["size"] for f in files))
+        rows.append([f"glue/{platform}", f"glue/{platform}/ ({len(files)} sources)", size, "-", "-", "-", "ok"])
     lines = [table(["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"], rows)]
     failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
     accuracy_failures = [g for g in result.gates if g.status == "failed" and g.gate == "accuracy"]
@@ -110,7 +124,48 @@ def render_summary(result) -> str:
     state = {"unchanged": "up to date", "manifest": "manifest updated", "assembled": "written"}[result.written]
     lines.append("")
     lines.append(f"build {state}: {_rel(result.build_dir)}")
+    lines += [app_line(update) for update in result.apps]
+    lines += bench_lines(result)
     return "\n".join(lines)
+
+
+def bench_lines(result) -> list[str]:
+    if result.bench_error is not None:
+        return [f"bench: not run ({result.bench_error.message})"]
+    if result.bench_skipped:
+        return [f"bench: not run ({result.bench_skipped})"]
+    if result.bench is None:
+        return []
+    gates = [g for g in result.gates if g.gate == "bench"]
+    if not gates:
+        return ["bench: nothing measured"]
+    out = [""]
+    rows = []
+    for g in gates:
+        limit = g.checks[0]["limit"] if g.checks else None
+        rows.append([g.artifact, f"{g.metrics['median_ms']:.2f}", "-" if limit is None else f"{limit:g}", g.status])
+    out.append(table(["benchmark (artifact@device)", "median ms", "limit ms", "status"], rows))
+    if result.bench["cached"]:
+        out.append(f"bench: results reused for {', '.join(result.bench['cached'])} (same artifacts and settings; --no-cache re-measures)")
+    for o in result.bench_failures:
+        out.append(f"bench on {o.target.name} failed: {o.error or o.document['failures'][0]['error']}")
+    return out
+
+
+def app_line(update) -> str:
+    """One line per app the build feeds: what changed in its project."""
+    where = f"{update.platform} app {_rel(update.dest)}"
+    if update.skipped:
+        return f"{where}: not updated ({update.skipped})"
+    r = update.report
+    if not r.changed:
+        return f"{where}: up to date ({update.artifact_id})"
+    parts = [f"{len(r.written)} file{'s' if len(r.written) != 1 else ''} written"]
+    if r.removed:
+        parts.append(f"{len(r.removed)} old model{'s' if len(r.removed) != 1 else ''} removed")
+    if r.kept:
+        parts.append(f"{len(r.kept)} of your edited files kept")
+    return f"{where}: {', '.join(parts)} ({update.artifact_id} -> {update.model})"
 
 
 def _accuracy_cells(gate) -> tuple[str, str]:
@@ -146,11 +201,21 @@ def summary_json(result) -> dict:
             }
         )
     return {
-        "ok": not result.failed_gates,
+        "ok": not result.failed_gates and not result.bench_failures and result.bench_error is None,
         "build_dir": str(result.build_dir),
         "written": result.written,
         "stages": stages,
         "artifacts": result.manifest["artifacts"],
         "gates": [g.to_json() for g in result.gates],
         "not_built": [p.to_json() for p in result.plan.pending],
+        "apps": [a.to_json() for a in result.apps],
+        "bench": None if result.bench is None else {
+            "measured": result.bench["measured"],
+            "cached": result.bench["cached"],
+            "checks": result.bench["checks"],
+            "failures": [{"device": o.target.name, "error": o.error, "failures": (o.document or {}).get("failures", [])}
+                         for o in result.bench_failures],
+        },
+        "bench_skipped": result.bench_skipped,
+        "bench_error": result.bench_error.to_json() if result.bench_error is not None else None,
     }

@@ -7,13 +7,13 @@ cannot reach Python internals; writes stay inside the destination folder.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mdeploy.codegen import escape
 from mdeploy.errors import InputError
 from mdeploy.fsutil import atomic_write_text
 
@@ -28,8 +28,19 @@ def templates_dir() -> Path:
 
 
 def _yaml_str(value) -> str:
-    """A YAML double-quoted scalar (JSON strings are valid YAML)."""
-    return json.dumps(str(value))
+    """A YAML double-quoted scalar, ASCII only (YAML's \\u and \\U escapes for the rest)."""
+    out = []
+    for ch in str(value):
+        code = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 @lru_cache(maxsize=1)
@@ -43,6 +54,12 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["yaml_str"] = _yaml_str
+    env.filters["kt_str"] = escape.kotlin_string
+    env.filters["swift_str"] = escape.swift_string
+    env.filters["kt_float"] = escape.kotlin_float
+    env.filters["swift_float"] = escape.swift_float
+    env.filters["xml_text"] = escape.xml_text
+    env.filters["android_str"] = escape.android_string
     return env
 
 

@@ -122,3 +122,25 @@ def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source:
         decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold),
         source=source,
     )
+
+
+def planned_spec(recipe) -> ModelSpec:
+    """The ModelSpec a recipe's registered architecture will have once trained, without training it.
+
+    Scaffolding an app needs the model's interface before any build: for `model.arch` it is
+    fixed by the architecture and the recipe (an imported model must be built to be known).
+    """
+    from mdeploy.models import get_arch
+
+    if recipe.model.arch is None:
+        raise ModelError(
+            "an imported model's interface is known only once it is built",
+            where=recipe.where("model", "import", key=True),
+            hint=f"run `mdeploy build` on this recipe first; its build folder ({recipe.name}/) then supplies the spec",
+        )
+    info = get_arch(recipe.model.arch)
+    height, width = recipe.model.input.size or info.input_size
+    stride = info.output_stride
+    out_shape = (1, height // stride, width // stride, len(get_keypoint_set(recipe.model.keypoints)))
+    source = {"format": "planned", "arch": recipe.model.arch, "params": info.params(recipe.model.params)}
+    return make_spec(recipe, (height, width), out_shape, source, recipe.where)

@@ -43,6 +43,15 @@ def validate_tree(data: dict, sources: SourceMap) -> Recipe:
     return recipe
 
 
+def validate_with(model: type[BaseModel], data: Any, sources: SourceMap, hint: str | None = None) -> BaseModel:
+    """Validate any YAML tree read with positions (devices.yaml, ...) with recipe-quality errors."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        issues = _dedupe([_issue(e, data, sources, model) for e in err.errors(include_url=False)])
+        raise RecipeError(issues, hint=hint) from None
+
+
 def _keypaths(data: Any, prefix: KeyPath = ()) -> list[KeyPath]:
     out = [prefix] if prefix else []
     if isinstance(data, dict):
@@ -115,9 +124,9 @@ def _strip(tp: Any) -> Any:
             return tp
 
 
-def _model_at(loc: tuple) -> Any:
+def _model_at(loc: tuple, root: type[BaseModel] = Recipe) -> Any:
     """The schema type at a pydantic `loc` (union tags select members)."""
-    tp: Any = Recipe
+    tp: Any = root
     for part in loc:
         tp = _strip(tp)
         origin = get_origin(tp)
@@ -186,20 +195,20 @@ def _show(value: Any) -> str:
     return repr(value if not isinstance(value, str) else str(value))
 
 
-def _message(err: dict, loc: tuple) -> str:
+def _message(err: dict, loc: tuple, root: type[BaseModel] = Recipe) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
     if kind == "extra_forbidden":
         key = loc[-1]
-        options = _keys_of(_model_at(loc[:-1]))
+        options = _keys_of(_model_at(loc[:-1], root))
         near = closest(str(key), options) if options else None
         suggestion = f" (did you mean {near!r}?)" if near else ""
         allowed = f"; expected one of: {', '.join(options)}" if options else ""
         return f"unknown key {key!r}{suggestion}{allowed}"
     if kind == "missing":
         if loc and isinstance(loc[-1], int):
-            arity = len(get_args(_model_at(loc[:-1])))
+            arity = len(get_args(_model_at(loc[:-1], root)))
             got = len(value) if isinstance(value, list) else loc[-1]
             return f"expected {arity} items, got {got}"
         return "required key is missing"
@@ -236,16 +245,16 @@ def _message(err: dict, loc: tuple) -> str:
     return msg
 
 
-def _issue(err: dict, data: dict, sources: SourceMap) -> RecipeIssue:
+def _issue(err: dict, data: dict, sources: SourceMap, root: type[BaseModel] = Recipe) -> RecipeIssue:
     loc = tuple(err["loc"])
     keypath, on_key = _data_path(data, loc)
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "missing" and loc and isinstance(loc[-1], int):
         # A fixed-size list (tuple) with too few items: report the list, not a "key".
-        message = _message(dict(err, input=_lookup(data, keypath)), loc)
+        message = _message(dict(err, input=_lookup(data, keypath)), loc, root)
         return RecipeIssue(sources.mark_for(keypath), keypath, message)
-    message = _message(err, loc)
+    message = _message(err, loc, root)
     if kind == "union_tag_invalid":
         keypath = keypath + ("format",)
     if ctx.get("at"):

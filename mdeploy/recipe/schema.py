@@ -483,26 +483,47 @@ class VerifySection(Section):
 
 # ---------------------------------------------------------------------------- app, devices, bench
 
-_JAVA_PACKAGE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+def _identifier_check(check):
+    """A pydantic validator from one of mdeploy.codegen.escape's checks (same rules, recipe-style message)."""
+
+    def validate(value: str) -> str:
+        from mdeploy.codegen import escape
+        from mdeploy.errors import InputError
+
+        try:
+            return getattr(escape, check)(value)
+        except InputError as err:
+            raise PydanticCustomError("identifier", "{m}", {"m": err.message}) from None
+
+    return AfterValidator(validate)
 
 
-def _java_package(value: str) -> str:
-    if not _JAVA_PACKAGE.match(value):
+def _android_artifact(value: str) -> str:
+    if not value.startswith("tflite/"):
         raise PydanticCustomError(
-            "java_package", "expected a Java package name like com.example.pose (lowercase, dotted), got {v}", {"v": repr(value)}
+            "app_artifact", "the Android app runs a TFLite artifact (tflite/fp32, tflite/fp16, ...), got {v}", {"v": repr(value)}
         )
     return value
 
 
+def _ios_artifact(value: str) -> str:
+    if not value.startswith("coreml"):
+        raise PydanticCustomError("app_artifact", "the iOS app runs a Core ML artifact (coreml), got {v}", {"v": repr(value)})
+    return value
+
+
 class AndroidApp(Section):
-    project: RecipePath = Field(description="the Android app folder the glue goes into")
-    package: Annotated[str, AfterValidator(_java_package)] = "com.mdeploy.pose"
-    artifact: ArtifactId = "tflite/fp32"
+    project: RecipePath = Field(description="the Android app folder the glue goes into (scaffolded when missing)")
+    package: Annotated[str, _identifier_check("check_package")] = "com.mdeploy.pose"
+    artifact: Annotated[ArtifactId, AfterValidator(_android_artifact)] = "tflite/fp32"
+    name: Annotated[str, _identifier_check("check_display_name")] = Field("Pose Demo", description="the app's label on the phone")
 
 
 class IosApp(Section):
-    project: RecipePath
-    artifact: ArtifactId = "coreml"
+    project: RecipePath = Field(description="the iOS app folder the glue goes into (scaffolded when missing)")
+    artifact: Annotated[ArtifactId, AfterValidator(_ios_artifact)] = "coreml"
+    name: Annotated[str, _identifier_check("check_display_name")] = Field("Pose Demo", description="the app's name on the phone")
+    bundle_id: Annotated[str, _identifier_check("check_bundle_id")] = "com.mdeploy.PoseDemo"
 
 
 class AppSection(Section):
@@ -511,11 +532,19 @@ class AppSection(Section):
 
 
 class BenchSection(Section):
-    runs: PositiveInt = 50
-    warmup: Annotated[int, Field(ge=0)] = 5
-    trials: PositiveInt = 3
+    runs: PositiveInt = Field(50, description="timed runs per trial")
+    warmup: Annotated[int, Field(ge=0)] = Field(5, description="untimed runs before each trial")
+    trials: PositiveInt = Field(3, description="repeats of the whole measurement (spread, throttling)")
     threads: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
-    max_latency_ms: dict[Slug, PositiveFloat] = Field(default_factory=dict, description="per device: fail above this")
+    delegates: list[Literal["cpu", "xnnpack", "gpu", "nnapi"]] = Field(
+        default_factory=lambda: ["xnnpack"], min_length=1, description="TFLite delegates (the host has cpu and xnnpack)"
+    )
+    artifacts: list[ArtifactId] | None = Field(None, description="default: app.android.artifact, else every TFLite and ONNX artifact")
+    benchmark_binary: dict[Literal["arm64-v8a", "armeabi-v7a", "x86_64", "x86"], RecipePath] = Field(
+        default_factory=dict, description="TFLite benchmark_model per ABI (mdeploy never downloads it)"
+    )
+    timeout_s: PositiveFloat = Field(600.0, description="longest a benchmark run may go without output")
+    max_latency_ms: dict[Slug, PositiveFloat] = Field(default_factory=dict, description="per device: fail above this median")
 
 
 # ---------------------------------------------------------------------------- recipe

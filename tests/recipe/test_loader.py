@@ -210,3 +210,14 @@ def test_checksum_read_as_a_number_asks_for_quotes(tmp_path):
     with pytest.raises(RecipeError) as caught:
         load_recipe(write(tmp_path / "r.yaml", BASE), ["model.import.sha256=" + "0" * 64])
     assert caught.value.issues[0].message == "YAML read this checksum as a number: put it in quotes"
+
+
+def test_every_shipped_recipe_validates():
+    """The recipes/ folder is documentation users copy: each must load as it is."""
+    from mdeploy.recipe import load_recipe
+    from tests.helpers import REPO
+
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 4
+    for path in recipes:
+        assert load_recipe(path).name == path.stem

@@ -1,0 +1,218 @@
+"""Values from recipes, made safe for the source code they land in.
+
+Every string from a recipe is emitted as a string literal through `kotlin_string` or
+`swift_string`, which escape everything that could end the literal or change its meaning
+(quotes, backslashes, Kotlin's `$` templates, Swift's `\\(` interpolation, line breaks,
+control characters); non-ASCII text is escaped too, so a file's bytes are ASCII. Free
+text never goes into comments. Identifiers (packages, type names, model tags) are
+validated, never escaped: an invalid one is an error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mdeploy.errors import InputError
+
+KOTLIN_HARD_KEYWORDS = frozenset(
+    "as break class continue do else false for fun if in interface is null object package return super this throw "
+    "true try typealias typeof val var when while".split()
+)
+JAVA_KEYWORDS = frozenset(
+    "abstract assert boolean break byte case catch char class const continue default do double else enum extends "
+    "final finally float for goto if implements import instanceof int interface long native new package private "
+    "protected public return short static strictfp super switch synchronized this throw throws transient try void "
+    "volatile while true false null _".split()
+)
+SWIFT_KEYWORDS = frozenset(
+    "associatedtype class deinit enum extension fileprivate func import init inout internal let open operator private "
+    "protocol public rethrows static struct subscript typealias var break case continue default defer do else "
+    "fallthrough for guard if in repeat return switch where while as Any catch false is nil super self Self throw "
+    "throws true try".split()
+)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _unicode_units(ch: str) -> list[int]:
+    data = ch.encode("utf-16-be")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
+def kotlin_string(value: str) -> str:
+    """A Kotlin string literal (double quotes) whose value is exactly `value`."""
+    out = []
+    for ch in str(value):
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "$":
+            out.append("\\$")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        else:
+            out.extend(f"\\u{unit:04x}" for unit in _unicode_units(ch))
+    return '"' + "".join(out) + '"'
+
+
+def swift_string(value: str) -> str:
+    """A Swift string literal (double quotes) whose value is exactly `value`."""
+    out = []
+    for ch in str(value):
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\0":
+            out.append("\\0")
+        elif 0x20 <= code < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\u{{{code:x}}}")
+    return '"' + "".join(out) + '"'
+
+
+def unescape_swift(literal: str) -> str:
+    """The value of a literal produced by `swift_string` (Swift's escape rules for that subset)."""
+    body = literal[1:-1]
+    out, i = [], 0
+    simple = {"\\": "\\", '"': '"', "n": "\n", "r": "\r", "t": "\t", "0": "\0", "'": "'"}
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt in simple:
+            out.append(simple[nxt])
+            i += 2
+        elif nxt == "u":
+            end = body.index("}", i)
+            out.append(chr(int(body[i + 3 : end], 16)))
+            i = end + 1
+        else:
+            raise ValueError(f"unsupported escape \\{nxt}")
+    return "".join(out)
+
+
+def check_identifier(value: str, what: str, keywords: frozenset) -> str:
+    if not _IDENT.match(value) or value in keywords:
+        reason = "is a reserved word" if value in keywords else "is not an identifier (letters, digits, '_')"
+        raise InputError(f"{what} {value!r} {reason}")
+    return value
+
+
+def check_package(value: str) -> str:
+    """A Kotlin package: dotted parts of lowercase letters and digits (Kotlin's convention), none a keyword."""
+    parts = value.split(".")
+    if len(parts) < 2:
+        raise InputError(f"package {value!r} needs at least two parts, e.g. com.example.pose")
+    for part in parts:
+        if "_" in part and re.match(r"^[a-z][a-z0-9_]*$", part):
+            raise InputError(f"package {value!r}: part {part!r} has an underscore, which Kotlin package names do not use")
+        if not re.match(r"^[a-z][a-z0-9]*$", part):
+            raise InputError(f"package {value!r}: part {part!r} is not lowercase letters and digits starting with a letter")
+        if part in KOTLIN_HARD_KEYWORDS or part in JAVA_KEYWORDS:
+            raise InputError(f"package {value!r}: part {part!r} is a Kotlin or Java keyword")
+    return value
+
+
+def check_bundle_id(value: str) -> str:
+    """An Apple bundle identifier: reverse-DNS parts of letters, digits and '-'."""
+    parts = value.split(".")
+    if len(parts) < 2 or not all(re.match(r"^[A-Za-z0-9-]+$", part) for part in parts):
+        raise InputError(f"bundle id {value!r} is not reverse-DNS of letters, digits and '-', e.g. com.example.PoseDemo")
+    return value
+
+
+_XML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+
+
+def check_display_name(value: str) -> str:
+    """A name people see (app label): printable text, no control characters, not blank."""
+    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0})
+    if bad:
+        raise InputError(f"name {value!r} holds control characters ({', '.join(bad)})")
+    if not value.strip():
+        raise InputError("name is blank")
+    return value
+
+
+def xml_text(value: str) -> str:
+    """Text for an XML element or attribute: entities for & < > and both quotes.
+
+    XML 1.0 cannot carry most control characters: they are an error, not dropped.
+    """
+    out = []
+    for ch in str(value):
+        if ch in _XML:
+            out.append(_XML[ch])
+        elif ord(ch) < 0x20 and ch not in "\t\n\r":
+            raise ValueError(f"XML text cannot hold the control character U+{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def android_string(value: str) -> str:
+    """The text of an Android `<string>` resource whose value is exactly `value`.
+
+    On top of XML, aapt reads backslash escapes, drops unescaped double quotes, collapses
+    runs of whitespace and trims it at the ends, and takes a leading `@` or `?` for a
+    reference. So: backslash, quotes, a leading @/?, line breaks and tabs are escaped, and
+    a space that would be collapsed or trimmed is written as `\\u0020`.
+    """
+    text = str(value)
+    out = []
+    for i, ch in enumerate(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch in "'\"":
+            out.append("\\" + _XML[ch])
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\u000d")
+        elif ch in "@?" and i == 0:
+            out.append("\\" + ch)
+        elif ch == " " and (i == 0 or i == len(text) - 1 or text[i - 1] == " "):
+            out.append("\\u0020")
+        else:
+            out.append(xml_text(ch))
+    return "".join(out)
+
+
+def kotlin_float(value: float) -> str:
+    text = repr(float(value))
+    if "inf" in text or "nan" in text:
+        raise ValueError(f"not a finite number: {value}")
+    if "e" in text or "E" in text:
+        mantissa, exponent = text.lower().split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        text = f"{mantissa}e{int(exponent)}"
+    elif "." not in text:
+        text += ".0"
+    return text + "f"
+
+
+def swift_float(value: float) -> str:
+    return kotlin_float(value)[:-1]

@@ -1,0 +1,104 @@
+"""App glue: Kotlin and Swift sources rendered from templates/ with the ModelSpec.
+
+Everything the app must know to feed the model and read its output comes from the spec
+(input size, channel order, value range, mean/std, resize mode, quantization of the
+artifact's tensors, output grid, stride, keypoint names and skeleton, decode settings),
+so the app cannot feed the model differently from training or decode it differently from
+evaluation. The smoothing kernel is computed here, by the same function the evaluator
+uses, and emitted as numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mdeploy import __version__
+from mdeploy.codegen import escape
+from mdeploy.codegen.render import environment
+from mdeploy.evaluate.decode import gaussian_kernel
+from mdeploy.spec import ModelSpec
+
+ANDROID_FILES = ("PoseModelConfig.kt", "PoseTypes.kt", "PoseMath.kt", "PoseEstimator.kt")
+ANDROID_MACE_FILES = ("MacePoseEstimator.kt",)
+IOS_FILES = ("PoseModelConfig.swift", "PoseTypes.swift", "PoseMath.swift", "PoseEstimator.swift")
+RESIZE_MODES = {"stretch": "STRETCH", "letterbox": "LETTERBOX", "crop": "CROP"}
+VISION_CROP = {"stretch": ".scaleFill", "letterbox": ".scaleFit", "crop": ".centerCrop"}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A tensor's type as the app sees it: float, or 8-bit with scale and zero point."""
+
+    dtype: str = "float32"
+    scale: float = 1.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype in ("uint8", "int8")
+
+
+def tflite_quant(artifact: dict, key: str) -> Quant:
+    io = (artifact.get("details") or {}).get("io", {}).get(key)
+    if not io:
+        return Quant()
+    return Quant(io["dtype"], float(io["scale"] or 1.0), int(io["zero_point"] or 0))
+
+
+def context(spec: ModelSpec, *, name: str, description: str, package: str | None, model_file: str,
+            artifact: dict | None = None, mace: dict | None = None, smoothing_window: int = 3) -> dict:
+    """Template values for one app platform (values only: templates format them)."""
+    pre = spec.preprocessing
+    artifact = artifact or {}
+    kernel = [float(v) for v in gaussian_kernel(spec.decode.smooth_sigma)] if spec.decode.smooth_sigma > 0 else [1.0]
+    if package is not None:
+        escape.check_package(package)
+    return {
+        "mdeploy_version": __version__,
+        "recipe": name,
+        "description": description,
+        "package": package,
+        "generated_package": f"{package}.generated" if package else None,
+        "model_file": model_file,
+        "model_stem": Path(model_file).stem,
+        "input": {
+            "name": spec.input.name,
+            "height": pre.height,
+            "width": pre.width,
+            "bgr": pre.channels == "bgr",
+            "low": pre.range[0],
+            "high": pre.range[1],
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "resize": RESIZE_MODES[pre.resize],
+            "vision_crop": VISION_CROP[pre.resize],
+            "quant": tflite_quant(artifact, f"input:{spec.input.name}"),
+        },
+        "output": {
+            "name": spec.output.name,
+            "height": spec.heatmap_size[0],
+            "width": spec.heatmap_size[1],
+            "channels": int(spec.output.shape[3]),
+            "stride": spec.output_stride,
+            "quant": tflite_quant(artifact, f"output:{spec.output.name}"),
+        },
+        "keypoints": list(spec.keypoints.names),
+        "keypoint_set": spec.keypoints.name,
+        "skeleton": [list(e) for e in spec.keypoints.skeleton],
+        "decode": {"kernel": kernel, "subpixel": spec.decode.subpixel, "threshold": spec.decode.threshold},
+        "smoothing_window": smoothing_window,
+        "mace": mace,
+    }
+
+
+def render_glue(platform: str, ctx: dict) -> dict[str, str]:
+    """Relative path -> source text of every generated file for `platform` (android | ios)."""
+    env = environment()
+    if platform == "android":
+        folder = ctx["generated_package"].replace(".", "/")
+        names = ANDROID_FILES + (ANDROID_MACE_FILES if ctx.get("mace") else ())
+        return {f"{folder}/{n}": env.get_template(f"glue/android/{n}.j2").render(**ctx) for n in names}
+    if platform == "ios":
+        return {f"Generated/{n}": env.get_template(f"glue/ios/{n}.j2").render(**ctx) for n in IOS_FILES}
+    raise ValueError(f"unknown platform {platform!r}")

@@ -1,0 +1,6 @@
+package androidx.camera.core;
+
+public interface ImageInfo {
+    int getRotationDegrees();
+    long getTimestamp();
+}
