@@ -55,12 +55,17 @@ demo-apps: setup
 	$(BIN)/mdeploy scaffold ios --recipe recipes/hourglass_ios.yaml --force
 
 ## Measurements recorded in docs/benchmarks.md.
-bench: setup
+bench: setup tools debian-tools
 	cd benchmarks && ../$(BIN)/python cli_startup.py
 	cd benchmarks && ../$(BIN)/python build_times.py
 	cd benchmarks && ../$(BIN)/python input_pipeline.py
 	cd benchmarks && ../$(BIN)/python train_throughput.py
 	cd benchmarks && ../$(BIN)/python quickstart.py
+	cd benchmarks && ../$(BIN)/python formats.py ../recipes/cpm_android.yaml --out /tmp/mdeploy-bench
+	cd benchmarks && ../$(BIN)/python formats.py ../recipes/hourglass_ios.yaml --out /tmp/mdeploy-bench
+	cd benchmarks && ../$(BIN)/python host_latency.py --build /tmp/mdeploy-bench/cpm_android --build /tmp/mdeploy-bench/hourglass_ios
+	cd benchmarks && ../$(BIN)/python cpm_time_analysis.py
+	cd benchmarks && ../$(BIN)/python device_overhead.py --model /tmp/mdeploy-bench/cpm_android/tflite/cpm_android_fp16.tflite
 
 clean:
 	rm -rf build dist .pytest_cache node_modules

@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mdeploy-overhead-"))
     tool = tmp / "benchmark_model"
-    tool.write_text(f"#!{sys.executable}\n" + (REPO / "tests/emulator/benchmark_model.py").read_text().split("\n", 1)[1])
+    tool.write_text(f"#!{os.path.abspath(sys.executable)}\n" + (REPO / "tests/emulator/benchmark_model.py").read_text().split("\n", 1)[1])
     tool.chmod(0o755)
     server = AdbServer(tmp / "adb").start()
     device = EmulatedDevice(tmp / "phone", extra_binds=python_binds())

@@ -24,6 +24,7 @@ ALL = [
     "export.onnx={opset: 17}",
     "export.coreml={precision: fp16}",
     "export.mace={runtime: cpu+gpu}",
+    "app=",  # measure the formats; leave the committed demo apps alone
 ]
 
 

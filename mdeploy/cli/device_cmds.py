@@ -120,7 +120,7 @@ def push(
         from mdeploy.devices.bench import check_binary, push_all
         from mdeploy.devices.plan import binary_for, resolve_targets, selection
 
-        recipe, _build_dir, items = selection(sources or [], out, set_, artifact)
+        recipe, _build_dir, items = selection(sources or [], out, set_, artifact, any_file=True)
         targets, server_factory = resolve_targets(device, all_, recipe, default_host=False)
         runs_files = {}
         for target in targets:
@@ -179,6 +179,8 @@ def bench(
     threads: list[int] = typer.Option([], "--threads", min=1, help="Thread count. Repeatable (else recipe, else 1)."),
     delegate: list[str] = typer.Option([], "--delegate", help="cpu, xnnpack, gpu or nnapi. Repeatable (else xnnpack)."),
     benchmark_binary: Path | None = typer.Option(None, "--benchmark-binary", help="TFLite benchmark_model for the phones' ABI."),
+    mace_run: Path | None = typer.Option(None, "--mace-run", help="MACE's mace_run for the phones' ABI (artifact mace)."),
+    mace_model: Path | None = typer.Option(None, "--mace-model", help="Folder of MACE's converted <tag>.pb and <tag>.data."),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -193,7 +195,7 @@ def bench(
     def body() -> int:
         from mdeploy.devices import results
         from mdeploy.devices.bench import MISSING_BINARY_HINT, BenchSettings, check_binary, run_all
-        from mdeploy.devices.plan import binary_for, over_limit, resolve_targets, selection
+        from mdeploy.devices.plan import binary_for, mace_kit, over_limit, read_manifest, resolve_targets, selection
         from mdeploy.errors import GateFailure, InputError
 
         recipe, build_dir, items = selection(sources or [], out, set_, artifact)
@@ -210,16 +212,22 @@ def bench(
             timeout=section.timeout_s if section else 600.0,
         )
         targets, server_factory = resolve_targets(device, all_, recipe, default_host=True)
-        binaries = {}
+        binaries, kits = {}, {}
+        needs_tflite = any(i.format == "tflite" for i in items)
         for target in targets:
             if target.is_host:
+                continue
+            if build_dir is not None and recipe is not None:
+                kits[target.name] = mace_kit(recipe, build_dir, read_manifest(build_dir, str(sources[0])), target, mace_run, mace_model)
+            if not needs_tflite:
                 continue
             binary = binary_for(target, recipe, benchmark_binary)
             if binary is None:
                 raise InputError(f"no benchmark_model for {target.name}" + (f" ({target.profile.abi})" if target.profile.abi else ""),
                                  hint=MISSING_BINARY_HINT)
             binaries[target.name] = check_binary(binary, target.profile.abi)
-        outcomes = run_all(targets, items, settings, server_factory=server_factory, binaries=binaries, log=stderr, progress=_Progress())
+        outcomes = run_all(targets, items, settings, server_factory=server_factory, binaries=binaries, log=stderr,
+                           progress=_Progress(), mace=kits)
         written = {}
         for o in outcomes:
             if o.document is not None and build_dir is not None and o.document["results"]:

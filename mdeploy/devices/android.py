@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mdeploy.devices.adb import Phone, check_remote_path, content_digest, quote
-from mdeploy.devices.parsers import BenchFailure, parse_benchmark_model
+from mdeploy.devices.parsers import BenchFailure, parse_benchmark_model, parse_mace_run
 from mdeploy.errors import DeviceError
 
 REMOTE_ROOT = "/data/local/tmp/mdeploy"
@@ -169,3 +169,41 @@ def run_benchmark_model(phone: Phone, binary: str, model: str, *, threads: int, 
         raise BenchFailure(f"benchmark_model exited with code {result.code}{crashed}: {result.tail(3) or 'no output'}",
                            hint="run the same command with `adb shell` to see the whole output; is the binary built for this ABI?")
     return parse_benchmark_model(result.stdout + "\n" + result.stderr)
+
+
+# ---------------------------------------------------------------------------- mace_run
+
+
+def mace_name(node: str) -> str:
+    """How mace_run names a tensor's data file: every character but letters and digits -> '_'."""
+    return re.sub(r"[^A-Za-z0-9]", "_", node)
+
+
+def mace_run_argv(binary: str, *, model_tag: str, input_node: str, input_shape: list[int], output_node: str,
+                  output_shape: list[int], model_file: str, data_file: str, input_prefix: str, output_prefix: str,
+                  device: str, rounds: int, threads: int) -> list[str]:
+    """MACE 1.x mace_run's command line for a model converted with graph and data as files."""
+    return [
+        binary,
+        f"--model_name={model_tag}",
+        f"--input_node={input_node}",
+        f"--input_shape={','.join(str(d) for d in input_shape)}",
+        f"--output_node={output_node}",
+        f"--output_shape={','.join(str(d) for d in output_shape)}",
+        f"--input_file={input_prefix}",
+        f"--output_file={output_prefix}",
+        f"--model_file={model_file}",
+        f"--model_data_file={data_file}",
+        f"--device={device}",
+        f"--round={rounds}",
+        f"--num_threads={threads}",
+    ]
+
+
+def run_mace_run(phone: Phone, argv: list[str], *, timeout: float) -> dict:
+    result = phone.shell(quote(argv), timeout=timeout, doing="running mace_run")
+    if result.code != 0:
+        crashed = " (killed by a signal)" if result.code >= 128 else ""
+        raise BenchFailure(f"mace_run exited with code {result.code}{crashed}: {result.tail(3) or 'no output'}",
+                           hint="mace_run must come from the same MACE release as the converted model")
+    return parse_mace_run(result.stdout + "\n" + result.stderr)

@@ -28,7 +28,7 @@ from mdeploy.devices.targets import Target
 from mdeploy.errors import DeviceError, InputError, MdeployError
 
 HOST_DELEGATES = ("cpu", "xnnpack")
-ANDROID_FORMATS = ("tflite",)
+ANDROID_FORMATS = ("tflite", "mace")
 HOST_FORMATS = ("tflite", "onnx")
 _ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64"}
 _ABI_MACHINE = {"arm64-v8a": "aarch64", "armeabi-v7a": "arm", "x86_64": "x86_64", "x86": "x86"}
@@ -169,9 +169,14 @@ def host_state() -> dict:
     return state
 
 
-def configs(item: Item, settings: BenchSettings, host: bool) -> list[tuple[int, str]]:
-    """(threads, delegate) pairs to measure `item` with (ONNX Runtime has no delegates: cpu)."""
-    delegates = settings.delegates if item.format == "tflite" else ("cpu",)
+def configs(item: Item, settings: BenchSettings, host: bool, mace: MaceKit | None = None) -> list[tuple[int, str]]:
+    """(threads, delegate) pairs to measure `item` with (ONNX Runtime: cpu; MACE: its runtimes)."""
+    if item.format == "tflite":
+        delegates = settings.delegates
+    elif item.format == "mace":
+        delegates = tuple(f"mace-{r.lower()}" for r in (mace.runtimes if mace else ("CPU",)))
+    else:
+        delegates = ("cpu",)
     if (host and item.format not in HOST_FORMATS) or (not host and item.format not in ANDROID_FORMATS):
         return []
     return [(threads, delegate) for delegate in delegates for threads in settings.threads]
@@ -242,6 +247,37 @@ def _host_process(item: Item, threads: int, delegate: str, settings: BenchSettin
 # ---------------------------------------------------------------------------- android
 
 
+@dataclass(frozen=True)
+class MaceKit:
+    """What running a MACE model on a phone takes: MACE's own runner and converted model."""
+
+    run: Path  # mace_run built for the device's ABI
+    model_dir: Path  # MACE's converter output: <tag>.pb and <tag>.data
+    tag: str
+    input_node: str
+    input_shape: tuple[int, ...]
+    output_node: str
+    output_shape: tuple[int, ...]
+    input_range: tuple[float, float]
+    runtimes: tuple[str, ...]  # "CPU", "GPU"
+
+    def files(self) -> tuple[Path, Path]:
+        graph, data = self.model_dir / f"{self.tag}.pb", self.model_dir / f"{self.tag}.data"
+        for path in (graph, data):
+            if not path.is_file():
+                raise InputError(
+                    f"{path} not found: bench.mace_model must be the folder where MACE's converter wrote {self.tag}.pb and {self.tag}.data"
+                )
+        return graph, data
+
+
+MACE_MISSING = (
+    "MACE runs need MACE's own mace_run and the model converted by MACE's tools (mdeploy builds the "
+    "package they convert, not the MACE library): set bench.mace_run and bench.mace_model, or pass "
+    "--mace-run and --mace-model"
+)
+
+
 def bench_android(
     target: Target,
     server_factory,
@@ -251,9 +287,10 @@ def bench_android(
     log: Log,
     progress=None,
     done: frozenset = frozenset(),
+    mace: MaceKit | None = None,
 ) -> tuple[dict, list]:
     from mdeploy.devices.adb import Phone
-    from mdeploy.devices.android import describe, push_file, read_state, run_benchmark_model
+    from mdeploy.devices.android import describe, push_file, read_state
 
     phone = Phone(server_factory(), target.serial)
     info = describe(phone)
@@ -261,22 +298,37 @@ def bench_android(
     runnable = [i for i in items if i.format in ANDROID_FORMATS]
     if not runnable:
         raise InputError(f"nothing to benchmark on {target.name}: phones run {', '.join(ANDROID_FORMATS)} artifacts")
-    if binary is None:
-        raise InputError(f"no benchmark_model for {target.name} ({info.get('abi')})", hint=MISSING_BINARY_HINT)
-    check_binary(binary, info.get("abi"))
-    pushed = [push_file(phone, binary, executable=True, progress=progress)]
-    tool = pushed[0].remote
-    remote = {}
+    pushed: list = []
+    runners: dict[Item, Callable[[int, str], dict]] = {}
+    failures: list = []
+    tflite_items = [i for i in runnable if i.format == "tflite"]
+    if tflite_items:
+        if binary is None:
+            raise InputError(f"no benchmark_model for {target.name} ({info.get('abi')})", hint=MISSING_BINARY_HINT)
+        check_binary(binary, info.get("abi"))
+        tool = push_file(phone, binary, executable=True, progress=progress)
+        pushed.append(tool)
+        for item in tflite_items:
+            p = push_file(phone, item.path, progress=progress)
+            pushed.append(p)
+            runners[item] = _tflite_runner(phone, tool.remote, p.remote, settings)
+            log(
+                f"[{target.name}] {item.label}: {'already on the device' if p.skipped else f'pushed in {p.seconds:.1f} s'} ({p.remote})"
+            )
+    for item in (i for i in runnable if i.format == "mace"):
+        if mace is None:
+            failures += [
+                {"artifact": item.label, "threads": t, "delegate": d, "error": MACE_MISSING}
+                for t, d in configs(item, settings, host=False, mace=None)
+            ]
+            continue
+        runners[item], more = _mace_runner(phone, mace, info.get("abi"), settings, progress)
+        pushed += more
+    results = []
     for item in runnable:
-        p = push_file(phone, item.path, progress=progress)
-        pushed.append(p)
-        remote[item] = p.remote
-        log(
-            f"[{target.name}] {item.label}: {'already on the device' if p.skipped else f'pushed in {p.seconds:.1f} s'} ({p.remote})"
-        )
-    results, failures = [], []
-    for item in runnable:
-        for threads, delegate in configs(item, settings, host=False):
+        if item not in runners:
+            continue
+        for threads, delegate in configs(item, settings, host=False, mace=mace):
             if (item.sha256, threads, delegate) in done:
                 continue
             config = {"artifact": item.label, "threads": threads, "delegate": delegate}
@@ -284,18 +336,7 @@ def bench_android(
             trials = []
             try:
                 for _ in range(settings.trials):
-                    trials.append(
-                        run_benchmark_model(
-                            phone,
-                            tool,
-                            remote[item],
-                            threads=threads,
-                            delegate=delegate,
-                            warmup=settings.warmup,
-                            runs=settings.runs,
-                            timeout=settings.timeout,
-                        )
-                    )
+                    trials.append(runners[item](threads, delegate))
             except BenchFailure as err:
                 failures.append(dict(config, error=err.message))
                 log(f"[{target.name}] {item.label} threads={threads} {delegate}: failed: {err.message}")
@@ -315,6 +356,69 @@ def bench_android(
                 f"over {settings.trials} trials (spread {latency['spread_pct']:.1f}%)" + (" THROTTLED" if reasons else "")
             )
     return _document(target, info, settings, results, failures), pushed
+
+
+def _tflite_runner(phone, tool: str, model: str, settings: BenchSettings):
+    from mdeploy.devices.android import run_benchmark_model
+
+    def run(threads: int, delegate: str) -> dict:
+        return run_benchmark_model(
+            phone,
+            tool,
+            model,
+            threads=threads,
+            delegate=delegate,
+            warmup=settings.warmup,
+            runs=settings.runs,
+            timeout=settings.timeout,
+        )
+
+    return run
+
+
+def _mace_runner(phone, kit: MaceKit, abi: str | None, settings: BenchSettings, progress):
+    """Push mace_run, the converted model and a random input file; return the per-configuration runner."""
+    import tempfile
+
+    import numpy as np
+
+    from mdeploy.devices.android import mace_name, mace_run_argv, push_file, run_mace_run
+
+    check_binary(kit.run, abi, "mace_run")
+    graph, data = kit.files()
+    with tempfile.TemporaryDirectory(prefix="mdeploy-mace-") as tmp:
+        lo, hi = kit.input_range
+        values = np.random.default_rng(0).uniform(lo, hi, kit.input_shape).astype("<f4")
+        input_file = Path(tmp) / f"model_input_{mace_name(kit.input_node)}"
+        input_file.write_bytes(values.tobytes())
+        pushed = [
+            push_file(phone, kit.run, executable=True, progress=progress),
+            push_file(phone, graph, progress=progress),
+            push_file(phone, data, progress=progress),
+            push_file(phone, input_file, progress=progress),
+        ]
+    tool, graph_r, data_r, input_r = (p.remote for p in pushed)
+    folder = input_r.rsplit("/", 1)[0]
+
+    def run(threads: int, delegate: str) -> dict:
+        argv = mace_run_argv(
+            tool,
+            model_tag=kit.tag,
+            input_node=kit.input_node,
+            input_shape=list(kit.input_shape),
+            output_node=kit.output_node,
+            output_shape=list(kit.output_shape),
+            model_file=graph_r,
+            data_file=data_r,
+            input_prefix=f"{folder}/model_input",
+            output_prefix=f"{folder}/model_out",
+            device=delegate.split("-", 1)[1].upper(),
+            rounds=settings.runs,
+            threads=threads,
+        )
+        return run_mace_run(phone, argv, timeout=settings.timeout)
+
+    return run, pushed
 
 
 # ---------------------------------------------------------------------------- shared
@@ -368,6 +472,7 @@ def run_all(
     log: Log,
     progress=None,
     done: dict[str, frozenset] | None = None,
+    mace: dict[str, MaceKit] | None = None,
 ) -> list[DeviceRun]:
     """Benchmark every target in parallel; each outcome holds its results or its error.
 
@@ -389,7 +494,15 @@ def run_all(
                 run.document = bench_host(target, items, settings, say, skip)
             else:
                 run.document, run.pushed = bench_android(
-                    target, server_factory, items, settings, binaries.get(target.name), say, progress, skip
+                    target,
+                    server_factory,
+                    items,
+                    settings,
+                    binaries.get(target.name),
+                    say,
+                    progress,
+                    skip,
+                    (mace or {}).get(target.name),
                 )
         except MdeployError as err:
             run.error, run.hint = err.message, err.hint

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def selection(sources: list[str], out: Path, set_: list[str], artifact_ids: list[str]):
+def selection(sources: list[str], out: Path, set_: list[str], artifact_ids: list[str], any_file: bool = False):
     """(recipe or None, build folder or None, items) from RECIPE or ARTIFACT arguments."""
     from mdeploy.devices.bench import Item
     from mdeploy.devices.results import build_of
@@ -44,7 +44,7 @@ def selection(sources: list[str], out: Path, set_: list[str], artifact_ids: list
         path = Path(source)
         if not path.is_file():
             raise InputError(f"artifact not found: {path}")
-        fmt = {".tflite": "tflite", ".onnx": "onnx"}.get(path.suffix)
+        fmt = {".tflite": "tflite", ".onnx": "onnx"}.get(path.suffix, "file" if any_file else None)
         if fmt is None:
             raise InputError(f"{path}: mdeploy measures .tflite (phones and host) and .onnx (host) files")
         build = build_of(path)
@@ -197,19 +197,20 @@ def bench_for_build(recipe, build_dir: Path, manifest: dict, *, use_cache: bool,
                              where=recipe.where("bench", "artifacts"))
         items.append(Item(artifact_id, build_dir / entry["path"], entry["format"], entry["sha256"]))
     targets, server_factory = resolve_targets([], False, recipe, default_host=True)
-    done, todo, binaries = {}, [], {}
+    done, todo, binaries, kits = {}, [], {}, {}
     for target in targets:
         done[target.name] = measured(build_dir, target.name, settings) if use_cache else frozenset()
-        wanted = {(i.sha256, t, d) for i in items for t, d in configs(i, settings, host=target.is_host)}
+        kits[target.name] = mace_kit(recipe, build_dir, manifest, target)
+        wanted = {(i.sha256, t, d) for i in items for t, d in configs(i, settings, host=target.is_host, mace=kits[target.name])}
         if wanted - done[target.name]:
             todo.append(target)
-            if not target.is_host:
+            if not target.is_host and any(i.format == "tflite" for i in items):
                 binary = binary_for(target, recipe, None)
                 if binary is None:
                     raise InputError(f"no benchmark_model for {target.name}", hint=MISSING_BINARY_HINT,
                                      where=recipe.where("bench", key=True))
                 binaries[target.name] = check_binary(binary, target.profile.abi)
-    outcomes = run_all(todo, items, settings, server_factory=server_factory, binaries=binaries, log=log, done=done) if todo else []
+    outcomes = run_all(todo, items, settings, server_factory=server_factory, binaries=binaries, log=log, done=done, mace=kits) if todo else []
     for o in outcomes:
         if o.document is not None and o.document["results"]:
             results.record(build_dir, o.document)
@@ -233,3 +234,38 @@ def bench_for_build(recipe, build_dir: Path, manifest: dict, *, use_cache: bool,
         "outcomes": outcomes,
         "checks": limits,
     }
+
+
+MACE_DEVICES = {"cpu": ("CPU",), "gpu": ("GPU",), "cpu+gpu": ("CPU", "GPU"), "dsp": ("HEXAGON",), "hta": ("HTA",), "apu": ("APU",)}
+
+
+def mace_kit(recipe, build_dir: Path, manifest: dict, target, run_flag: Path | None = None, model_flag: Path | None = None):
+    """The MaceKit for `target` when the recipe exports MACE and mace_run + the converted model are known."""
+    from mdeploy.devices.bench import MaceKit, check_binary
+    from mdeploy.exporters import mace_config
+    from mdeploy.spec import ModelSpec
+
+    if recipe is None or recipe.export.mace is None or target.is_host:
+        return None
+    section = recipe.bench
+    run = run_flag
+    if run is None and section is not None and section.mace_run:
+        run = section.mace_run.get(target.profile.abi) or (next(iter(section.mace_run.values())) if len(section.mace_run) == 1 else None)
+    run = run or target.profile.mace_run
+    model_dir = model_flag or (section.mace_model if section is not None else None)
+    if run is None or model_dir is None:
+        return None
+    check_binary(Path(run), target.profile.abi, "mace_run")
+    entry = next((a for a in manifest["artifacts"] if a["id"] == "mace"), None)
+    spec = ModelSpec.load(build_dir / "model" / "spec.json")
+    return MaceKit(
+        run=Path(run),
+        model_dir=Path(model_dir),
+        tag=recipe.export.mace.model_tag or mace_config.tag_for(recipe.name),
+        input_node=((entry or {}).get("details") or {}).get("input", spec.input.name),
+        input_shape=tuple(spec.input.shape),
+        output_node=spec.output.name,
+        output_shape=tuple(spec.output.shape),
+        input_range=spec.preprocessing.input_range(),
+        runtimes=MACE_DEVICES[recipe.export.mace.runtime],
+    )

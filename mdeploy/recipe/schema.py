@@ -543,6 +543,10 @@ class BenchSection(Section):
     benchmark_binary: dict[Literal["arm64-v8a", "armeabi-v7a", "x86_64", "x86"], RecipePath] = Field(
         default_factory=dict, description="TFLite benchmark_model per ABI (mdeploy never downloads it)"
     )
+    mace_run: dict[Literal["arm64-v8a", "armeabi-v7a", "x86_64", "x86"], RecipePath] = Field(
+        default_factory=dict, description="MACE's mace_run per ABI, for benchmarking the mace artifact"
+    )
+    mace_model: RecipePath | None = Field(None, description="folder where MACE's converter wrote <model_tag>.pb and .data")
     timeout_s: PositiveFloat = Field(600.0, description="longest a benchmark run may go without output")
     max_latency_ms: dict[Slug, PositiveFloat] = Field(default_factory=dict, description="per device: fail above this median")
 

@@ -7,6 +7,7 @@ between mdeploy and that device is real: adbutils, the adb server, the wire prot
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -64,7 +65,7 @@ def benchmark_tool(tmp_path_factory) -> Path:
     """The stand-in benchmark_model with a shebang naming this Python (visible inside the device)."""
     path = tmp_path_factory.mktemp("tools") / "benchmark_model"
     body = STAND_IN.read_text().split("\n", 1)[1]
-    path.write_text(f"#!{sys.executable}\n{body}")
+    path.write_text(f"#!{os.path.abspath(sys.executable)}\n{body}")
     path.chmod(0o755)
     return path
 

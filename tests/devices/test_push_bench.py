@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def tiny_build(tiny_models, tmp_path_factory):
     from mdeploy.recipe import load_recipe
 
     folder = tmp_path_factory.mktemp("bench-build")
-    recipe = tiny_recipe(folder, tiny_models, extra="export:\n  tflite: {variants: [fp32, fp16]}\n  onnx: {opset: 17}\n")
+    recipe = tiny_recipe(folder, tiny_models, extra="export:\n  tflite: {variants: [fp32, fp16]}\n  onnx: {opset: 17}\n  mace: {runtime: cpu+gpu}\n")
     result = build(load_recipe(recipe), out_root=folder / "build", cache=Cache(folder / "cache"))
     assert not result.failed_gates
     return recipe, folder / "build"
@@ -196,6 +197,42 @@ def test_one_failing_device_does_not_stop_the_others(cli, adb_env, make_phone, b
     assert not devices[stalled.serial]["ok"] and "stopped answering" in devices[stalled.serial]["error"]
     written = sorted(p.name for p in (build_root / "tiny" / "bench").iterdir())
     assert written == sorted(["host.json", good.serial.replace(":", "_") + ".json"])
+
+
+def _stand_in(source: str, folder) -> str:
+    import sys
+
+    path = folder / source.replace(".py", "")
+    body = (Path(__file__).resolve().parents[1] / "emulator" / source).read_text().split("\n", 1)[1]
+    path.write_text(f"#!{os.path.abspath(sys.executable)}\n{body}")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_bench_mace_with_the_users_mace_run_and_converted_model(cli, adb_env, phone, build_copy, tmp_path):
+    """MACE's converter cannot run here: its output is stood in by the package's frozen graph
+    (<tag>.pb) and an empty weights file (<tag>.data); the stand-in mace_run runs the graph."""
+    recipe, build_root = build_copy
+    converted = tmp_path / "mace_out"
+    converted.mkdir()
+    shutil.copy(build_root / "tiny" / "mace" / "tiny.pb", converted / "tiny.pb")
+    (converted / "tiny.data").write_bytes(b"")
+    mace_run = _stand_in("mace_run.py", tmp_path)
+    missing = cli("bench", recipe, "--device", phone.serial, "--out", build_root, "--artifact", "mace", "--json")
+    assert missing.exit_code == 3
+    assert "mace_run" in json.loads(missing.stdout)["devices"][0]["failures"][0]["error"]
+
+    result = cli("bench", recipe, "--device", phone.serial, "--out", build_root, "--artifact", "mace", "--mace-run", mace_run,
+                 "--mace-model", converted, "--runs", "3", "--trials", "2", "--threads", "2", "--json")
+    assert result.exit_code == 0, result.output
+    (device,) = json.loads(result.stdout)["devices"]
+    assert [(r["artifact"], r["delegate"], r["threads"]) for r in device["results"]] == [("mace", "mace-cpu", 2), ("mace", "mace-gpu", 2)]
+    assert all(t["avg_ms"] > 0 for t in device["results"][0]["trials"])
+    (command,) = {c for c in phone.commands if "--model_name=tiny" in c and "--device=CPU" in c}
+    for flag in ("--input_node=image", "--input_shape=1,32,32,3", "--output_node=heatmaps", "--output_shape=1,16,16,14",
+                 "--round=3", "--num_threads=2"):
+        assert flag in command
+    assert list((phone.fs / "data/local/tmp/mdeploy").glob("*/model_out_heatmaps"))  # mace_run wrote its output
 
 
 # ---------------------------------------------------------------------------- host
