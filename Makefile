@@ -30,8 +30,9 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian packages the tests use: bubblewrap (the emulated phone's shell sandbox).
-DEBIAN_TOOLS := bwrap:bubblewrap
+# Debian packages the tests use: bubblewrap (the emulated phone's shell sandbox) and
+# chromium (the report is opened in a real headless browser).
+DEBIAN_TOOLS := bwrap:bubblewrap chromium:chromium
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -66,6 +67,7 @@ bench: setup tools debian-tools
 	cd benchmarks && ../$(BIN)/python host_latency.py --build /tmp/mdeploy-bench/cpm_android --build /tmp/mdeploy-bench/hourglass_ios
 	cd benchmarks && ../$(BIN)/python cpm_time_analysis.py
 	cd benchmarks && ../$(BIN)/python device_overhead.py --model /tmp/mdeploy-bench/cpm_android/tflite/cpm_android_fp16.tflite
+	cd benchmarks && ../$(BIN)/python ci_pipeline.py
 
 clean:
 	rm -rf build dist .pytest_cache node_modules

@@ -89,6 +89,7 @@ class BuildResult:
     bench: dict | None = None  # the bench step's outcome (recipes with a bench section)
     bench_skipped: str | None = None
     bench_error: MdeployError | None = None  # the bench step could not start (no device, no tool)
+    report: str | None = None  # "written" | "unchanged"
 
     @property
     def bench_failures(self) -> list:
@@ -106,6 +107,8 @@ class BuildResult:
             hints = []
             if any(g.gate in ("parity", "accuracy") for g in failed):
                 hints.append("loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable")
+            if any(g.gate == "ops" for g in failed):
+                hints.append("set verify.gpu_ops: warn (or off) if the app will not use the GPU delegate")
             if any(g.gate == "bench" for g in failed):
                 hints.append("raise bench.max_latency_ms or make the model faster (docs/benchmarks.md)")
             raise GateFailure(
@@ -382,6 +385,27 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
     return gates
 
 
+def ops_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
+    """TFLite ops the GPU delegate would leave to the CPU (a split graph), per `verify.gpu_ops`."""
+    policy = plan.recipe.verify.gpu_ops
+    if policy == "off":
+        return []
+    out = []
+    for target in plan.targets:
+        if target.format != "tflite":
+            continue
+        record = records.get(target.artifact_id)
+        if record is None:
+            continue
+        entry = next((a for a in record.artifacts if a["id"] == target.artifact_id), {})
+        fallback = sorted({f["op"] for f in entry.get("gpu_fallback", [])})
+        check = {"check": "GPU delegate runs every op", "ok": not fallback, "value": fallback, "limit": "none left to the CPU",
+                 "detail": f"left to the CPU: {', '.join(fallback)}" if fallback else "every op runs on the GPU delegate"}
+        status = "passed" if not fallback else ("failed" if policy == "fail" else "warned")
+        out.append(GateResult("ops", target.artifact_id, status, [check], {"gpu_fallback": fallback}))
+    return out
+
+
 def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
     """PCKh of the canonical model and of every artifact; with verify.accuracy, a drop limit."""
     recipe = plan.recipe
@@ -447,7 +471,7 @@ def build(
     train = outcome.records.get(TRAIN_STAGE)
     if train is not None and train.status == "ran":
         shutil.rmtree(fn.checkpoint_dir(cache, train.key), ignore_errors=True)  # stored: no longer needed
-    gates = parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records)
+    gates = parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records) + ops_gates(plan, outcome.records)
     from mdeploy.devices import results as bench_results
 
     manifest = bench_results.attach(build_manifest(recipe, plan, outcome, gates), build_dir)
@@ -465,7 +489,36 @@ def build(
         result.apps = install_apps(recipe, build_dir, blocked=blocked)
     if recipe.bench is not None:
         _bench_step(result, selection, use_cache, progress)
+    _report_step(result, outcome)
     return result
+
+
+def _report_step(result: BuildResult, outcome: Outcome) -> None:
+    """report/ for people (report.html) and CI (report.json, junit.xml); skipped when current."""
+    from mdeploy.recipe.summary import summarize
+    from mdeploy.report.html import is_current, write_report
+
+    summary = [list(row) for row in summarize(result.recipe)]
+    if result.recipe.description:
+        summary.insert(1, ["description", result.recipe.description])
+    if is_current(result.build_dir, summary):
+        result.report = "unchanged"
+        return
+    write_report(result.build_dir, summary=summary, extra_images=_validation_images(result.recipe, outcome))
+    result.report = "written"
+
+
+def _validation_images(recipe: Recipe, outcome: Outcome, count: int = 2) -> list[Path]:
+    """The first images of the validation split, for the report's overlays."""
+    if recipe.data is None or recipe.data.val is None:
+        return []
+    record = outcome.records.get(data_stage_name("val"))
+    folder = record.out / "data" / "val" / "images" if record is not None else None
+    if folder is None and recipe.data.val.coco is not None:
+        folder = Path(recipe.data.val.coco.images)
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
 
 
 def _bench_step(result: BuildResult, selection: set[str] | None, use_cache: bool, progress: Callable[[str], None]) -> None:
@@ -494,11 +547,13 @@ def _bench_step(result: BuildResult, selection: set[str] | None, use_cache: bool
         result.gates.append(GateResult("bench", name, "passed" if check["ok"] else "failed", [detail], {"median_ms": check["median_ms"]}))
     manifest_path = result.build_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["gates"]["bench"] = {
+    bench_gates = {
         "max_latency_ms": dict(result.recipe.bench.max_latency_ms),
         "results": [g.to_json() for g in result.gates if g.gate == "bench"],
     }
-    write_json(manifest_path, manifest)
+    if manifest["gates"].get("bench") != json.loads(json.dumps(bench_gates)):
+        manifest["gates"]["bench"] = bench_gates
+        write_json(manifest_path, manifest)
     result.manifest = manifest
 
 
@@ -527,6 +582,8 @@ def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dic
         except (OSError, ValueError):
             old = None
         if old is not None and manifest_matches(old, manifest):
+            if "bench" in old.get("gates", {}):  # the bench step (after this) brings them up to date
+                manifest = dict(manifest, gates=dict(manifest["gates"], bench=old["gates"]["bench"]))
             if old == manifest:
                 return "unchanged"
             write_json(manifest_path, manifest)

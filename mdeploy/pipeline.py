@@ -99,7 +99,7 @@ class Stage:
     deps: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
-    code_version: int = 1
+    code_version: int = 2  # raised when what stages write changes (2: reproducible serialization)
     publish: bool = True  # its files go into the build folder (data splits stay in the cache)
 
     def selected_by(self, names: set[str]) -> bool:

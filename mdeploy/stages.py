@@ -112,6 +112,9 @@ def run_trained(recipe: Recipe, ctx: StageContext) -> dict:
     )
     result = _write_model(recipe, loaded, ctx)
     model.save(ctx.out / "model" / "model.keras")
+    from mdeploy.exporters.reproducible import normalize_zip
+
+    normalize_zip(ctx.out / "model" / "model.keras")
     result["artifacts"].append({"id": "model/keras", "path": "model/model.keras", "format": "keras", "variant": None})
     return result
 

@@ -53,7 +53,7 @@ def test_kill_during_a_stage_keeps_the_previous_build(tmp_path, tiny_models):
     assert [p.name.split("-")[0] for p in killed_staging] == [str(proc.pid)]
 
     result = build(load_recipe(path, ["export.tflite.variants=[fp32, fp16]"]), out_root=out)
-    assert [g.status for g in result.gates] == ["passed", "passed"]
+    assert [g.status for g in result.gates if g.gate == "parity"] == ["passed", "passed"]
     manifest = json.loads((out / "tiny" / "manifest.json").read_text())
     assert {a["id"] for a in manifest["artifacts"]} == {"model", "spec", "tflite/fp32", "tflite/fp16"}
     assert not (tmp_path / "mdeploy-cache" / "tmp" / killed_staging[0].name).exists()

@@ -36,7 +36,7 @@ def _root(
     """
 
 
-from mdeploy.cli import app_cmds, build_cmd, device_cmds, model_cmds, recipe_cmds, run_cmds  # noqa: E402,F401  (registers commands)
+from mdeploy.cli import app_cmds, build_cmd, device_cmds, model_cmds, recipe_cmds, report_cmds, run_cmds  # noqa: E402,F401  (registers commands)
 
 
 def main() -> None:

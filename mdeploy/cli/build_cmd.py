@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -19,25 +20,46 @@ def build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every selected stage even when cached."),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    ci: bool = typer.Option(False, "--ci", help="CI mode (also when CI=true): JSON summary on stdout, plain log lines on stderr."),
+    junit: Path | None = typer.Option(None, "--junit", help="Also write the gates as JUnit XML here (always in report/junit.xml)."),
+    bundle: Path | None = typer.Option(None, "--bundle", help="Write artifacts + manifest + report into this .zip."),
 ) -> None:
-    """Build every artifact the recipe asks for, verify each, and write the manifest.
+    """Build every artifact the recipe asks for, verify each, and write the manifest and report.
 
-    Exit 1 when a verification gate fails (artifacts and manifest are still written).
+    Exit 1 when a verification gate fails (artifacts, manifest and report are still written).
     """
+    ci_mode = ci or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    json_output = json_output or ci_mode
 
     def body() -> int:
         from mdeploy.build import build as run_build
         from mdeploy.errors import MdeployError
         from mdeploy.recipe import load_recipe
 
+        if bundle is not None and bundle.suffix != ".zip":
+            from mdeploy.errors import InputError
+
+            raise InputError(f"--bundle {bundle}: the bundle is a zip file; name it *.zip")
         loaded = load_recipe(recipe, set_)
         result = run_build(loaded, out_root=out, use_cache=not no_cache, only=only or None, progress=stderr)
         for pending in result.plan.pending:
             stderr(f"warning: {pending.render()}")
+        extras = {"report": str(result.build_dir / "report" / "report.html")}
+        if junit is not None:
+            from mdeploy.fsutil import atomic_write_bytes
+
+            atomic_write_bytes(junit, (result.build_dir / "report" / "junit.xml").read_bytes())
+            extras["junit"] = str(junit)
+        if bundle is not None:
+            from mdeploy.report.bundle import write_bundle
+
+            extras["bundle"] = str(write_bundle(result.build_dir, bundle))
         if json_output:
-            emit_json(summary_json(result))
+            emit_json(dict(summary_json(result), **extras))
         else:
             typer.echo(render_summary(result))
+            for kind, path in extras.items():
+                typer.echo(f"{kind}: {_rel(Path(path))}")
         try:
             result.raise_for_gates()
         except MdeployError as err:

@@ -43,16 +43,25 @@ def _yaml_str(value) -> str:
     return '"' + "".join(out) + '"'
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
-    env = ImmutableSandboxedEnvironment(
+def sandboxed(*, html: bool) -> jinja2.Environment:
+    """A sandboxed environment over templates/ where an undefined value is an error.
+
+    html=True escapes every value for HTML (reports); source-code templates escape each
+    value explicitly for their language instead, through the filters below.
+    """
+    return ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
+        keep_trailing_newline=not html,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,
+        autoescape=html,
     )
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    env = sandboxed(html=False)
     env.filters["yaml_str"] = _yaml_str
     env.filters["kt_str"] = escape.kotlin_string
     env.filters["swift_str"] = escape.swift_string

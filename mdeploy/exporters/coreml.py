@@ -129,6 +129,12 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         final = ct.models.MLModel(mlspec, skip_model_load=True)
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
     final.save(str(inputs.out))
+    from mdeploy.exporters.reproducible import normalize_mlmodel, normalize_mlpackage
+
+    if inputs.out.is_dir():
+        normalize_mlpackage(inputs.out)
+    else:
+        normalize_mlmodel(inputs.out)
     details = inspect(inputs.out)
     problems = check_against_spec(details, spec)
     if problems:

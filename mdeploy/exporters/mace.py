@@ -130,7 +130,9 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     check_ops(graph_def)
     pb = inputs.out
     pb.parent.mkdir(parents=True, exist_ok=True)
-    pb.write_bytes(graph_def.SerializeToString())
+    from mdeploy.exporters.reproducible import graph_def_bytes
+
+    pb.write_bytes(graph_def_bytes(graph_def))
     sha = sha256_file(pb)
 
     name = pb.stem

@@ -60,8 +60,12 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         else:
             inputs.log("onnxsim could not check its result; keeping the unsimplified graph")
     onnx.checker.check_model(model)
+    from mdeploy.exporters.reproducible import normalize_onnx, onnx_bytes
+
+    model = normalize_onnx(model)
+    onnx.checker.check_model(model)
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
-    inputs.out.write_bytes(model.SerializeToString())
+    inputs.out.write_bytes(onnx_bytes(model))
     ins = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     outs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
     return {

@@ -466,11 +466,19 @@ class AccuracyGate(Section):
     max_drop: NonNegativeFloat = Field(1.0, description="largest allowed drop (percentage points) against fp32")
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false; in a policy key the user meant the word."""
+    return "off" if value is False else value
+
+
 class VerifySection(Section):
     parity: Literal["fail", "warn"] = Field("fail", description="what a parity failure does to the build")
     samples: ParitySamples = Field(default_factory=ParitySamples)
     tolerances: dict[ArtifactId, Tolerance] = Field(default_factory=dict, description="per artifact, e.g. tflite/fp16")
     accuracy: AccuracyGate | None = None
+    gpu_ops: Annotated[Literal["fail", "warn", "off"], BeforeValidator(_yaml_off)] = Field(
+        "warn", description="TFLite ops the GPU delegate would leave to the CPU: fail the build, warn, or ignore"
+    )
 
     @model_validator(mode="after")
     def _some_samples(self):

@@ -36,11 +36,24 @@ def artifact_entries(record) -> list[dict]:
             size = sum(meta["size"] for meta in inside.values())
         entry = {"id": art["id"], "path": path, "format": art["format"], "variant": art.get("variant")}
         entry.update({"sha256": sha, "size": size, "stage": record.name})
+        why = nondeterminism(art["id"], art["format"])
+        entry["reproducible"] = why is None
+        if why is not None:
+            entry["nondeterministic"] = why
         extra = {k: v for k, v in art.items() if k not in entry}
         if extra:
             entry["details"] = extra
         out.append(entry)
     return out
+
+
+def nondeterminism(artifact_id: str, fmt: str) -> str | None:
+    """Why an artifact can differ between two builds of the same inputs (None: byte-identical)."""
+    from mdeploy.exporters.reproducible import NONDETERMINISTIC
+
+    if fmt == "saved_model":
+        return NONDETERMINISTIC["saved_model"]
+    return NONDETERMINISTIC.get(artifact_id)
 
 
 def build_manifest(recipe, plan, outcome, gates) -> dict:
@@ -76,6 +89,7 @@ def build_manifest(recipe, plan, outcome, gates) -> dict:
                 "max_drop": recipe.verify.accuracy.max_drop if recipe.verify.accuracy else None,
                 "results": by_gate.get("accuracy", []),
             },
+            "ops": {"policy": recipe.verify.gpu_ops, "results": by_gate.get("ops", [])},
         },
         "training": _training(outcome),
         "not_built": [p.to_json() for p in plan.pending],

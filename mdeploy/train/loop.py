@@ -219,6 +219,9 @@ def train(
         out_dir.mkdir(parents=True, exist_ok=True)
         model_path = out_dir / "model.keras"
         model.save(model_path)
+        from mdeploy.exporters.reproducible import normalize_zip
+
+        normalize_zip(model_path)
         (out_dir / "history.json").write_text(json.dumps(history, indent=2) + "\n")
     else:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # a non-chief's checkpoints are scratch

@@ -160,7 +160,10 @@ def test_build_prints_stage_lines_and_a_table(tmp_path, tiny_models):
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr  # no framework noise
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"]
-    assert lines[-1] == "build written: build/tiny"
+    assert lines[-2:] == ["build written: build/tiny", "report: build/tiny/report/report.html"]
+    report = tmp_path / "build/tiny/report/report.html"
+    written = report.stat().st_mtime_ns
     again = run_cli("build", str(path), cwd=tmp_path)
     assert again.stderr.splitlines() == ["[1/3] model: cached", "[2/3] tflite/fp32: cached", "[3/3] parity/tflite/fp32: cached"]
-    assert again.stdout.splitlines()[-1] == "build up to date: build/tiny"
+    assert again.stdout.splitlines()[-2:] == ["build up to date: build/tiny", "report: build/tiny/report/report.html"]
+    assert report.stat().st_mtime_ns == written  # a cached build rewrites nothing, the report included

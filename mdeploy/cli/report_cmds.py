@@ -1,0 +1,58 @@
+"""`mdeploy report`: regenerate a build's report, optionally against another build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mdeploy.cli import app
+from mdeploy.cli.common import emit_json, guarded, table
+
+
+def _build_folder(path: Path, what: str) -> Path:
+    from mdeploy.errors import InputError
+
+    if not (path / "manifest.json").is_file():
+        raise InputError(f"{what} {path} is not a build folder (no manifest.json)", hint="give build/<name> of a finished `mdeploy build`")
+    return path
+
+
+@app.command()
+def report(
+    build_dir: Path = typer.Argument(..., help="A build folder (build/<name>).", show_default=False),
+    compare: Path | None = typer.Option(None, "--compare", help="Another build of the same recipe: show deltas."),
+    json_output: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
+) -> None:
+    """Write build/<name>/report/: report.html (self-contained), report.json, plots, junit.xml.
+
+    With --compare, the report also shows size, accuracy and latency deltas against the other
+    build; a latency change is called significant only when it exceeds both builds' trial spread.
+    """
+
+    def body() -> int:
+        from mdeploy.recipe.source import display_path
+        from mdeploy.report.html import write_report
+
+        _build_folder(build_dir, "")
+        if compare is not None:
+            _build_folder(compare, "--compare")
+        doc = write_report(build_dir, compare_with=compare)
+        if json_output:
+            emit_json(doc)
+            return 0
+        typer.echo(f"report: {display_path(build_dir / 'report' / 'report.html')} ({'all gates passed' if doc['ok'] else 'a gate failed'})")
+        c = doc.get("compare")
+        if c:
+            rows = [[a["id"], f"{a['size_delta'] / 1e6:+.3f} MB", "-" if a["pckh_delta"] is None else f"{a['pckh_delta']:+.2f}",
+                     "same bytes" if a["same_bytes"] else ""] for a in c["artifacts"]]
+            typer.echo(table(["artifact", "size", "PCKh@0.5", ""], rows))
+            if c["latency"]:
+                typer.echo(table(
+                    ["device", "artifact", "threads", "delegate", "median ms", "change", "significant"],
+                    [[x["device"], x["artifact"], str(x["threads"]), x["delegate"], f"{x['before_ms']:.3f} -> {x['after_ms']:.3f}",
+                      f"{x['change_pct']:+.1f}%", "yes" if x["significant"] else "no"] for x in c["latency"]],
+                ))
+        return 0
+
+    guarded(body, json_output=json_output)

@@ -1,0 +1,111 @@
+"""report.json: every number of a build in one document, read from its manifest and results.
+
+Built from `manifest.json`, `bench/*.json` and the recipe's summary (kept from the build
+that wrote the report, so `mdeploy report BUILD_DIR` can regenerate it anywhere).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mdeploy import __version__
+from mdeploy.devices import results as bench_results
+from mdeploy.fsutil import sha256_json
+
+SCHEMA = "mdeploy.report/1"
+
+
+def _gate_map(manifest: dict, gate: str) -> dict[str, dict]:
+    return {g["artifact"]: g for g in (manifest.get("gates", {}).get(gate) or {}).get("results", [])}
+
+
+def artifact_rows(manifest: dict) -> list[dict]:
+    """One row per model artifact: format, variant, size, parity, accuracy, GPU fallback, status."""
+    parity, accuracy, ops = _gate_map(manifest, "parity"), _gate_map(manifest, "accuracy"), _gate_map(manifest, "ops")
+    rows = []
+    for art in manifest.get("artifacts", []):
+        if art["id"].startswith(("glue/", "spec", "train/", "model/")) or art["id"].endswith("/yml"):
+            continue
+        row = {
+            "id": art["id"], "format": art["format"], "variant": art.get("variant"), "path": art["path"],
+            "size": art["size"], "sha256": art["sha256"], "reproducible": art.get("reproducible", True),
+            "nondeterministic": art.get("nondeterministic"),
+            "parity": None,
+            "accuracy": None,
+            "gpu_fallback": None,
+        }
+        p = parity.get(art["id"])
+        if art["id"] == "model":
+            row["parity"] = {"status": "reference"}
+        elif p is not None:
+            m = p.get("metrics") or {}
+            row["parity"] = {"status": p["status"], "max_abs": m.get("max_abs"), "agreement": m.get("agreement"),
+                             "reason": m.get("unverified")}
+        a = accuracy.get(art["id"])
+        if a is not None:
+            m = a.get("metrics") or {}
+            values = m.get("metrics") or {}
+            row["accuracy"] = {"status": a["status"], "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"),
+                               "drop": m.get("drop"), "per_joint": m.get("per_joint"), "reason": m.get("unverified")}
+        o = ops.get(art["id"])
+        details = art.get("details") or {}
+        if "gpu_fallback" in details:
+            row["gpu_fallback"] = sorted({f["op"] for f in details["gpu_fallback"]})
+        if o is not None:
+            row["ops_status"] = o["status"]
+        statuses = [s for s in ((row["parity"] or {}).get("status"), (row["accuracy"] or {}).get("status"), row.get("ops_status")) if s]
+        row["status"] = "failed" if "failed" in statuses else "warned" if "warned" in statuses else \
+            "unverified" if "unverified" in statuses else "ok"
+        rows.append(row)
+    return rows
+
+
+def bench_section(build_dir: Path, manifest: dict) -> dict:
+    hashes = {a["sha256"] for a in manifest.get("artifacts", [])}
+    out = {}
+    for device, data in sorted(bench_results.load(build_dir).items()):
+        valid = bench_results.still_valid(data, hashes)
+        if valid is None:
+            continue
+        out[device] = {
+            "info": valid.get("info", {}),
+            "settings": valid.get("settings", {}),
+            "date": valid.get("date"),
+            "results": [
+                {k: r.get(k) for k in ("artifact", "sha256", "format", "threads", "delegate", "latency", "peak_memory_mb",
+                                       "init_ms", "state", "throttled")}
+                for r in valid.get("results", [])
+            ],
+            "failures": valid.get("failures", []),
+        }
+    return out
+
+
+def collect(build_dir: Path, summary: list | None = None) -> dict:
+    """The report document of the build in `build_dir` (without plots and overlays)."""
+    manifest = json.loads((Path(build_dir) / "manifest.json").read_text(encoding="utf-8"))
+    rows = artifact_rows(manifest)
+    gates = []
+    for name, section in manifest.get("gates", {}).items():
+        for g in (section or {}).get("results", []):
+            gates.append({"gate": name, "artifact": g["artifact"], "status": g["status"], "checks": g.get("checks", [])})
+    doc = {
+        "schema": SCHEMA,
+        "name": manifest["name"],
+        "recipe": dict(manifest.get("recipe", {}), summary=summary or []),
+        "mdeploy": manifest.get("mdeploy"),
+        "report_by": __version__,
+        "tools": manifest.get("tools", {}),
+        "training": manifest.get("training"),
+        "artifacts": rows,
+        "gates": gates,
+        "bench": bench_section(build_dir, manifest),
+        "not_built": manifest.get("not_built", []),
+        "plots": {},
+        "overlays": [],
+        "compare": None,
+    }
+    doc["ok"] = not any(g["status"] == "failed" for g in gates)
+    doc["inputs"] = sha256_json({k: doc[k] for k in ("artifacts", "gates", "bench", "recipe", "tools")})
+    return doc

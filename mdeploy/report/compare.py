@@ -1,0 +1,44 @@
+"""`mdeploy report BUILD --compare OTHER`: what changed between two builds.
+
+Size and accuracy deltas per artifact id; latency per (device, artifact, threads, delegate)
+measured in both, with the change called significant only when it exceeds the spread of
+both measurements' trials (`mdeploy.devices.stats.significant`).
+"""
+
+from __future__ import annotations
+
+from mdeploy.devices import stats
+
+
+def compare(new: dict, old: dict, other: str) -> dict:
+    old_artifacts = {a["id"]: a for a in old.get("artifacts", [])}
+    artifacts = []
+    for a in new.get("artifacts", []):
+        before = old_artifacts.get(a["id"])
+        if before is None:
+            continue
+        pckh_new = (a.get("accuracy") or {}).get("pckh")
+        pckh_old = (before.get("accuracy") or {}).get("pckh")
+        artifacts.append({
+            "id": a["id"],
+            "size_delta": a["size"] - before["size"],
+            "same_bytes": a["sha256"] == before["sha256"],
+            "pckh_delta": None if pckh_new is None or pckh_old is None else round(pckh_new - pckh_old, 3),
+        })
+    latency = []
+    for device, data in new.get("bench", {}).items():
+        previous = {(r["artifact"], r["threads"], r["delegate"]): r for r in old.get("bench", {}).get(device, {}).get("results", [])}
+        for r in data.get("results", []):
+            before = previous.get((r["artifact"], r["threads"], r["delegate"]))
+            if before is None:
+                continue
+            a, b = before["latency"], r["latency"]
+            latency.append({
+                "device": device, "artifact": r["artifact"], "threads": r["threads"], "delegate": r["delegate"],
+                "before_ms": a["median_ms"], "after_ms": b["median_ms"],
+                "change_pct": round((b["median_ms"] - a["median_ms"]) / a["median_ms"] * 100, 2) if a["median_ms"] else 0.0,
+                "significant": stats.significant(a, b),
+            })
+    return {"other": other, "other_name": old.get("name"), "artifacts": artifacts, "latency": latency,
+            "only_here": sorted(set(a["id"] for a in new.get("artifacts", [])) - set(old_artifacts)),
+            "only_there": sorted(set(old_artifacts) - set(a["id"] for a in new.get("artifacts", [])))}

@@ -1,0 +1,112 @@
+"""report/: report.json, plots, overlays and one self-contained report.html per build.
+
+`write_report` is what `mdeploy build` runs after its stages (and `mdeploy report` on demand).
+The HTML embeds every image as a data URI and loads nothing, so it opens offline, attached
+to a CI run or mailed. It is rendered with autoescaping: recipe text cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+from mdeploy.fsutil import atomic_write_text, unique_sibling, write_json
+from mdeploy.report import collect, plots
+
+REPORT_DIR = "report"
+
+
+def _environment():
+    from mdeploy.codegen.render import sandboxed
+
+    env = sandboxed(html=True)
+    env.filters["mb"] = lambda n: f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+    env.filters["signed_mb"] = lambda n: f"{n / 1e6:+.3f} MB"
+    return env
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_html(report: dict, folder: Path) -> str:
+    images = {key: _data_uri(folder / rel) for key, rel in report.get("plots", {}).items()}
+    for o in report.get("overlays", []):
+        images[f"overlay:{o['sample']}"] = _data_uri(folder / "overlays" / o["image"])
+    return _environment().get_template("report/report.html.j2").render(r=report, images=images)
+
+
+def previous_summary(build_dir: Path) -> list:
+    path = build_dir / REPORT_DIR / "report.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("recipe", {}).get("summary") or []
+    except (OSError, ValueError):
+        return []
+
+
+def is_current(build_dir: Path, summary: list | None = None) -> bool:
+    """The report already describes exactly this build (same inputs, same mdeploy)."""
+    path = build_dir / REPORT_DIR / "report.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    fresh = collect.collect(build_dir, summary if summary is not None else previous_summary(build_dir))
+    return old.get("inputs") == fresh["inputs"] and old.get("report_by") == fresh["report_by"] and (build_dir / REPORT_DIR / "report.html").is_file()
+
+
+def write_report(build_dir: Path, *, summary: list | None = None, extra_images: list[Path] | None = None,
+                 compare_with: Path | None = None) -> dict:
+    """Assemble report/ in a temporary folder and swap it in whole; returns the report document."""
+    build_dir = Path(build_dir)
+    summary = summary if summary is not None else previous_summary(build_dir)
+    report = collect.collect(build_dir, summary)
+    staging = unique_sibling(build_dir / REPORT_DIR, "tmp")
+    try:
+        staging.mkdir(parents=True)
+        drawn = {}
+        for key, fn in (("latency", plots.latency), ("tradeoff", plots.tradeoff), ("per_joint", plots.per_joint)):
+            if fn(report, staging / "plots" / f"{key}.png") is not None:
+                drawn[key] = f"plots/{key}.png"
+        report["plots"] = drawn
+        report["overlays"] = _overlays(build_dir, staging, extra_images)
+        if compare_with is not None:
+            from mdeploy.report.compare import compare
+
+            report["compare"] = compare(report, collect.collect(Path(compare_with)), str(compare_with))
+        write_json(staging / "report.json", report)
+        atomic_write_text(staging / "report.html", render_html(report, staging))
+        from mdeploy.report.junit import junit_xml
+
+        atomic_write_text(staging / "junit.xml", junit_xml(report))
+        final = build_dir / REPORT_DIR
+        old = unique_sibling(final, "old") if final.exists() else None
+        if old is not None:
+            final.rename(old)
+        staging.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _overlays(build_dir: Path, staging: Path, extra_images: list[Path] | None) -> list[dict]:
+    """Overlay PNGs; the extra source images are kept in overlays/sources/ for regeneration."""
+    from mdeploy.report import overlays
+
+    sources = staging / "overlays" / "sources"
+    kept = []
+    old_sources = build_dir / REPORT_DIR / "overlays" / "sources"
+    candidates = list(extra_images or []) or (sorted(old_sources.iterdir()) if old_sources.is_dir() else [])
+    for path in candidates:
+        sources.mkdir(parents=True, exist_ok=True)
+        target = sources / Path(path).name
+        shutil.copyfile(path, target)
+        kept.append(target)
+    if not (build_dir / "model" / "spec.json").is_file():
+        return []
+    return overlays.render(build_dir, staging / "overlays", overlays.sample_images(kept))

@@ -1,0 +1,200 @@
+"""The build report: its numbers, its JUnit, its comparison, and how it renders in a real browser.
+
+The browser is Debian's Chromium driven by Playwright (headless): the report must load with
+no console message or page error, every image must decode, and each plot and overlay, cut
+out of a screenshot, must show a picture rather than an empty box.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import write
+
+HOSTILE = 'Pose <b>bold</b> & <script>alert("x")</script> "quoted"'
+
+
+@pytest.fixture(scope="module")
+def report_build(tmp_path_factory):
+    """A tiny trained model with a validation split, every format, host benchmarks, its report."""
+    from mdeploy.build import build
+    from mdeploy.pipeline import Cache
+    from mdeploy.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("report")
+    recipe = write(folder / "rep.yaml", f"""
+        name: rep
+        description: '{HOSTILE}'
+        model:
+          arch: tiny_cpm
+          input: {{size: [64, 64], channels: rgb, range: [-1, 1]}}
+          keypoints: aic14
+        data:
+          train: {{synthetic: {{count: 64, seed: 1, size: 64}}}}
+          val: {{synthetic: {{count: 8, seed: 2, size: 64}}}}
+        train: {{epochs: 2, batch_size: 8, optimizer: {{name: adam, lr: 4.0e-3}}, foreground_weight: 10}}
+        export:
+          tflite: {{variants: [fp32, fp16]}}
+          onnx: {{opset: 17}}
+          coreml: {{precision: fp16}}
+        verify: {{accuracy: {{max_drop: 50}}}}
+        bench: {{runs: 4, warmup: 1, trials: 2, threads: [1, 2], artifacts: [tflite/fp32, tflite/fp16]}}
+        """)
+    result = build(load_recipe(recipe), out_root=folder / "build", cache=Cache(folder / "cache"))
+    assert not result.failed_gates and result.report == "written"
+    return recipe, result.build_dir
+
+
+def test_report_json_holds_the_builds_numbers(report_build):
+    _, build_dir = report_build
+    report = json.loads((build_dir / "report" / "report.json").read_text())
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    rows = {a["id"]: a for a in report["artifacts"]}
+    assert set(rows) == {"model", "tflite/fp32", "tflite/fp16", "onnx", "coreml"}
+    by_id = {a["id"]: a for a in manifest["artifacts"]}
+    for artifact_id, row in rows.items():
+        assert (row["size"], row["sha256"]) == (by_id[artifact_id]["size"], by_id[artifact_id]["sha256"])
+    parity = {g["artifact"]: g for g in manifest["gates"]["parity"]["results"]}
+    assert rows["tflite/fp16"]["parity"]["max_abs"] == parity["tflite/fp16"]["metrics"]["max_abs"]
+    assert rows["coreml"]["status"] == "unverified" and "macOS" in rows["coreml"]["parity"]["reason"]
+    assert len(rows["tflite/fp32"]["accuracy"]["per_joint"]) == 14
+    assert ["description", HOSTILE] in report["recipe"]["summary"]
+    host = report["bench"]["host"]
+    assert {(r["artifact"], r["threads"]) for r in host["results"]} == {(a, t) for a in ("tflite/fp32", "tflite/fp16") for t in (1, 2)}
+    assert set(report["plots"]) == {"latency", "tradeoff", "per_joint"}
+    assert [o["sample"] for o in report["overlays"]] == ["astronaut", "grace_hopper", "000000", "000001"]
+    assert report["overlays"][0]["unavailable"] == {"coreml": "needs macOS"}
+
+
+def test_junit_lists_every_gate(report_build):
+    _, build_dir = report_build
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    root = ET.parse(build_dir / "report" / "junit.xml").getroot()
+    suites = {s.get("name").split(".")[-1]: s for s in root}
+    assert set(suites) == {"parity", "accuracy", "ops", "bench"}
+    for kind, suite in suites.items():
+        assert int(suite.get("tests")) == len(manifest["gates"][kind]["results"]) == len(list(suite))
+    coreml = [c for c in suites["parity"] if c.get("name") == "coreml"][0]
+    assert coreml.find("skipped") is not None
+    assert int(root.get("failures")) == 0
+
+
+def test_report_renders_in_a_real_browser(report_build, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    _, build_dir = report_build
+    html = build_dir / "report" / "report.html"
+    assert "<script" not in html.read_text().replace("&lt;script&gt;", "")  # self-contained, no scripts, hostile text escaped
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        messages, errors = [], []
+        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:")) else route.continue_())
+        page.goto(html.as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
+        scripts = page.evaluate("document.querySelectorAll('script').length")
+        text = page.inner_text("body")
+        shots = {}
+        for figure in page.query_selector_all("figure"):
+            name = figure.get_attribute("id")
+            figure.screenshot(path=str(tmp_path / f"{name}.png"))
+            shots[name] = tmp_path / f"{name}.png"
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        browser.close()
+    assert messages == [] and errors == []
+    assert scripts == 0 and HOSTILE in text
+    assert len(images) == 7 and all(w > 100 and h > 100 for _, w, h in images)
+    assert set(shots) == {"plot-latency", "plot-tradeoff", "plot-per_joint", "overlay-astronaut", "overlay-grace_hopper",
+                          "overlay-000000", "overlay-000001"}
+    for name, path in shots.items():
+        pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+        assert pixels.shape[0] > 150 and pixels.shape[1] > 300, name
+        assert pixels.std() > 20, f"{name} looks blank"
+        assert (pixels < 200).mean() > 0.005, f"{name} has almost nothing drawn"  # axes, labels and data; blank is 0
+    page_pixels = np.asarray(Image.open(tmp_path / "page.png").convert("L"))
+    assert page_pixels.shape[0] > 3000  # the whole report, tables and all
+
+
+def test_unchanged_build_keeps_its_report(report_build):
+    recipe, build_dir = report_build
+    from mdeploy.build import build
+    from mdeploy.pipeline import Cache
+    from mdeploy.recipe import load_recipe
+
+    before = (build_dir / "report" / "report.html").stat().st_mtime_ns
+    result = build(load_recipe(recipe), out_root=build_dir.parent, cache=Cache(build_dir.parent.parent / "cache"))
+    assert result.report == "unchanged" and result.written == "unchanged"
+    assert (build_dir / "report" / "report.html").stat().st_mtime_ns == before
+
+
+def test_compare_flags_only_changes_beyond_the_spread(report_build, tmp_path, cli):
+    _, build_dir = report_build
+    other = tmp_path / "other" / "rep"
+    shutil.copytree(build_dir, other)
+    bench_file = other / "bench" / "host.json"
+    doc = json.loads(bench_file.read_text())
+    slower, noisy = copy.deepcopy(doc["results"][0]), copy.deepcopy(doc["results"][1])
+    for result, factor, spread in ((slower, 0.5, 1.0), (noisy, 0.99, 1.0)):
+        # the other build ran faster: by half (significant) and by 1% (inside the floor)
+        lat = result["latency"]
+        lat["median_ms"] *= factor
+        lat["trial_medians_ms"] = [v * factor for v in lat["trial_medians_ms"]]
+        lat["spread_pct"] = spread
+    doc["results"] = [slower, noisy] + doc["results"][2:]
+    bench_file.write_text(json.dumps(doc))
+    result = cli("report", build_dir, "--compare", other, "--json")
+    assert result.exit_code == 0, result.output
+    compare = json.loads(result.stdout)["compare"]
+    assert all(a["size_delta"] == 0 and a["same_bytes"] for a in compare["artifacts"])
+    flags = {(c["artifact"], c["threads"]): c["significant"] for c in compare["latency"]}
+    assert flags[(slower["artifact"], slower["threads"])] is True
+    assert flags[(noisy["artifact"], noisy["threads"])] is False
+    html = (build_dir / "report" / "report.html").read_text()
+    assert "Compared with" in html and "within the trials&#39; spread" in html
+
+
+def test_a_failed_gate_shows_in_report_and_junit(report_build, tmp_path, cli):
+    recipe, build_dir = report_build
+    result = cli("build", recipe, "--out", tmp_path / "b", "--set", "bench.max_latency_ms.host=0.000001",
+                 "--junit", tmp_path / "junit.xml")
+    assert result.exit_code == 1
+    root = ET.parse(tmp_path / "junit.xml").getroot()
+    failures = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert failures and all("@host" in c.get("name") for c in failures)
+    assert "median latency" in failures[0].find("failure").get("message")
+    html = (tmp_path / "b" / "rep" / "report" / "report.html").read_text()
+    assert "a gate failed" in html and "Gates that did not pass" in html
+
+
+def test_report_command_errors(cli, tmp_path):
+    result = cli("report", tmp_path)
+    assert result.exit_code == 2 and "not a build folder" in result.output
+
+
+def test_bundle_is_reproducible_and_complete(report_build, tmp_path, cli):
+    import zipfile
+
+    from mdeploy.report.bundle import write_bundle
+
+    _, build_dir = report_build
+    a = write_bundle(build_dir, tmp_path / "a.zip")
+    b = write_bundle(build_dir, tmp_path / "b.zip")
+    assert a.read_bytes() == b.read_bytes()
+    names = set(zipfile.ZipFile(a).namelist())
+    for expected in ("rep/manifest.json", "rep/report/report.html", "rep/report/junit.xml", "rep/tflite/rep_fp16.tflite",
+                     "rep/bench/host.json", "rep/model/spec.json"):
+        assert expected in names
+    bad = cli("build", "nothing.yaml", "--bundle", tmp_path / "x.tar")
+    assert bad.exit_code == 2 and "zip" in bad.output
+    assert not Path(tmp_path / "x.tar").exists()
