@@ -51,40 +51,52 @@ def latency(report: dict, path: Path) -> Path | None:
     return _save(plt, fig, path)
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
 def tradeoff(report: dict, path: Path) -> Path | None:
-    """Accuracy against size, and against latency where measured: what quantization trades."""
+    """Accuracy against size, and against latency where measured: what quantization trades.
+
+    Each artifact keeps its colour in both panels (one legend); in the latency panel the
+    marker shape is the device and the label the thread count.
+    """
     scored = [a for a in report["artifacts"] if (a.get("accuracy") or {}).get("pckh") is not None]
     if not scored:
         return None
-    bench_points = []
-    by_id = {a["id"]: a for a in scored}
-    for device, data in report["bench"].items():
-        for r in data["results"]:
-            if r["artifact"] in by_id:
-                bench_points.append((device, r, by_id[r["artifact"]]["accuracy"]["pckh"]))
+    colour = {a["id"]: PALETTE[i % len(PALETTE)] for i, a in enumerate(scored)}
+    pckh = {a["id"]: a["accuracy"]["pckh"] for a in scored}
+    bench_points = [(device, r) for device, data in report["bench"].items() for r in data["results"] if r["artifact"] in pckh]
     plt, fig = _figure(10 if bench_points else 5.5, 4)
     ax = fig.add_subplot(1, 2 if bench_points else 1, 1)
-    for i, a in enumerate(scored):
-        ax.scatter(a["size"] / 1e6, a["accuracy"]["pckh"], color=PALETTE[i % len(PALETTE)], s=40)
-        ax.annotate(a["id"], (a["size"] / 1e6, a["accuracy"]["pckh"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for a in scored:
+        ax.scatter(a["size"] / 1e6, pckh[a["id"]], color=colour[a["id"]], s=45, label=a["id"], alpha=0.85)
     ax.set_xlabel("size, MB")
     ax.set_ylabel("PCKh@0.5, %")
     ax.set_title("Accuracy vs size")
+    _accuracy_limits(ax, list(pckh.values()))
+    ax.legend(fontsize=8, loc="best")
     if bench_points:
         ax2 = fig.add_subplot(1, 2, 2)
-        devices = sorted({d for d, _, _ in bench_points})
-        for device, r, pckh in bench_points:
-            colour = PALETTE[devices.index(device) % len(PALETTE)]
-            ax2.scatter(r["latency"]["median_ms"], pckh, color=colour, s=40)
-            ax2.annotate(f"{r['artifact']} {r['threads']}t", (r["latency"]["median_ms"], pckh), textcoords="offset points",
-                         xytext=(4, 4), fontsize=7)
+        devices = sorted({d for d, _ in bench_points})
+        for device, r in bench_points:
+            x, y = r["latency"]["median_ms"], pckh[r["artifact"]]
+            ax2.scatter(x, y, color=colour[r["artifact"]], marker=MARKERS[devices.index(device) % len(MARKERS)], s=45, alpha=0.85)
+            ax2.annotate(f"{r['threads']}t", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         for i, device in enumerate(devices):
-            ax2.scatter([], [], color=PALETTE[i % len(PALETTE)], label=device)
-        ax2.legend(fontsize=8)
+            ax2.scatter([], [], color="grey", marker=MARKERS[i % len(MARKERS)], label=device)
+        ax2.legend(fontsize=8, title="device", title_fontsize=8, loc="best")
         ax2.set_xlabel("median latency, ms")
         ax2.set_ylabel("PCKh@0.5, %")
         ax2.set_title("Accuracy vs latency")
+        _accuracy_limits(ax2, list(pckh.values()))
     return _save(plt, fig, path)
+
+
+def _accuracy_limits(ax, values: list[float]) -> None:
+    """At least 4 points of accuracy on the axis: differences of hundredths are not drawn as cliffs."""
+    lo, hi = min(values), max(values)
+    pad = max(2.0 - (hi - lo) / 2, (hi - lo) * 0.15)
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
 def per_joint(report: dict, path: Path) -> Path | None:
