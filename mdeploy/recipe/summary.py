@@ -40,7 +40,9 @@ def summarize(recipe: Recipe) -> list[tuple[str, str]]:
     sample_desc = [f"{s.random} random"] + (["package photos"] if s.photos else []) + (
         [f"{len(s.images)} images"] if s.images else []
     )
-    rows.append(("verify", f"parity {recipe.verify.parity} on {', '.join(sample_desc)}"))
+    gates = [f"accuracy max drop {recipe.verify.accuracy.max_drop:g}"] if recipe.verify.accuracy else []
+    gates.append(f"gpu ops {recipe.verify.gpu_ops}")
+    rows.append(("verify", f"parity {recipe.verify.parity} on {', '.join(sample_desc)}; {', '.join(gates)}"))
     if recipe.data:
         for split in ("train", "val"):
             d = getattr(recipe.data, split)
@@ -52,4 +54,10 @@ def summarize(recipe: Recipe) -> list[tuple[str, str]]:
         rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}, {t.distribute}"))
     if recipe.devices:
         rows.append(("devices", ", ".join(recipe.devices)))
+    if recipe.bench is not None:
+        b = recipe.bench
+        what = ", ".join(b.artifacts) if b.artifacts else "default artifacts"
+        limits = ", ".join(f"{d} {ms:g} ms" for d, ms in b.max_latency_ms.items())
+        rows.append(("bench", f"{what}; threads {', '.join(map(str, b.threads))}; {', '.join(b.delegates)}; "
+                              f"{b.trials}x{b.runs} runs" + (f"; max median {limits}" if limits else "")))
     return rows

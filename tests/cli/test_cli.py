@@ -65,7 +65,7 @@ def test_validate_ok_prints_a_summary(tmp_path, cli, monkeypatch):
         "  input      192x192 BGR [0, 255], resize stretch\n"
         "  keypoints  aic14\n"
         "  export     tflite (fp32, fp16)\n"
-        "  verify     parity fail on 4 random, package photos\n"
+        "  verify     parity fail on 4 random, package photos; gpu ops warn\n"
         "validated but not built by this version of mdeploy:\n"
         "  demo.yaml:7:1: train: not used: the model is imported, nothing is trained\n"
     )
