@@ -12,9 +12,12 @@ from mdeploy.cli.common import emit_json, guarded, table
 
 def _build_folder(path: Path, what: str) -> Path:
     from mdeploy.errors import InputError
+    from mdeploy.report.manifest import load_manifest
 
-    if not (path / "manifest.json").is_file():
-        raise InputError(f"{what} {path} is not a build folder (no manifest.json)", hint="give build/<name> of a finished `mdeploy build`")
+    try:
+        load_manifest(path, hint="give build/<name> of a finished `mdeploy build`")
+    except InputError as err:
+        raise InputError(f"{what} {err.message}".strip(), hint=err.hint) from None
     return path
 
 

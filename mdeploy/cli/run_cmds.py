@@ -118,9 +118,9 @@ def _evaluate_target(target, data, images, spec, limit, overrides, out) -> dict:
 
 
 def _build_artifacts(build_dir: Path) -> dict[str, Path]:
-    import json
+    from mdeploy.report.manifest import load_manifest
 
-    manifest = json.loads((build_dir / "manifest.json").read_text())
+    manifest = load_manifest(build_dir)
     runnable = {"saved_model", "tflite", "onnx"}
     return {a["id"]: build_dir / a["path"] for a in manifest["artifacts"] if a["format"] in runnable}
 

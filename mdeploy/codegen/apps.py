@@ -13,7 +13,6 @@ complete and the model file is simply not there yet.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,10 +156,9 @@ def assemble(recipe, platform: str, target, spec: ModelSpec, details: dict, buil
 def _manifest(build_dir: Path | None) -> dict | None:
     if build_dir is None or not (build_dir / "manifest.json").is_file():
         return None
-    try:
-        return json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise InputError(f"{build_dir / 'manifest.json'} is not valid JSON ({err})", hint="run `mdeploy build` again") from None
+    from mdeploy.report.manifest import load_manifest
+
+    return load_manifest(build_dir)
 
 
 def _artifact_entry(manifest: dict, artifact_id: str) -> dict | None:

@@ -61,17 +61,9 @@ def selection(sources: list[str], out: Path, set_: list[str], artifact_ids: list
 
 
 def read_manifest(build_dir: Path, source: str) -> dict:
-    import json
+    from mdeploy.report.manifest import load_manifest
 
-    from mdeploy.errors import InputError
-
-    path = build_dir / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{build_dir} has no build", hint=f"run `mdeploy build {source}` first (or pass --out where it was built)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise InputError(f"{path} is not valid JSON ({err})", hint="run `mdeploy build` again") from None
+    return load_manifest(build_dir, hint=f"run `mdeploy build {source}` first (or pass --out where it was built)")
 
 
 def default_artifacts(recipe, by_id: dict) -> list[str]:

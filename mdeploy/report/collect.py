@@ -6,12 +6,12 @@ that wrote the report, so `mdeploy report BUILD_DIR` can regenerate it anywhere)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mdeploy import __version__
 from mdeploy.devices import results as bench_results
 from mdeploy.fsutil import sha256_json
+from mdeploy.report.manifest import load_manifest
 
 SCHEMA = "mdeploy.report/1"
 
@@ -84,7 +84,7 @@ def bench_section(build_dir: Path, manifest: dict) -> dict:
 
 def collect(build_dir: Path, summary: list | None = None) -> dict:
     """The report document of the build in `build_dir` (without plots and overlays)."""
-    manifest = json.loads((Path(build_dir) / "manifest.json").read_text(encoding="utf-8"))
+    manifest = load_manifest(build_dir)
     rows = artifact_rows(manifest)
     gates = []
     for name, section in manifest.get("gates", {}).items():

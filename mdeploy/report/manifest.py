@@ -8,6 +8,8 @@ same manifest byte for byte.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mdeploy import __version__
 from mdeploy.fsutil import digest_entries, sha256_json
 from mdeploy.pipeline import environment_versions
@@ -15,6 +17,26 @@ from mdeploy.recipe.source import display_path
 
 SCHEMA = "mdeploy.manifest/1"
 TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "pydantic")
+
+
+def load_manifest(build_dir: Path, hint: str = "run `mdeploy build` again") -> dict:
+    """The manifest of the build in `build_dir`; a missing, unreadable or foreign one is bad input."""
+    import json
+
+    from mdeploy.errors import InputError
+
+    path = Path(build_dir) / "manifest.json"
+    if not path.is_file():
+        raise InputError(f"{build_dir} is not a build folder (no manifest.json)", hint=hint)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} cannot be read as JSON ({err})", hint=hint) from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path} holds a JSON {type(manifest).__name__}, not an mdeploy manifest", hint=hint)
+    if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("artifacts"), list):
+        raise InputError(f"{path} is not an mdeploy manifest (schema {manifest.get('schema')!r}, expected {SCHEMA!r})", hint=hint)
+    return manifest
 
 
 def recipe_digest(recipe) -> str:

@@ -179,7 +179,22 @@ def test_a_failed_gate_shows_in_report_and_junit(report_build, tmp_path, cli):
 
 def test_report_command_errors(cli, tmp_path):
     result = cli("report", tmp_path)
-    assert result.exit_code == 2 and "not a build folder" in result.output
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == f"error: {tmp_path} is not a build folder (no manifest.json)"
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text('{"schema": "mdeploy.manifest/1", "name": "b", "artifacts": []}')
+    result = cli("report", tmp_path / "b", "--compare", tmp_path / "missing")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == f"error: --compare {tmp_path / 'missing'} is not a build folder (no manifest.json)"
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    result = cli("report", tmp_path / "b")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        f"error: {tmp_path / 'b' / 'manifest.json'} is not an mdeploy manifest (schema None, expected 'mdeploy.manifest/1')")
+    (tmp_path / "b" / "manifest.json").write_text("{trunc")
+    result = cli("report", tmp_path / "b")
+    assert result.exit_code == 2 and "cannot be read as JSON" in result.output.splitlines()[0]
+    assert not (tmp_path / "b" / "report").exists()  # nothing written on bad input
 
 
 def test_bundle_is_reproducible_and_complete(report_build, tmp_path, cli):
