@@ -39,52 +39,32 @@ def _unicode_units(ch: str) -> list[int]:
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
-def kotlin_string(value: str) -> str:
-    """A Kotlin string literal (double quotes) whose value is exactly `value`."""
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_KOTLIN_ESCAPES = {**_ESCAPES, "$": "\\$"}  # `$` would start a string template
+_SWIFT_ESCAPES = {**_ESCAPES, "\0": "\\0"}
+
+
+def _literal(value: str, escapes: dict[str, str], other) -> str:
+    """A double-quoted literal: `escapes` for special characters, printable ASCII as is, `other` for the rest."""
     out = []
     for ch in str(value):
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "$":
-            out.append("\\$")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif 0x20 <= code < 0x7F:
+        if ch in escapes:
+            out.append(escapes[ch])
+        elif 0x20 <= ord(ch) < 0x7F:
             out.append(ch)
         else:
-            out.extend(f"\\u{unit:04x}" for unit in _unicode_units(ch))
+            out.append(other(ch))
     return '"' + "".join(out) + '"'
+
+
+def kotlin_string(value: str) -> str:
+    """A Kotlin string literal (double quotes) whose value is exactly `value`."""
+    return _literal(value, _KOTLIN_ESCAPES, lambda ch: "".join(f"\\u{unit:04x}" for unit in _unicode_units(ch)))
 
 
 def swift_string(value: str) -> str:
     """A Swift string literal (double quotes) whose value is exactly `value`."""
-    out = []
-    for ch in str(value):
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\0":
-            out.append("\\0")
-        elif 0x20 <= code < 0x7F:
-            out.append(ch)
-        else:
-            out.append(f"\\u{{{code:x}}}")
-    return '"' + "".join(out) + '"'
+    return _literal(value, _SWIFT_ESCAPES, lambda ch: f"\\u{{{ord(ch):x}}}")
 
 
 def unescape_swift(literal: str) -> str:
