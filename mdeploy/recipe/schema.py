@@ -375,16 +375,6 @@ class OnnxExport(Section):
     simplify: bool = True
 
 
-_MACE_DATA_TYPES = {
-    "cpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
-    "gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
-    "cpu+gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
-    "dsp": {"uint8"},
-    "hta": {"uint8"},
-    "apu": {"uint8"},
-}
-
-
 def _cpp_identifier(value: str | None) -> str | None:
     if value is None:
         return value
@@ -422,11 +412,13 @@ class MaceExport(Section):
             raise PydanticCustomError("mace_formats", "MACE does not support graph_format file with data_format code", {"at": "data_format"})
         if self.quantize and self.quantize_large_weights:
             raise PydanticCustomError("mace_quantize", "quantize and quantize_large_weights cannot both be on", {"at": "quantize_large_weights"})
-        if self.data_type is not None and self.data_type not in _MACE_DATA_TYPES[self.runtime]:
+        from mdeploy.exporters.mace_config import DATA_TYPES
+
+        if self.data_type is not None and self.data_type not in DATA_TYPES[self.runtime]:
             raise PydanticCustomError(
                 "mace_data_type",
                 "data_type {dt} is not valid for runtime {rt} (expected one of {ok})",
-                {"dt": self.data_type, "rt": self.runtime, "ok": ", ".join(sorted(_MACE_DATA_TYPES[self.runtime])), "at": "data_type"},
+                {"dt": self.data_type, "rt": self.runtime, "ok": ", ".join(sorted(DATA_TYPES[self.runtime])), "at": "data_type"},
             )
         return self
 

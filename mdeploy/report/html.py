@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from mdeploy.fsutil import atomic_write_text, unique_sibling, write_json
+from mdeploy.fsutil import atomic_write_text, recover_dir, swap_dir, unique_sibling, write_json
 from mdeploy.report import collect, plots
 
 REPORT_DIR = "report"
@@ -63,6 +63,7 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
     build_dir = Path(build_dir)
     summary = summary if summary is not None else previous_summary(build_dir)
     report = collect.collect(build_dir, summary)
+    recover_dir(build_dir / REPORT_DIR)  # what a killed run left: a half-written or swapped-aside report
     staging = unique_sibling(build_dir / REPORT_DIR, "tmp")
     try:
         staging.mkdir(parents=True)
@@ -81,13 +82,7 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
         from mdeploy.report.junit import junit_xml
 
         atomic_write_text(staging / "junit.xml", junit_xml(report))
-        final = build_dir / REPORT_DIR
-        old = unique_sibling(final, "old") if final.exists() else None
-        if old is not None:
-            final.rename(old)
-        staging.rename(final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_dir(staging, build_dir / REPORT_DIR)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -7,10 +7,11 @@ visible at a glance. Artifacts that cannot run on this host get a tile saying wh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from mdeploy.report.manifest import load_manifest
 
 TILE_HEIGHT = 256
 LABEL_HEIGHT = 22
@@ -52,7 +53,7 @@ def render(build_dir: Path, out_dir: Path, images: list[tuple[str, np.ndarray]])
     from mdeploy.spec import ModelSpec
 
     font = ImageFont.load_default(size=14)
-    manifest = json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))
+    manifest = load_manifest(build_dir)
     spec = ModelSpec.load(build_dir / "model" / "spec.json")
     threshold = spec.decode.threshold
     predictors = []
