@@ -15,6 +15,11 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own mdeploy cache; nothing leaks into ~/.cache."""
     monkeypatch.setenv("MDEPLOY_CACHE_DIR", str(tmp_path / "mdeploy-cache"))
     monkeypatch.delenv("MDEPLOY_DEBUG", raising=False)
+    # The machine running the suite is often a CI runner (CI=true switches `build` to CI mode)
+    # or has its own TF_CONFIG / user device profiles: tests that want those set them.
+    for name in ("CI", "TF_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     # No test may reach (or start) an adb server on the machine's default port: unless a test
     # asks for the project's own server (tests/devices: adb_env), adb points at a loopback
     # address where nothing listens and which mdeploy never starts a server on.

@@ -20,7 +20,9 @@ def build(
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every selected stage even when cached."),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    ci: bool = typer.Option(False, "--ci", help="CI mode (also when CI=true): JSON summary on stdout, plain log lines on stderr."),
+    ci: bool | None = typer.Option(
+        None, "--ci/--no-ci", help="CI mode (default: on when the CI variable is true): JSON summary on stdout, plain log lines on stderr."
+    ),
     junit: Path | None = typer.Option(None, "--junit", help="Also write the gates as JUnit XML here (always in report/junit.xml)."),
     bundle: Path | None = typer.Option(None, "--bundle", help="Write artifacts + manifest + report into this .zip."),
 ) -> None:
@@ -28,7 +30,7 @@ def build(
 
     Exit 1 when a verification gate fails (artifacts, manifest and report are still written).
     """
-    ci_mode = ci or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    ci_mode = ci if ci is not None else os.environ.get("CI", "").lower() in ("1", "true", "yes")
     json_output = json_output or ci_mode
 
     def body() -> int:

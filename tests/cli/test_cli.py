@@ -167,3 +167,9 @@ def test_build_prints_stage_lines_and_a_table(tmp_path, tiny_models):
     assert again.stderr.splitlines() == ["[1/3] model: cached", "[2/3] tflite/fp32: cached", "[3/3] parity/tflite/fp32: cached"]
     assert again.stdout.splitlines()[-2:] == ["build up to date: build/tiny", "report: build/tiny/report/report.html"]
     assert report.stat().st_mtime_ns == written  # a cached build rewrites nothing, the report included
+
+    # On a CI runner (CI=true) the same command prints the JSON summary; --no-ci restores the table.
+    on_ci = run_cli("build", str(path), cwd=tmp_path, env={"CI": "true"})
+    assert json.loads(on_ci.stdout)["ok"] is True and on_ci.stderr.splitlines()[0] == "[1/3] model: cached"
+    forced = run_cli("build", str(path), "--no-ci", cwd=tmp_path, env={"CI": "true"})
+    assert forced.stdout.splitlines()[-2] == "build up to date: build/tiny"
