@@ -14,7 +14,7 @@ code's description in three places: the backbone parts after the first expand by
 (not 6), the stage bottlenecks expand by 2, 3, 3 (not 2, 4, 4), and the stage separable
 convs use 1x1 depthwise kernels. `backbone_expansion`, `stage_expansions` and
 `head_kernel` select the other reading; `refine_kernel` sets the depthwise kernel of the
-stages after the first (7 in the release).
+stages after the first (7 in the release; 3 runs 5x faster on CPUs, see docs/benchmarks.md).
 """
 
 from __future__ import annotations
