@@ -15,14 +15,22 @@ code's description in three places: the backbone parts after the first expand by
 convs use 1x1 depthwise kernels. `backbone_expansion`, `stage_expansions` and
 `head_kernel` select the other reading; `refine_kernel` sets the depthwise kernel of the
 stages after the first (7 in the release; 3 runs 5x faster on CPUs, see docs/benchmarks.md).
+
+One default departs from the release on purpose: `heatmap_head: linear` ends each stage in
+a 1x1 conv with a bias, which trains from scratch more reliably; the release ends it in
+batch norm + ReLU6 (`heatmap_head: bn_relu6`). With that one change the model computes what
+the released graph computes, and `mdeploy.models.release_weights` loads the release into it.
 """
 
 from __future__ import annotations
 
+from mdeploy.errors import InputError
 from mdeploy.models import ArchInfo, register
 from mdeploy.models.layers import bottleneck_stack, conv_bn, inverted_bottleneck, resize, scaled, separable
+from mdeploy.registry import unknown_name_message
 
 PARTS = ((16, 2), (24, 5), (32, 5), (64, 5), (96, 5))  # (channels, blocks); expansion 1 first, then a parameter
+HEATMAP_HEADS = ("linear", "bn_relu6")  # linear 1x1 conv with bias, or the release's batch norm + ReLU6
 
 
 def _stage_names(params: dict) -> list[str]:
@@ -33,6 +41,8 @@ def build(params: dict, input_size: tuple[int, int], num_keypoints: int):
     import keras
     from keras import layers
 
+    if params["heatmap_head"] not in HEATMAP_HEADS:
+        raise InputError(unknown_name_message("heatmap_head of mv2_cpm", params["heatmap_head"], HEATMAP_HEADS))
     width = float(params["width"])
     inp = keras.Input((*input_size, 3), name="image")
     x = conv_bn(inp, scaled(32, width), 3, 2, "stem")
