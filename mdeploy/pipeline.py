@@ -13,6 +13,7 @@ stages that did complete are cached for the next one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -22,13 +23,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from mdeploy import __version__
 from mdeploy.errors import EnvironmentProblem
-from mdeploy.fsutil import iter_files, sha256_file, sha256_json, swap_dir, write_json
+from mdeploy.fsutil import iter_files, pid_alive, recover_dir, sha256_file, sha256_json, swap_dir, write_json
 
 RECORD = "record.json"
 
@@ -107,8 +109,17 @@ class Stage:
 
 
 class Cache:
+    """Stage entries shared by every build that uses this folder (see docs/architecture.md).
+
+    A build holds a shared flock on `locks/<key>.lock` of each entry it uses, from the lookup
+    (or store) until `release()`; replacing or deleting an entry takes the exclusive lock
+    without waiting, so an entry another build is reading is never swapped under it.
+    """
+
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else cache_root()
+        self._locks: dict[str, int] = {}  # key -> fd holding a shared (briefly exclusive) flock
+        self._private: list[Path] = []  # results kept out of the cache because an entry was in use
 
     @property
     def stages(self) -> Path:
@@ -117,24 +128,40 @@ class Cache:
     def entry(self, key: str) -> Path:
         return self.stages / key
 
-    def lookup(self, name: str, key: str) -> StageRecord | None:
-        """A complete, intact entry for `key`, or None (a damaged entry is dropped)."""
+    def lookup(self, name: str, key: str, log: Callable[[str], None] | None = None) -> StageRecord | None:
+        """A complete entry for `key` whose files match their sha256, or None.
+
+        A damaged entry (a file changed, added or missing) is reported through `log` and
+        dropped, unless another build is using it (then it is left to that build).
+        """
         entry = self.entry(key)
         record = entry / RECORD
         if not record.is_file():
             return None
+        self._lock(key, fcntl.LOCK_SH)  # from here on no other build replaces or removes it
+        if not record.is_file():  # removed (or being replaced) before the lock was had
+            self._unlock(key)
+            return None
         try:
             data = json.loads(record.read_text(encoding="utf-8"))
-            for rel, meta in data.get("files", {}).items():
-                if (entry / "out" / rel).stat().st_size != meta["size"]:
-                    raise ValueError(rel)
-        except (OSError, ValueError, KeyError):
+            problem = _damage(entry / "out", data["files"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            problem = f"its record or files cannot be read ({err})"
+        if problem is None:
+            return StageRecord(name, key, entry, data)
+        if log is not None:
+            log(f"cached entry is damaged ({problem}); discarded")
+        if self._lock(key, fcntl.LOCK_EX | fcntl.LOCK_NB):
             shutil.rmtree(entry, ignore_errors=True)
-            return None
-        return StageRecord(name, key, entry, data)
+        self._unlock(key)
+        return None
 
     def store(self, stage: Stage, key: str, staging: Path, data: dict, seconds: float) -> StageRecord:
-        """Record the files of a finished stage and move its folder into the cache."""
+        """Record the files of a finished stage and move its folder into the cache.
+
+        When another build is using the entry of the same key, that entry stays and this
+        build keeps its result in its own staging folder (removed by `release`).
+        """
         out = staging / "out"
         files = {}
         for f in iter_files(out):
@@ -146,9 +173,55 @@ class Cache:
         data["seconds"] = round(seconds, 3)
         write_json(staging / RECORD, data)
         entry = self.entry(key)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        swap_dir(staging, entry)  # replaces an entry re-made with --no-cache
+        held = key in self._locks
+        if not self._lock(key, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            if held:
+                self._lock(key, fcntl.LOCK_SH)  # a failed conversion may have dropped the lock held
+            else:
+                self._unlock(key)
+            self._private.append(staging)
+            return StageRecord(stage.name, key, staging, data, status="ran", seconds=seconds)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            recover_dir(entry)  # a swap of this entry cut by a kill
+            swap_dir(staging, entry)  # replaces an entry re-made with --no-cache
+        finally:
+            self._lock(key, fcntl.LOCK_SH)
         return StageRecord(stage.name, key, entry, data, status="ran", seconds=seconds)
+
+    def _lock(self, key: str, how: int) -> bool:
+        """Take (or convert this cache's) flock on the entry's lock file; False when LOCK_NB failed."""
+        fd = self._locks.get(key)
+        if fd is None:
+            folder = self.root / "locks"
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._locks[key] = fd
+        try:
+            fcntl.flock(fd, how)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(self, key: str) -> None:
+        fd = self._locks.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Let go of the entries this cache used (other builds may replace them again) and
+        remove results kept outside the cache."""
+        for key in list(self._locks):
+            self._unlock(key)
+        for folder in self._private:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._private.clear()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def staging_dir(self) -> Path:
         path = self.root / "tmp" / f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -156,24 +229,28 @@ class Cache:
         return path
 
     def prune_stale(self) -> None:
-        """Remove staging folders of processes that no longer exist (killed mid-stage)."""
+        """Remove staging folders of processes that no longer exist (killed mid-stage);
+        a running build's folders (its pid is in their names) are left alone."""
         tmp = self.root / "tmp"
         if not tmp.is_dir():
             return
         for entry in tmp.iterdir():
             pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _damage(out: Path, files: dict) -> str | None:
+    """What differs between an entry's files and its record (None: every file matches its sha256)."""
+    present = {f.relative_to(out).as_posix() for f in iter_files(out)} if out.is_dir() else set()
+    if present != set(files):
+        extra, missing = sorted(present - set(files)), sorted(set(files) - present)
+        return f"{'added' if extra else 'missing'}: {(extra or missing)[0]}"
+    for rel, meta in files.items():
+        path = out / rel
+        if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
+            return f"{rel} differs from its sha256"
+    return None
 
 
 def stage_key(stage: Stage, dep_keys: dict[str, str]) -> str:
@@ -229,9 +306,11 @@ class Runner:
                 self.progress(f"{tag}: skipped (needs {', '.join(d for d in stage.deps if d not in keys)})")
                 continue
             key = stage_key(stage, {d: keys[d] for d in stage.deps})
-            hit = self.cache.lookup(stage.name, key)
+            reusable = self.use_cache or stage.name not in forced
+            log = partial(_tagged, self.progress, tag)
+            hit = self.cache.lookup(stage.name, key, log=log) if reusable else None
             selected = stage.name in needed
-            if hit is not None and (self.use_cache or stage.name not in forced):
+            if hit is not None:
                 keys[stage.name] = key
                 outcome.records[stage.name] = hit
                 self.progress(f"{tag}: cached")
@@ -275,6 +354,10 @@ class Runner:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return self.cache.store(stage, key, staging, data, time.perf_counter() - start)
+
+
+def _tagged(progress: Callable[[str], None], tag: str, message: str) -> None:
+    progress(f"{tag}: {message}")
 
 
 def environment_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 A download goes to a temporary name and is renamed into `downloads/<sha256>/` only after
 its checksum matches, so a bad or interrupted download never poisons the cache.
-Archives (.zip, .tar, .tar.gz, .tgz) are unpacked next to the file, refusing members
-that would land outside the folder.
+Archives (.zip, .tar, .tar.gz, .tgz) are unpacked into the cache under their own sha256
+(`unpacked/<sha256>/`), so a changed archive is unpacked again and nothing is written beside
+the user's file; members that would land outside the folder are refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from mdeploy.errors import EnvironmentProblem, ModelError
-from mdeploy.fsutil import sha256_file
+from mdeploy.fsutil import owner_gone, sha256_file
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 
@@ -79,12 +80,23 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def unpack(archive: Path, *, where: str | None = None) -> Path:
-    """Unpack an archive next to itself (once); returns the folder holding its contents."""
-    dest = archive.parent / (archive.name + ".d")
+def unpack(archive: Path, *, where: str | None = None, cache_root: Path | None = None) -> Path:
+    """Unpack an archive once per content into `<cache>/unpacked/<sha256>/`; returns the folder
+    holding its contents. A changed archive has another sha256, so it is unpacked afresh."""
+    if cache_root is None:
+        from mdeploy.pipeline import cache_root as default_root
+
+        cache_root = default_root()
+    folder = Path(cache_root) / "unpacked"
+    digest = sha256_file(archive)
+    dest = folder / digest
     if dest.is_dir():
         return _single_root(dest)
-    tmp = archive.parent / f".{archive.name}.{uuid.uuid4().hex[:8]}.d"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f".{digest}.*"):  # what a killed unpack of the same archive left
+        if owner_gone(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = folder / f".{digest}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         if archive.name.lower().endswith(".zip"):
@@ -105,7 +117,13 @@ def unpack(archive: Path, *, where: str | None = None) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    os.replace(tmp, dest)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not dest.is_dir():
+            raise
+        # another build unpacked the same archive first: its folder is the same content
     return _single_root(dest)
 
 
