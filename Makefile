@@ -67,6 +67,7 @@ bench: setup tools debian-tools
 	cd benchmarks && ../$(BIN)/python host_latency.py --build /tmp/mdeploy-bench/cpm_android --build /tmp/mdeploy-bench/hourglass_ios
 	cd benchmarks && ../$(BIN)/python cpm_time_analysis.py
 	cd benchmarks && ../$(BIN)/python refine_kernel.py
+	cd benchmarks && ../$(BIN)/python real_accuracy.py --build /tmp/mdeploy-bench/cpm_android
 	cd benchmarks && ../$(BIN)/python device_overhead.py --model /tmp/mdeploy-bench/cpm_android/tflite/cpm_android_fp16.tflite
 	cd benchmarks && ../$(BIN)/python ci_pipeline.py
 

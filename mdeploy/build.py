@@ -12,15 +12,27 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 from mdeploy import stages as fn
-from mdeploy.errors import DeviceError, GateFailure, InputError, MdeployError
+from mdeploy.errors import DeviceError, EnvironmentProblem, GateFailure, InputError, MdeployError
 from mdeploy.exporters import ExportTarget, export_targets
-from mdeploy.fsutil import copy_tree_into, recover_dir, sha256_json, sha256_path, swap_dir, unique_sibling, write_json
-from mdeploy.pipeline import Cache, Outcome, Runner, Stage, StageRecord
+from mdeploy.fsutil import (
+    carry_over_others,
+    copy_tree_into,
+    exclusive_lock,
+    recover_dir,
+    sha256_file,
+    sha256_json,
+    sha256_path,
+    swap_dir,
+    unique_sibling,
+    write_json,
+)
+from mdeploy.pipeline import RECORD, Cache, Outcome, Runner, Stage, StageRecord
 from mdeploy.recipe import Recipe
 from mdeploy.registry import closest
 from mdeploy.report.manifest import build_manifest, manifest_matches
@@ -29,6 +41,7 @@ from mdeploy.verify.parity import evaluate
 
 PARITY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow", "scikit-image", "matplotlib")
 ACCURACY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow")
+PEOPLE_STAGE = "people/model"
 
 
 @dataclass(frozen=True)
@@ -71,9 +84,13 @@ class GateResult:
     status: str  # passed | failed | warned | measured | unverified | not run
     checks: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    split: str | None = None  # accuracy gates: the validation split measured
 
     def to_json(self) -> dict:
-        return {"gate": self.gate, "artifact": self.artifact, "status": self.status, "checks": self.checks, "metrics": self.metrics}
+        out = {"gate": self.gate, "artifact": self.artifact, "status": self.status, "checks": self.checks, "metrics": self.metrics}
+        if self.split is not None:
+            out["split"] = self.split
+        return out
 
 
 @dataclass
@@ -103,8 +120,12 @@ class BuildResult:
         """Exit 1 for a failed gate; exit 3 when a bench device failed (everything else was written)."""
         failed = self.failed_gates
         if failed:
-            names = ", ".join(f"{g.gate} of {g.artifact}" for g in failed)
+            names = ", ".join(f"{g.gate} of {g.artifact}" + (f" on {g.split}" if g.split else "") for g in failed)
             hints = []
+            if any(g.gate == "people" for g in failed):
+                from mdeploy.verify.people import HINT
+
+                hints.append(HINT)
             if any(g.gate in ("parity", "accuracy") for g in failed):
                 hints.append("loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable")
             if any(g.gate == "ops" for g in failed):
@@ -148,7 +169,11 @@ def pending_sections(recipe: Recipe) -> list[Pending]:
         for key in (("train",), ("data", "train")):
             if recipe.given(*key) and not (key == ("data", "train") and calibrates):
                 out.append(Pending(key, recipe.where(*key, key=True), "not used: the model is imported, nothing is trained"))
-    if recipe.verify.accuracy is not None and (recipe.data is None or recipe.data.val is None):
+    for name, section, keypath in recipe.val_splits(absent=True):
+        if section.absent:
+            files = getattr(section, section.source).annotations
+            out.append(Pending(tuple(map(str, keypath)), recipe.where(*keypath, key=True), f"optional split {name} not measured: {files} is not on this machine"))
+    if recipe.verify.accuracy is not None and not recipe.val_splits():
         out.append(Pending(("verify", "accuracy"), recipe.where("verify", "accuracy", key=True), "accuracy gates need a data.val split"))
     return sorted(out, key=_position)
 
@@ -183,10 +208,22 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
     targets = export_targets(recipe, build_dir or Path("build").absolute() / recipe.name)
     samples_key = recipe.section_json("verify", "samples")
     samples_key["files"] = [sha256_path(p) for p in recipe.verify.samples.images if Path(p).is_file()]
+    if recipe.verify.find_people != "off":
+        stages.append(
+            Stage(
+                name=PEOPLE_STAGE,
+                describe="check that the canonical model finds people on the photos",
+                run=partial(fn.run_people, recipe),
+                key={"samples": samples_key, "threshold": recipe.model.decode.threshold},
+                deps=(MODEL_STAGE,),
+                tools=PARITY_TOOLS,
+                groups=("verify", "people"),
+            )
+        )
     for target in targets:
         deps, key = (MODEL_STAGE,), {"name": recipe.name, "settings": target.settings}
         if target.calibration_split:
-            split_deps, split_key = data_keys[target.calibration_split]
+            split_deps, split_key = data_keys[fn.resolve_split(recipe, target.calibration_split)]
             deps += split_deps
             key["calibration_data"] = split_key
         stages.append(
@@ -212,23 +249,32 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
             )
         )
     stages += _glue_stages(recipe, targets, build_dir or Path("build").absolute() / recipe.name)
-    if recipe.data is not None and recipe.data.val is not None:
-        val_deps, val_key = data_keys["val"]
-        evaluated = [(MODEL_STAGE, "saved_model", "model/saved_model", None)]
-        evaluated += [(t.artifact_id, t.format, t.filename, t.runnable_here()) for t in targets]
+    evaluated = [(MODEL_STAGE, *fn.canonical_model(recipe), None)]
+    evaluated += [(t.artifact_id, t.format, t.filename, t.runnable_here()) for t in targets]
+    for split, _, _ in recipe.val_splits():
+        val_deps, val_key = data_keys[split]
         for artifact, fmt, rel, why_not in evaluated:
             stages.append(
                 Stage(
-                    name=f"accuracy/{artifact}",
-                    describe=f"score {artifact} on the validation split",
-                    run=partial(fn.run_accuracy, recipe, artifact, fmt, rel, why_not),
-                    key={"val": val_key, "format": fmt, "unverified": why_not},
+                    name=accuracy_stage_name(split, artifact),
+                    describe=f"score {artifact} on the validation split {split}",
+                    run=partial(fn.run_accuracy, recipe, split, artifact, fmt, rel, why_not),
+                    key={"val": val_key, "split": recipe.section_json(*_split_keypath(recipe, split)), "format": fmt,
+                         "unverified": why_not, "keypoints": recipe.model.keypoints},
                     deps=(MODEL_STAGE,) + ((artifact,) if artifact != MODEL_STAGE else ()) + val_deps,
                     tools=ACCURACY_TOOLS,
                     groups=("verify", "accuracy"),
                 )
             )
     return Plan(recipe, stages, targets, pending_sections(recipe))
+
+
+def accuracy_stage_name(split: str, artifact: str) -> str:
+    return f"accuracy/{split}/{artifact}"
+
+
+def _split_keypath(recipe: Recipe, split: str) -> tuple:
+    return fn.split_section(recipe, split)[1]
 
 
 def _glue_stages(recipe: Recipe, targets: list[ExportTarget], build_dir: Path) -> list[Stage]:
@@ -270,10 +316,8 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
     keys: dict[str, tuple[tuple[str, ...], object]] = {}
     if recipe.data is None:
         return keys
-    for split in ("train", "val"):
-        source = getattr(recipe.data, split)
-        if source is None:
-            continue
+    splits = [("train", recipe.data.train, ("data", "train"))] if recipe.data.train is not None else []
+    for split, source, keypath in splits + recipe.val_splits():
         if source.synthetic is not None:
             name = data_stage_name(split)
             stages.append(
@@ -281,7 +325,7 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
                     name=name,
                     describe=f"generate {source.synthetic.count} synthetic images",
                     run=partial(fn.run_synthetic, recipe, split),
-                    key={"synthetic": recipe.section_json("data", split, "synthetic")},
+                    key={"synthetic": recipe.section_json(*keypath, "synthetic")},
                     tools=("pillow", "numpy"),
                     groups=("data",),
                     publish=False,
@@ -289,14 +333,15 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
             )
             keys[split] = ((name,), None)
         else:
-            keys[split] = ((), coco_fingerprint(source.coco, recipe.where("data", split, "coco")))
+            files = getattr(source, source.source)
+            keys[split] = ((), data_fingerprint(files, recipe.where(*keypath, source.source)) | {"reader": source.source})
     return keys
 
 
-def coco_fingerprint(coco, where: str | None) -> dict:
+def data_fingerprint(files, where: str | None) -> dict:
     """Annotation hash + the size and time of every file in the image folder (not their bytes)."""
-    ann = Path(coco.annotations)
-    images = Path(coco.images)
+    ann = Path(files.annotations)
+    images = Path(files.images)
     if not ann.is_file():
         raise InputError(
             f"annotations not found: {ann}",
@@ -325,11 +370,31 @@ def _train_stage(recipe: Recipe, cache: Cache, data_keys: dict) -> Stage:
             "model": recipe.section_json("model"),
             "train": recipe.section_json("train"),
             "data": material,
+            "init": _init_digest(recipe),
         },
         deps=deps,
         tools=("tensorflow", "keras"),
         groups=("train",),
     )
+
+
+def _init_digest(recipe: Recipe) -> str | None:
+    """The checksum of the release weights a model starts from (checked now when the recipe states one)."""
+    section = recipe.model.init
+    if section is None:
+        return None
+    if section.path is None:
+        return section.sha256
+    path = Path(section.path)
+    where = recipe.where("model", "init", "path")
+    if not path.is_file():
+        raise InputError(f"release weights not found: {path}", where=where, hint="model.init.path names a TF1 frozen graph (.pb)")
+    if section.sha256:
+        from mdeploy.importers.fetch import verify_checksum
+
+        verify_checksum(path, section.sha256, where=recipe.where("model", "init", "sha256"))
+        return section.sha256
+    return sha256_path(path)
 
 
 def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
@@ -353,7 +418,7 @@ def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
         describe=f"import {section.format} {Path(section.path).name if section.path else section.url}",
         run=partial(fn.run_import, recipe, cache),
         key={"name": recipe.name, "model": recipe.section_json("model"), "file_sha256": digest},
-        tools=("tensorflow",),
+        tools=("ai-edge-litert",) if section.format == "tflite" else ("tensorflow",),
         groups=("import",),
     )
 
@@ -378,11 +443,36 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
         if "unverified" in metrics:
             gates.append(GateResult("parity", target.artifact_id, "unverified", [], metrics))
             continue
+        if "runtime_error" in metrics:
+            gates.append(GateResult("parity", target.artifact_id, "failed", [runtime_check(metrics)], metrics))
+            continue
         checks = evaluate(metrics, max_abs, min_agree)
         ok = all(c.ok for c in checks)
         status = "passed" if ok else ("warned" if recipe.verify.parity == "warn" else "failed")
         gates.append(GateResult("parity", target.artifact_id, status, [c.to_json() for c in checks], metrics))
     return gates
+
+
+def people_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
+    """The canonical model must find a person on the photos (verify.find_people)."""
+    from mdeploy.verify.people import people_check
+
+    policy = plan.recipe.verify.find_people
+    if policy == "off":
+        return []
+    record = records.get(PEOPLE_STAGE)
+    if record is None:
+        return [GateResult("people", MODEL_STAGE, "not run")]
+    metrics = record.results["people"]
+    check = people_check(metrics)
+    status = "passed" if check["ok"] else ("failed" if policy == "fail" else "warned")
+    return [GateResult("people", MODEL_STAGE, status, [check], metrics)]
+
+
+def runtime_check(metrics: dict) -> dict:
+    """The check of an artifact its runtime could not load or run."""
+    return {"check": "runs", "ok": False, "value": None, "limit": "loads and runs on the host runtime",
+            "detail": metrics["runtime_error"]}
 
 
 def ops_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
@@ -407,34 +497,51 @@ def ops_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
 
 
 def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
-    """PCKh of the canonical model and of every artifact; with verify.accuracy, a drop limit."""
+    """Accuracy of the canonical model and of every artifact on every validation split; with
+    verify.accuracy, a drop limit per split (the split's primary metric unless the gate names one)."""
     recipe = plan.recipe
-    if recipe.data is None or recipe.data.val is None:
-        return []
     gate = recipe.verify.accuracy
-    reference = records.get(f"accuracy/{MODEL_STAGE}")
-    ref_value = reference.results["accuracy"]["metrics"]["pckh@0.5"] if reference else None
-    out = [GateResult("accuracy", MODEL_STAGE, "measured" if reference else "not run", [], reference.results["accuracy"] if reference else {})]
-    for target in plan.targets:
-        record = records.get(f"accuracy/{target.artifact_id}")
-        if record is None or reference is None:
-            out.append(GateResult("accuracy", target.artifact_id, "not run"))
-            continue
-        result = dict(record.results["accuracy"])
-        if "unverified" in result:
-            out.append(GateResult("accuracy", target.artifact_id, "unverified", [], result))
-            continue
-        value = result["metrics"]["pckh@0.5"]
-        drop = None if value is None or ref_value is None else round(ref_value - value, 3)
-        result["reference"] = ref_value
-        result["drop"] = drop
-        if gate is None:
-            out.append(GateResult("accuracy", target.artifact_id, "measured", [], result))
-            continue
-        ok = drop is not None and drop <= gate.max_drop
-        check = {"check": "pckh@0.5 drop", "ok": ok, "value": drop, "limit": gate.max_drop, "detail": f"{value}% vs {ref_value}%"}
-        out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result))
+    out = []
+    for split, _, _ in recipe.val_splits():
+        reference = records.get(accuracy_stage_name(split, MODEL_STAGE))
+        ref_result = reference.results["accuracy"] if reference else {}
+        metric = _gate_metric(gate, ref_result)
+        ref_value = (ref_result.get("metrics") or {}).get(metric) if metric else None
+        out.append(GateResult("accuracy", MODEL_STAGE, "measured" if reference else "not run", [], ref_result | {"metric": metric}, split))
+        max_drop = None
+        if gate is not None:
+            max_drop = gate.splits[split].max_drop if split in gate.splits else gate.max_drop
+        for target in plan.targets:
+            record = records.get(accuracy_stage_name(split, target.artifact_id))
+            if record is None or reference is None:
+                out.append(GateResult("accuracy", target.artifact_id, "not run", [], {}, split))
+                continue
+            result = dict(record.results["accuracy"])
+            if "unverified" in result:
+                out.append(GateResult("accuracy", target.artifact_id, "unverified", [], result, split))
+                continue
+            if "runtime_error" in result:
+                out.append(GateResult("accuracy", target.artifact_id, "failed", [runtime_check(result)], result | {"metric": metric}, split))
+                continue
+            value = (result.get("metrics") or {}).get(metric) if metric else None
+            drop = None if value is None or ref_value is None else round(ref_value - value, 3)
+            result.update(metric=metric, reference=ref_value, drop=drop)
+            if max_drop is None:
+                out.append(GateResult("accuracy", target.artifact_id, "measured", [], result, split))
+                continue
+            ok = drop is not None and drop <= max_drop
+            label = metric or "accuracy"
+            detail = f"{value}% vs {ref_value}% on {split}" if drop is not None else f"{label} is not defined on split {split}"
+            check = {"check": f"{label} drop on {split}", "ok": ok, "value": drop, "limit": max_drop, "detail": detail}
+            out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result, split))
     return out
+
+
+def _gate_metric(gate, reference: dict) -> str | None:
+    """The metric a split is gated on: the recipe's choice, or the split's primary metric."""
+    if gate is not None and gate.metric != "auto":
+        return gate.metric
+    return reference.get("primary")
 
 
 # ---------------------------------------------------------------------------- build
@@ -461,9 +568,34 @@ def build(
     cache: Cache | None = None,
     progress: Callable[[str], None] = lambda line: None,
 ) -> BuildResult:
-    """Build every stage the recipe asks for into `out_root/<name>/` and return what happened."""
+    """Build every stage the recipe asks for into `out_root/<name>/` and return what happened.
+
+    One build of a build folder at a time (a second one waits, saying so); the cache entries
+    it uses are held until it returns (`Cache`)."""
     cache = cache or Cache()
     build_dir = Path(out_root).absolute() / recipe.name
+    lock = build_dir.parent / f".{build_dir.name}.lock"
+    waiting = partial(progress, f"waiting for another build of {build_dir} to finish ...")
+    with ExitStack() as held:
+        try:
+            held.enter_context(exclusive_lock(lock, on_wait=waiting))
+        except (NotADirectoryError, FileExistsError) as err:
+            raise InputError(f"{build_dir.parent} is not a folder", hint="use --out DIR") from err
+        except OSError as err:
+            raise EnvironmentProblem(f"cannot write to {build_dir.parent}: {err.strerror or err}", hint="use --out DIR") from err
+        held.enter_context(cache)
+        return _build(recipe, build_dir, use_cache=use_cache, only=only, cache=cache, progress=progress)
+
+
+def _build(
+    recipe: Recipe,
+    build_dir: Path,
+    *,
+    use_cache: bool,
+    only: list[str] | None,
+    cache: Cache,
+    progress: Callable[[str], None],
+) -> BuildResult:
     _check_build_dir(build_dir)
     plan = plan_build(recipe, cache, build_dir)
     selection = check_only(plan, only)
@@ -471,12 +603,13 @@ def build(
     train = outcome.records.get(TRAIN_STAGE)
     if train is not None and train.status == "ran":
         shutil.rmtree(fn.checkpoint_dir(cache, train.key), ignore_errors=True)  # stored: no longer needed
-    gates = parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records) + ops_gates(plan, outcome.records)
+    gates = (people_gates(plan, outcome.records) + parity_gates(plan, outcome.records) + accuracy_gates(plan, outcome.records)
+             + ops_gates(plan, outcome.records))
     from mdeploy.devices import results as bench_results
 
     manifest = bench_results.attach(build_manifest(recipe, plan, outcome, gates), build_dir)
     published = {s.name: outcome.records[s.name] for s in plan.stages if s.publish and s.name in outcome.records}
-    written = _write_build(build_dir, published, manifest)
+    written = _write_build(build_dir, published, manifest, cache)
     result = BuildResult(recipe, build_dir, manifest, outcome, plan, gates, written)
     if recipe.app is not None:
         from mdeploy.codegen.apps import install_apps
@@ -509,16 +642,19 @@ def _report_step(result: BuildResult, outcome: Outcome) -> None:
 
 
 def _validation_images(recipe: Recipe, outcome: Outcome, count: int = 2) -> list[Path]:
-    """The first images of the validation split, for the report's overlays."""
-    if recipe.data is None or recipe.data.val is None:
-        return []
-    record = outcome.records.get(data_stage_name("val"))
-    folder = record.out / "data" / "val" / "images" if record is not None else None
-    if folder is None and recipe.data.val.coco is not None:
-        folder = Path(recipe.data.val.coco.images)
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    """The first images of each validation split (real photos first), for the report's overlays."""
+    kinds = {"real": 0, "unknown": 1, "synthetic": 2}
+    out: list[Path] = []
+    for split, section, _ in sorted(recipe.val_splits(), key=lambda s: kinds[s[1].kind_of]):
+        record = outcome.records.get(data_stage_name(split))
+        if section.synthetic is not None:
+            folder = record.out / "data" / split / "images" if record is not None else None
+        else:
+            folder = Path(getattr(section, section.source).images)
+        if folder is None or not folder.is_dir():
+            continue
+        out += sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    return out[: 2 * count]
 
 
 def _bench_step(result: BuildResult, selection: set[str] | None, use_cache: bool, progress: Callable[[str], None]) -> None:
@@ -568,10 +704,11 @@ def _check_build_dir(build_dir: Path) -> None:
         )
 
 
-def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dict) -> str:
+def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dict, cache: Cache | None = None) -> str:
     """Leave an intact, identical build alone; otherwise assemble a new one and swap it in.
 
-    Benchmark results of artifacts whose bytes did not change are kept (`bench/`).
+    Benchmark results of artifacts whose bytes did not change are kept (`bench/`), and so is
+    everything in the old folder that is not mdeploy's (files and folders a user put there).
     """
     from mdeploy.devices import results as bench_results
 
@@ -596,6 +733,8 @@ def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dic
             if record.out.is_dir():
                 copy_tree_into(record.out, staging)
         bench_results.carry_over(build_dir, staging, manifest)
+        if build_dir.is_dir():
+            carry_over_others(build_dir, staging, _owned_by_mdeploy(build_dir, records, cache))
         write_json(staging / "manifest.json", manifest)
         swap_dir(staging, build_dir)
     except BaseException:
@@ -605,11 +744,44 @@ def _write_build(build_dir: Path, records: dict[str, StageRecord], manifest: dic
 
 
 def _artifacts_intact(build_dir: Path, records: dict[str, StageRecord]) -> bool:
+    """Every file of the records is in the build folder with the sha256 its record gives."""
     for record in records.values():
         for rel, meta in record.data.get("files", {}).items():
             try:
-                if os.stat(build_dir / rel).st_size != meta["size"]:
+                path = build_dir / rel
+                if os.stat(path).st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
                     return False
             except OSError:
                 return False
     return True
+
+
+def _owned_by_mdeploy(build_dir: Path, records: dict[str, StageRecord], cache: Cache | None):
+    """A test for relative paths in an old build folder: True for what mdeploy wrote there
+    (manifest.json, report/, bench/, the files of this build's and of the old manifest's
+    stages, the old manifest's artifacts); the rest is the user's and is kept."""
+    files = {"manifest.json"}
+    folders = ["report/", "bench/"]
+    for record in records.values():
+        files.update(record.data.get("files", {}))
+    try:
+        old = json.loads((build_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = {}
+    if not isinstance(old, dict):
+        old = {}
+    for stage in old.get("stages", []) if isinstance(old.get("stages"), list) else []:
+        key = stage.get("key") if isinstance(stage, dict) else None
+        if cache is None or not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            continue
+        try:
+            files.update(json.loads((cache.entry(key) / RECORD).read_text(encoding="utf-8"))["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    for art in old.get("artifacts", []) if isinstance(old.get("artifacts"), list) else []:
+        path = art.get("path") if isinstance(art, dict) else None
+        if isinstance(path, str) and path.strip("/"):
+            files.add(path.strip("/"))
+            folders.append(path.strip("/") + "/")
+    folders_t = tuple(folders)
+    return lambda rel: rel in files or rel.startswith(folders_t)

@@ -1,13 +1,25 @@
-"""Keypoint sets as data: names in model channel order, skeleton, flip pairs.
+"""Keypoint sets as data: names in model channel order, skeleton, flip pairs, and the
+alias table that maps other datasets' spellings onto them.
 
 One source of truth for everything that names or draws joints: the ModelSpec, the
-evaluator, the generated Kotlin/Swift and the report all read a `KeypointSet`.
+dataset readers, the evaluator, the generated Kotlin/Swift and the report all read a
+`KeypointSet`. A dataset whose joints come in another order (AI Challenger's own files
+list the shoulders first, PoseEstimationForMobile's models emit the head top first) is
+mapped by name through `map_names`, never read by position when it has names.
+
+Joint names are canonical snake_case anatomical names (`head_top`, `left_ankle`);
+`ALIASES` lists the other spellings datasets use for the same joint ("Head top", "head",
+"r ankle", "RAnkle", "right_foot" in Human3.6M). Distinct anatomical points keep distinct
+names: MPII's `upper_neck` and `thorax` are not AI Challenger's `neck`, so a model is only
+scored on the joints both sides really share.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from mdeploy.errors import InputError
 from mdeploy.registry import Registry
 
 
@@ -19,15 +31,22 @@ class KeypointSet:
     flip_pairs: tuple[tuple[int, int], ...]
     # Joints whose distance is the head size of PCKh, when the set has them.
     head: tuple[int, int] | None = None
+    title: str = ""  # the dataset convention, for messages and docs
 
     def __post_init__(self):
         n = len(self.names)
         for a, b in self.skeleton + self.flip_pairs + ((self.head,) if self.head else ()):
             if not (0 <= a < n and 0 <= b < n):
                 raise ValueError(f"keypoint set {self.name}: index out of range in ({a}, {b})")
+        unknown = [j for j in self.names if j not in JOINTS]
+        if unknown:
+            raise ValueError(f"keypoint set {self.name}: joints missing from the alias table: {unknown}")
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def index(self, joint: str) -> int | None:
+        return self.names.index(joint) if joint in self.names else None
 
     def flip_permutation(self) -> tuple[int, ...]:
         """Channel order after a horizontal flip: left and right swap."""
@@ -46,6 +65,168 @@ class KeypointSet:
         }
 
 
+# ---------------------------------------------------------------------------- aliases
+
+# Canonical joint -> the other spellings datasets use for it. Spellings are compared after
+# `normalize_name` (case, separators, camelCase and the r/l abbreviations folded), so
+# "Right Shoulder", "right_shoulder", "RShoulder" and "r shoulder" need no entry here.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "head_top": ("head", "headtop", "top_of_head", "head_end", "head_end_site"),
+    "neck": ("neck_root",),
+    "upper_neck": ("upperneck",),
+    "thorax": ("chest", "spine3"),
+    "neck_base": ("neck_nose", "neck/nose"),
+    "pelvis": ("hip", "root", "hips", "mid_hip"),
+    "spine": ("spine1", "torso", "belly"),
+    "nose": (),
+    "left_eye": (),
+    "right_eye": (),
+    "left_ear": (),
+    "right_ear": (),
+}
+_LIMBS = ("shoulder", "elbow", "wrist", "hip", "knee", "ankle")
+for _side in ("left", "right"):
+    for _limb in _LIMBS:
+        ALIASES[f"{_side}_{_limb}"] = ()
+    ALIASES[f"{_side}_ankle"] = ("foot",)  # Human3.6M's "foot" joint is the ankle
+
+JOINTS = frozenset(ALIASES)
+
+
+def normalize_name(name: str) -> str:
+    """A spelling folded for comparison: 'RShoulder', 'r shoulder', 'Right-Shoulder' -> 'right_shoulder'."""
+    text = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(name).strip())  # camelCase -> camel Case
+    words = [w for w in re.split(r"[^a-z0-9/]+", text.lower()) if w]
+    if len(words) >= 2 and words[0] in ("r", "l"):
+        words[0] = "right" if words[0] == "r" else "left"
+    elif len(words) == 1 and len(words[0]) > 1 and words[0][0] in "rl" and words[0][1:] in _LIMBS + ("foot",):
+        words = ["right" if words[0][0] == "r" else "left", words[0][1:]]  # 'rankle' -> right ankle
+    return "_".join(words)
+
+
+def _side_alias(side: str, alias: str) -> str:
+    return f"{side}_{alias}"
+
+
+def _build_lookup() -> dict[str, str]:
+    lookup: dict[str, str] = {}
+    for joint, spellings in ALIASES.items():
+        lookup[normalize_name(joint)] = joint
+        for spelling in spellings:
+            side = joint.split("_", 1)[0] if joint.startswith(("left_", "right_")) else None
+            key = normalize_name(_side_alias(side, spelling) if side else spelling)
+            if key in lookup and lookup[key] != joint:
+                raise ValueError(f"alias {spelling!r} names both {lookup[key]} and {joint}")
+            lookup[key] = joint
+    return lookup
+
+
+_LOOKUP = _build_lookup()
+
+
+def canonical_joint(name: str) -> str | None:
+    """The canonical joint a dataset's spelling names, or None when the table does not know it."""
+    return _LOOKUP.get(normalize_name(name))
+
+
+@dataclass(frozen=True)
+class JointMapping:
+    """How a file's keypoints land in a keypoint set's channels.
+
+    `source[i]` is the file's index of target joint i, or None when the file lacks it.
+    `dropped` lists the file's joints the target set has no channel for.
+    """
+
+    target: KeypointSet
+    file_names: tuple[str, ...]
+    source: tuple[int | None, ...]
+    dropped: tuple[str, ...]
+    by_position: bool = False
+
+    @property
+    def shared(self) -> tuple[str, ...]:
+        return tuple(n for n, s in zip(self.target.names, self.source) if s is not None)
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return tuple(n for n, s in zip(self.target.names, self.source) if s is None)
+
+    @property
+    def identity(self) -> bool:
+        return self.source == tuple(range(len(self.target))) and len(self.file_names) == len(self.target)
+
+    def describe(self) -> str:
+        if self.by_position:
+            return f"read by position as {self.target.name} (the file names no keypoints)"
+        if self.identity:
+            return f"keypoints mapped by name: the file's order is {self.target.name}'s"
+        text = f"keypoints mapped by name onto {self.target.name}: {len(self.shared)} of {len(self.target)} shared"
+        if self.missing:
+            text += f"; not in the file: {', '.join(self.missing)}"
+        if self.dropped:
+            text += f"; not scored: {', '.join(self.dropped)}"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target.name,
+            "by_position": self.by_position,
+            "shared": list(self.shared),
+            "missing": list(self.missing),
+            "dropped": list(self.dropped),
+            "reordered": not self.identity and not self.by_position,
+        }
+
+
+MIN_SHARED = 4  # fewer shared joints than this cannot score a pose model
+
+
+def map_names(file_names, target: KeypointSet, *, source: str, where: str | None = None) -> JointMapping:
+    """Map a file's keypoint names onto `target`'s channels by name (through the alias table).
+
+    Raises InputError listing both name lists when a name is unknown, two names mean one
+    joint, or the two sets share too few joints to score a model.
+    """
+    file_names = tuple(str(n) for n in file_names)
+    canon = [canonical_joint(n) for n in file_names]
+
+    def fail(problem: str) -> InputError:
+        return InputError(
+            f"{source}: {problem}",
+            where=where,
+            hint=f"the file's keypoints: {', '.join(file_names)}; {target.name} expects: {', '.join(target.names)}",
+        )
+
+    unknown = [n for n, c in zip(file_names, canon) if c is None]
+    if unknown:
+        raise fail(f"keypoint name{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)} not known to mdeploy's alias table")
+    seen: dict[str, str] = {}
+    for name, joint in zip(file_names, canon):
+        if joint in seen:
+            raise fail(f"keypoints {seen[joint]!r} and {name!r} both name the joint {joint}")
+        seen[joint] = name
+    position = {joint: i for i, joint in enumerate(canon)}
+    mapped = tuple(position.get(joint) for joint in target.names)
+    shared = sum(s is not None for s in mapped)
+    if shared < min(MIN_SHARED, len(target)):
+        raise fail(f"shares only {shared} joint(s) with keypoint set {target.name}; cannot map it")
+    dropped = tuple(n for n, c in zip(file_names, canon) if c not in target.names)
+    return JointMapping(target, file_names, mapped, dropped)
+
+
+def positional_mapping(count: int, target: KeypointSet, *, source: str, where: str | None = None) -> JointMapping:
+    """The mapping of a file without names: its joints are taken in `target`'s order."""
+    if count != len(target):
+        raise InputError(
+            f"{source}: {count} keypoints per person and no keypoint names; keypoint set {target.name} has {len(target)}",
+            where=where,
+            hint="add the names (categories[].keypoints) so mdeploy can map them",
+        )
+    return JointMapping(target, target.names, tuple(range(count)), (), by_position=True)
+
+
+# ---------------------------------------------------------------------------- the sets
+
 KEYPOINT_SETS: Registry[KeypointSet] = Registry("keypoint set")
 
 
@@ -53,41 +234,127 @@ def _add(kps: KeypointSet) -> None:
     KEYPOINT_SETS.register(kps.name, kps)
 
 
-# AI Challenger order, as the PoseEstimationForMobile models emit their 14 channels.
+def _pairs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """Left/right partners of a set, found by name."""
+    out = []
+    for i, n in enumerate(names):
+        if n.startswith("right_") and f"left_{n[6:]}" in names:
+            out.append((i, names.index(f"left_{n[6:]}")))
+    return tuple(sorted((min(a, b), max(a, b)) for a, b in out))
+
+
+def _edges(names: tuple[str, ...], *pairs: tuple[str, str]) -> tuple[tuple[int, int], ...]:
+    return tuple((names.index(a), names.index(b)) for a, b in pairs)
+
+
+# AI Challenger joints in the order PoseEstimationForMobile's models emit their 14 channels
+# (AI Challenger's own files list them in another order: shoulders first, head top 13th).
+_AIC = (
+    "head_top", "neck",
+    "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle",
+)
 _add(
     KeypointSet(
         name="aic14",
-        names=(
-            "head_top", "neck",
-            "right_shoulder", "right_elbow", "right_wrist",
-            "left_shoulder", "left_elbow", "left_wrist",
-            "right_hip", "right_knee", "right_ankle",
-            "left_hip", "left_knee", "left_ankle",
-        ),
+        names=_AIC,
         skeleton=(
             (0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7),
             (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
         ),
         flip_pairs=((2, 5), (3, 6), (4, 7), (8, 11), (9, 12), (10, 13)),
         head=(0, 1),
+        title="AI Challenger 14 (PoseEstimationForMobile channel order)",
     )
 )
 
+_COCO = (
+    "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist", "left_hip", "right_hip",
+    "left_knee", "right_knee", "left_ankle", "right_ankle",
+)
 _add(
     KeypointSet(
         name="coco17",
-        names=(
-            "nose", "left_eye", "right_eye", "left_ear", "right_ear",
-            "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-            "left_wrist", "right_wrist", "left_hip", "right_hip",
-            "left_knee", "right_knee", "left_ankle", "right_ankle",
-        ),
+        names=_COCO,
         skeleton=(
             (15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12),
             (5, 6), (5, 7), (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2),
             (1, 3), (2, 4), (3, 5), (4, 6),
         ),
         flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+        title="COCO 17",
+    )
+)
+
+_MPII = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top",
+    "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+)
+_add(
+    KeypointSet(
+        name="mpii16",
+        names=_MPII,
+        skeleton=_edges(
+            _MPII,
+            ("right_ankle", "right_knee"), ("right_knee", "right_hip"), ("right_hip", "pelvis"),
+            ("left_ankle", "left_knee"), ("left_knee", "left_hip"), ("left_hip", "pelvis"),
+            ("pelvis", "thorax"), ("thorax", "upper_neck"), ("upper_neck", "head_top"),
+            ("right_wrist", "right_elbow"), ("right_elbow", "right_shoulder"), ("right_shoulder", "thorax"),
+            ("left_wrist", "left_elbow"), ("left_elbow", "left_shoulder"), ("left_shoulder", "thorax"),
+        ),
+        flip_pairs=_pairs(_MPII),
+        head=(9, 8),
+        title="MPII 16",
+    )
+)
+
+_CROWDPOSE = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+    "head_top", "neck",
+)
+_add(
+    KeypointSet(
+        name="crowdpose14",
+        names=_CROWDPOSE,
+        skeleton=_edges(
+            _CROWDPOSE,
+            ("head_top", "neck"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
+            ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+            ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+            ("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"), ("left_hip", "right_hip"),
+            ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ),
+        flip_pairs=_pairs(_CROWDPOSE),
+        head=(12, 13),
+        title="CrowdPose 14",
+    )
+)
+
+_H36M = (
+    "pelvis", "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle",
+    "spine", "thorax", "neck_base", "head_top",
+    "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist",
+)
+_add(
+    KeypointSet(
+        name="h36m17",
+        names=_H36M,
+        skeleton=_edges(
+            _H36M,
+            ("pelvis", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+            ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+            ("pelvis", "spine"), ("spine", "thorax"), ("thorax", "neck_base"), ("neck_base", "head_top"),
+            ("thorax", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+            ("thorax", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+        ),
+        flip_pairs=_pairs(_H36M),
+        title="Human3.6M 17 (pelvis is the root)",
     )
 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.errors import InputError
-from mdeploy.evaluate.decode import decode, to_source
+from mdeploy.evaluate.decode import decode_spec, to_source
 from mdeploy.keypoints import KeypointSet
 from mdeploy.spec import ModelSpec
 
@@ -65,7 +65,7 @@ class Predictor:
         x, affine = self.spec.preprocessing.apply(rgb)
         heatmaps = self.runner(x[None])
         d = self.spec.decode
-        points = decode(heatmaps, self.spec.output_stride, d.smooth_sigma, d.subpixel)[0]
+        points = decode_spec(heatmaps, self.spec.output_stride, d)[0]
         return to_source(points, affine)
 
 

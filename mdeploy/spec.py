@@ -149,6 +149,7 @@ class DecodeSettings:
     smooth_sigma: float = 0.0
     subpixel: bool = True
     threshold: float = 0.2
+    preset: str = "mdeploy"  # "mdeploy" or "pefm_android" (evaluate/decode.py)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,32 @@ class ModelSpec:
     @classmethod
     def load(cls, path: Path) -> ModelSpec:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+SYNTHETIC_ONLY = "trained on synthetic figures only: do not expect it to find real people"
+
+
+def provenance(source: dict) -> dict:
+    """What a model was trained on, from its spec's `source`: the splits a build trained it on
+    (kind, size, fingerprint), or, for an imported model, what its authors state (else unknown).
+
+    `summary` is one line for tables and headers; `note` is the plain-words warning that
+    reports, `predict` and `eval` print when a model has seen only synthetic figures.
+    """
+    trained = source.get("trained_on") or {}
+    start = source.get("initialised_from")
+    if trained.get("known"):
+        splits = trained.get("splits") or []
+        kinds = sorted({s.get("kind", "unknown") for s in splits})
+        parts = [f"{s['name']}: {s.get('kind', 'unknown')}, {s.get('people', '?')} people" for s in splits]
+        summary = "trained here on " + "; ".join(parts) if parts else "trained here"
+        if start:
+            summary += f", starting from {start.get('file', 'release weights')}"
+        note = SYNTHETIC_ONLY if kinds == ["synthetic"] and not start else None
+        return {"known": True, "splits": splits, "kinds": kinds, "summary": summary, "note": note}
+    stated = trained.get("stated")
+    summary = f"imported; its authors state: {stated}" if stated else "imported: its training data is unknown"
+    return {"known": False, "stated": stated, "summary": summary, "note": None}
 
 
 def preprocessing_from_recipe(section: Any, size: tuple[int, int]) -> Preprocessing:

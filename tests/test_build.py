@@ -65,6 +65,7 @@ def test_changing_one_key_reruns_only_what_depends_on_it(tmp_path, tiny_models):
     result = build(load_recipe(path, ["export.tflite.variants=[fp32, fp16]"]), out_root=tmp_path / "build")
     assert statuses(result) == {
         "model": "cached",
+        "people/model": "cached",
         "tflite/fp32": "cached",
         "parity/tflite/fp32": "cached",
         "tflite/fp16": "ran",
@@ -92,7 +93,7 @@ def test_no_cache_reruns_every_stage(tmp_path, tiny_models):
 def test_only_export_skips_verification(tmp_path, tiny_models):
     result = build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["export"])
     assert statuses(result) == {"model": "ran", "tflite/fp32": "ran"}
-    assert result.outcome.skipped == ["parity/tflite/fp32"]
+    assert result.outcome.skipped == ["people/model", "parity/tflite/fp32"]
     assert [g.status for g in result.gates if g.gate == "parity"] == ["not run"]
 
 
@@ -232,7 +233,7 @@ def test_training_without_data_is_refused_clearly(tmp_path, cli, monkeypatch):
     )
     result = cli("build", path, "--out", tmp_path / "b")
     assert result.exit_code == 2
-    assert "error: arch.yaml:1:1: data: training model.arch needs a data.train split (synthetic or coco)" in result.stderr
+    assert "error: arch.yaml:1:1: data: training model.arch needs a data.train split (synthetic, coco or mpii)" in result.stderr
     assert not (tmp_path / "b").exists()
 
 
@@ -242,7 +243,7 @@ def test_json_summary(tmp_path, tiny_models, cli):
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["ok"] is True
-    assert [s["status"] for s in data["stages"]] == ["ran", "ran", "ran"]
+    assert [s["status"] for s in data["stages"]] == ["ran", "ran", "ran", "ran"]
     again = json.loads(cli("build", path, "--out", tmp_path / "b", "--json").stdout)
-    assert [s["status"] for s in again["stages"]] == ["cached", "cached", "cached"]
+    assert [s["status"] for s in again["stages"]] == ["cached", "cached", "cached", "cached"]
     assert again["written"] == "unchanged"

@@ -82,6 +82,8 @@ def _parity_cell(gate) -> str:
         return "not run"
     if gate.status == "unverified":
         return f"unverified ({m.get('unverified', '').split(':')[0]})"
+    if "runtime_error" in m:
+        return "does not run"
     if not m.get("shape_ok", True):
         return f"shape {m['artifact_shape']} != {m['reference_shape']}"
     agree = "n/a" if m["agreement"] is None else f"{m['agreement'] * 100:.1f}%"
@@ -89,38 +91,55 @@ def _parity_cell(gate) -> str:
 
 
 def render_summary(result) -> str:
+    from mdeploy.evaluate.metrics import LABELS
+
     parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
-    accuracy = {g.artifact: g for g in result.gates if g.gate == "accuracy"}
+    accuracy = {(g.artifact, g.split): g for g in result.gates if g.gate == "accuracy"}
+    splits = [name for name, _, _ in result.recipe.val_splits()]
+    headers = []
+    for split in splits:
+        ref = accuracy.get(("model", split))
+        metric = (ref.metrics.get("metric") if ref else None) or "accuracy"
+        headers.append(f"{split}: {LABELS.get(metric, metric)}")
     rows = []
     glue: dict[str, list[dict]] = {}
     for art in result.manifest["artifacts"]:
         if art["id"].startswith("glue/"):  # one row per app platform, not per source file
             glue.setdefault(art["id"].split("/")[1], []).append(art)
             continue
-        p, a = parity.get(art["id"]), accuracy.get(art["id"])
+        p = parity.get(art["id"])
         if art["id"] == "model":
             cell, status = "reference", "ok"
         else:
             cell, status = _parity_cell(p), (p.status if p else "ok")
-        pck, delta = _accuracy_cells(a)
-        if a is not None and a.status == "failed":
-            status = "failed"
-        rows.append([art["id"], art["path"], human_size(art["size"]), cell, pck, delta, status])
+        cells = []
+        for split in splits:
+            a = accuracy.get((art["id"], split))
+            cells.append(_accuracy_cell(a))
+            if a is not None and a.status == "failed":
+                status = "failed"
+        rows.append([art["id"], art["path"], human_size(art["size"]), cell, *cells, status])
     for platform, files in glue.items():
         size = human_size(sum(f["size"] for f in files))
-        rows.append([f"glue/{platform}", f"glue/{platform}/ ({len(files)} sources)", size, "-", "-", "-", "ok"])
-    lines = [table(["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"], rows)]
-    failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
+        rows.append([f"glue/{platform}", f"glue/{platform}/ ({len(files)} sources)", size, "-", *["-"] * len(splits), "ok"])
+    lines = [table(["artifact", "file", "size", "parity", *headers, "status"], rows)]
+    if splits:
+        lines.append(_splits_line(result, splits))
+    note = (result.manifest.get("provenance") or {}).get("note")
+    if note:
+        lines.append(f"note: {note}")
     accuracy_failures = [g for g in result.gates if g.status == "failed" and g.gate == "accuracy"]
     if accuracy_failures:
         lines.append("")
         lines.append("accuracy problems:")
         lines.append(
             table(
-                ["artifact", "PCKh@0.5", "reference", "drop", "limit"],
-                [[g.artifact, _fmt(g.metrics["metrics"]["pckh@0.5"]), _fmt(g.metrics["reference"]), _fmt(g.metrics["drop"]), _fmt(g.checks[0]["limit"])] for g in accuracy_failures],
+                ["artifact", "split", "metric", "value", "reference", "drop", "limit"],
+                [[g.artifact, g.split, LABELS.get(g.metrics.get("metric"), "-"), _fmt((g.metrics.get("metrics") or {}).get(g.metrics.get("metric"))),
+                  _fmt(g.metrics.get("reference")), _fmt(g.metrics.get("drop")), _fmt(g.checks[0]["limit"])] for g in accuracy_failures],
             )
         )
+    failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
     if failing:
         lines.append("")
         lines.append("parity problems:")
@@ -192,13 +211,33 @@ def app_line(update) -> str:
     return f"{where}: {', '.join(parts)} ({update.artifact_id} -> {update.model})"
 
 
-def _accuracy_cells(gate) -> tuple[str, str]:
-    if gate is None or not gate.metrics or "metrics" not in gate.metrics:
-        return ("unverified", "-") if gate is not None and gate.status == "unverified" else ("-", "-")
-    value = gate.metrics["metrics"]["pckh@0.5"]
-    drop = gate.metrics.get("drop")
-    pck = "-" if value is None else f"{value:.1f}%"
-    return pck, "-" if drop is None else f"{-drop:+.1f}"
+def _accuracy_cell(gate) -> str:
+    """The split's metric of one artifact, with its change against the canonical model."""
+    if gate is None or gate.status == "not run":
+        return "-"
+    if gate.status == "unverified":
+        return "unverified"
+    m = gate.metrics
+    if "runtime_error" in m:
+        return "does not run"
+    value = (m.get("metrics") or {}).get(m.get("metric"))
+    if value is None:
+        return "n/a"
+    drop = m.get("drop")
+    return f"{value:.1f}%" + ("" if drop is None else f" ({0.0 - drop:+.1f})")
+
+
+def _splits_line(result, splits: list[str]) -> str:
+    """What each accuracy column was measured on: kind and size of the split."""
+    parts = []
+    for split in splits:
+        gate = next((g for g in result.gates if g.gate == "accuracy" and g.artifact == "model" and g.split == split), None)
+        info = (gate.metrics.get("split") if gate else None) or {}
+        if info:
+            parts.append(f"{split} = {info['kind']}, {info['people']} people in {info['images']} images")
+        else:
+            parts.append(f"{split} = not measured")
+    return "accuracy on: " + "; ".join(parts) + " (change against the canonical model in brackets)"
 
 
 def _fmt(value) -> str:

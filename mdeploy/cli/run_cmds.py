@@ -57,53 +57,75 @@ def _pct(value) -> str:
 @app.command("eval")
 def eval_(
     target: Path = typer.Argument(..., help="A recipe (its build's artifacts) or one artifact.", show_default=False),
-    data: Path | None = typer.Option(None, "--data", help="COCO-keypoints json (default: the recipe's data.val)."),
+    data: Path | None = typer.Option(None, "--data", help="Keypoints json: COCO or MPII layout (default: the recipe's data.val splits)."),
     images: Path | None = typer.Option(None, "--images", help="Image folder of --data (default: images/ beside it)."),
+    kind: str = typer.Option("unknown", "--kind", help="What --data holds, for the tables: real, synthetic or unknown."),
     spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N samples."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """PCKh (standard and PEFM variant) and per-joint accuracy of models on a keypoints split."""
+    """Accuracy (PCKh where the data has head joints, PCK@0.2 torso otherwise) of models on keypoint splits."""
 
     def body() -> int:
-        results = _evaluate_target(target, data, images, spec, limit, set_, out)
+        from mdeploy.evaluate.evaluator import METRICS
+        from mdeploy.evaluate.metrics import LABELS
+
+        splits, provenance = _evaluate_target(target, data, images, kind, spec, limit, set_, out)
+        note = (provenance or {}).get("note")
         if json_output:
-            emit_json({"ok": True, "results": results})
+            first = splits[0]["results"] if splits else {}
+            emit_json({"ok": True, "splits": splits, "results": first, "provenance": provenance})
             return 0
-        typer.echo(
-            table(
-                ["artifact", "samples", "PCKh@0.5", "PCKh@0.5 (labelled)", "PEFM PCKh"],
-                [[a, str(r["samples"]), _pct(r["metrics"]["pckh@0.5"]), _pct(r["metrics"]["pckh@0.5_labelled"]), _pct(r["metrics"]["pefm_pckh"])] for a, r in results.items()],
+        if note:
+            stderr(f"note: {note}")
+        for i, split in enumerate(splits):
+            results = split["results"]
+            shown = [m for m in METRICS if any(r["metrics"].get(m) is not None for r in results.values())]
+            norms = "; ".join(f"{k} = {v}" for k, v in (next(iter(results.values()), {}).get("normalisers") or {}).items())
+            typer.echo(f"{'' if i == 0 else chr(10)}split {split['name']}: {split['kind']}, {split['people']} people in {split['images']} images"
+                       + (f" ({norms})" if norms else ""))
+            typer.echo(table(["artifact", "samples", *[LABELS[m] for m in shown]],
+                             [[a, str(r["samples"]), *[_pct(r["metrics"][m]) for m in shown]] for a, r in results.items()]))
+        if splits:
+            first = next(iter(splits[0]["results"].values()))
+            shown = [m for m in METRICS if first["metrics"].get(m) is not None and m != "pckh@0.5_labelled"]
+            typer.echo("")
+            typer.echo(f"per joint, {next(iter(splits[0]['results']))} on {splits[0]['name']}:")
+            typer.echo(
+                table(
+                    ["joint", *[LABELS[m] for m in shown], "visible", "labelled"],
+                    [[j, *[_pct(v.get(m)) for m in shown], str(v["visible"]), str(v["labelled"])] for j, v in first["per_joint"].items()],
+                )
             )
-        )
-        first = next(iter(results.values()))
-        typer.echo("")
-        typer.echo(
-            table(
-                ["joint", "PCKh@0.5", "PEFM PCKh", "visible", "labelled"],
-                [[j, _pct(v["pckh@0.5"]), _pct(v["pefm_pckh"]), str(v["visible"]), str(v["labelled"])] for j, v in first["per_joint"].items()],
-            )
-        )
         return 0
 
     guarded(body, json_output=json_output)
 
 
-def _evaluate_target(target, data, images, spec, limit, overrides, out) -> dict:
+def _evaluate_target(target, data, images, kind, spec, limit, overrides, out) -> tuple[list[dict], dict | None]:
+    """Per split: its name, kind, size and {artifact: result}; and the model's provenance."""
     from mdeploy.errors import InputError
 
+    if kind not in ("real", "synthetic", "unknown"):
+        raise InputError(f"--kind expects real, synthetic or unknown, got {kind!r}")
     if target.suffix in RECIPE_SUFFIXES:
         from mdeploy.build import build as run_build
         from mdeploy.recipe import load_recipe
 
         recipe = load_recipe(target, overrides)
         if data is None:
-            if recipe.data is None or recipe.data.val is None:
+            if not recipe.val_splits():
                 raise InputError("the recipe has no data.val split; pass --data", where=recipe.where("data"))
             result = run_build(recipe, out_root=out, only=["accuracy"], progress=stderr)
-            return {g.artifact: g.metrics for g in result.gates if g.gate == "accuracy" and g.metrics}
+            splits = []
+            for name, section, _ in recipe.val_splits():
+                gates = [g for g in result.gates if g.gate == "accuracy" and g.split == name and g.metrics.get("metrics")]
+                info = next((g.metrics["split"] for g in gates if "split" in g.metrics), {"people": 0, "images": 0})
+                splits.append({"name": name, "kind": section.kind_of, "people": info["people"], "images": info["images"],
+                               "results": {g.artifact: g.metrics for g in gates}})
+            return splits, result.manifest.get("provenance")
         build_dir = Path(out) / recipe.name
         if not (build_dir / "manifest.json").is_file():
             raise InputError(f"{build_dir} holds no build", hint=f"run `mdeploy build {target}` first")
@@ -114,7 +136,7 @@ def _evaluate_target(target, data, images, spec, limit, overrides, out) -> dict:
         artifacts = {target.name: target}
     if data is None:
         raise InputError("--data is required to score an artifact")
-    return _score(artifacts, data, images or Path(data).parent / "images", spec, limit)
+    return _score(artifacts, data, images or Path(data).parent / "images", kind, spec, limit)
 
 
 def _build_artifacts(build_dir: Path) -> dict[str, Path]:
@@ -125,20 +147,26 @@ def _build_artifacts(build_dir: Path) -> dict[str, Path]:
     return {a["id"]: build_dir / a["path"] for a in manifest["artifacts"] if a["format"] in runnable}
 
 
-def _score(artifacts: dict[str, Path], data: Path, images: Path, spec_path: Path | None, limit: int | None) -> dict:
-    from mdeploy.data.coco import load_coco
+def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec_path: Path | None, limit: int | None):
+    from mdeploy.data import load_keypoints
     from mdeploy.evaluate.evaluator import evaluate
     from mdeploy.predict import artifact_format, find_spec
     from mdeploy.runners import open_runner
+    from mdeploy.spec import provenance
 
-    results = {}
+    results, ds, prov = {}, None, None
     for name, path in artifacts.items():
         spec = find_spec(path, spec_path)
-        ds = load_coco(data, images, spec.keypoints)
+        prov = prov or provenance(spec.source)
+        ds = load_keypoints(data, images, spec.keypoints)
+        if name == next(iter(artifacts)):
+            for note in ds.notes:
+                stderr(f"{Path(data).name}: {note}")
         runner = open_runner(artifact_format(path), path)
         stderr(f"scoring {name} on {min(len(ds), limit or len(ds))} samples ...")
         results[name] = evaluate(runner, spec, ds, limit=limit).to_json()
-    return results
+    split = {"name": Path(data).stem, "kind": kind, "people": ds.people if ds else 0, "images": ds.images if ds else 0, "results": results}
+    return [split], prov
 
 
 @app.command()
@@ -160,13 +188,18 @@ def predict(
 
         if not source.is_file():
             raise InputError(f"input not found: {source}")
+        from mdeploy.spec import provenance
+
         predictor = open_predictor(artifact, spec)
         kps = predictor.spec.keypoints
+        note = provenance(predictor.spec.source)["note"]
+        if note and not json_output:
+            stderr(f"note: {note}")
         if is_video(source):
             target = out or Path(f"{source.stem}_pose.mp4")
             frames = predict_video(predictor, source, target, window)
             if json_output:
-                emit_json({"ok": True, "frames": frames, "out": str(target)})
+                emit_json({"ok": True, "frames": frames, "out": str(target), "note": note})
             else:
                 typer.echo(f"wrote {target} ({frames} frames)")
             return 0
@@ -184,7 +217,7 @@ def predict(
         atomic_write_bytes(target, buf.getvalue())
         rows = [{"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)} for n, p in zip(kps.names, points)]
         if json_output:
-            emit_json({"ok": True, "out": str(target), "keypoints": rows})
+            emit_json({"ok": True, "out": str(target), "keypoints": rows, "note": note})
         else:
             typer.echo(table(["joint", "x", "y", "confidence"], [[r["joint"], f"{r['x']:.1f}", f"{r['y']:.1f}", f"{r['confidence']:.3f}"] for r in rows]))
             typer.echo(f"\nwrote {target}")

@@ -86,7 +86,8 @@ def context(spec: ModelSpec, *, name: str, description: str, package: str | None
         "keypoints": list(spec.keypoints.names),
         "keypoint_set": spec.keypoints.name,
         "skeleton": [list(e) for e in spec.keypoints.skeleton],
-        "decode": {"kernel": kernel, "subpixel": spec.decode.subpixel, "threshold": spec.decode.threshold},
+        "decode": {"kernel": kernel, "subpixel": spec.decode.subpixel, "threshold": spec.decode.threshold,
+                   "preset": spec.decode.preset},
         "smoothing_window": smoothing_window,
         "mace": mace,
     }

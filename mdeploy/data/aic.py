@@ -2,7 +2,10 @@
 
 The AI Challenger json is a list of images, each with `image_id`, `keypoint_annotations`
 (per person: 14 x [x, y, v], v = 1 visible, 2 occluded, 3 not labelled) and
-`human_annotations` (per person: [x1, y1, x2, y2]). Its joint order is the aic14 order.
+`human_annotations` (per person: [x1, y1, x2, y2]). Its joint order is AI Challenger's own
+(`AIC_FILE_ORDER`: shoulders first, head top and neck last), not the channel order of
+PoseEstimationForMobile's models (`aic14`): the converted file keeps the file's order and
+names every joint, so readers map it by name.
 COCO visibility is 2 visible, 1 occluded, 0 not labelled; unlabelled joints and joints
 at coordinates <= 0 are written as (0, 0, 0). People with no labelled joint are dropped,
 and images left with no usable person are skipped and counted.
@@ -19,6 +22,12 @@ from mdeploy.fsutil import atomic_write_text
 from mdeploy.keypoints import get_keypoint_set
 
 _VIS = {1: 2, 2: 1, 3: 0}
+
+# AI Challenger's keypoint order, as its annotation files list the joints.
+AIC_FILE_ORDER = (
+    "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "head_top", "neck",
+)
 
 
 @dataclass
@@ -102,7 +111,8 @@ def convert_aic(source: Path, images: Path | None, out: Path) -> ConvertReport:
         "images": coco_images,
         "annotations": coco_anns,
         "categories": [
-            {"id": 1, "name": "person", "keypoints": list(kps_set.names), "skeleton": [[a + 1, b + 1] for a, b in kps_set.skeleton]}
+            {"id": 1, "name": "person", "keypoints": list(AIC_FILE_ORDER),
+             "skeleton": [[AIC_FILE_ORDER.index(kps_set.names[a]) + 1, AIC_FILE_ORDER.index(kps_set.names[b]) + 1] for a, b in kps_set.skeleton]}
         ],
     }
     atomic_write_text(Path(out), json.dumps(data) + "\n")

@@ -68,6 +68,58 @@ def decode(heatmaps: np.ndarray, stride: int, sigma: float = 0.0, subpixel: bool
     return np.stack([(fx + 0.5) * stride, (fy + 0.5) * stride, conf], axis=2).astype(np.float32)
 
 
+# OpenCV's GaussianBlur with a 5x5 kernel and sigma 0 (its fixed small-kernel table).
+BINOMIAL5 = np.array([0.0625, 0.25, 0.375, 0.25, 0.0625], np.float32)
+PEFM_MIN_PEAK = 0.01
+
+
+def decode_pefm_android(heatmaps: np.ndarray, stride: int) -> np.ndarray:
+    """[N, H, W, K] -> [N, K, 3] by the PoseEstimationForMobile Android demo's rules.
+
+    Each channel is blurred with OpenCV's 5x5 Gaussian (sigma 0: taps 1 4 6 4 1 / 16, borders
+    reflected without repeating the edge), a joint is the highest cell that is strictly above
+    its four neighbours (outside the map counts as -1) and at least 0.01, and cell (x, y) is
+    the input point (x * stride, y * stride): the cell's corner, not its centre. When any joint
+    has no such cell the demo draws nothing that frame: every point comes back (0, 0, 0).
+    The score is the blurred value at the cell.
+    """
+    hm = np.asarray(heatmaps, np.float32)
+    if hm.ndim == 3:
+        hm = hm[None]
+    n, h, w, k = hm.shape
+    work = hm
+    r = len(BINOMIAL5) // 2
+    for axis in (1, 2):
+        pad = [(0, 0)] * 4
+        pad[axis] = (r, r)
+        padded = np.pad(work, pad, mode="reflect")
+        size = work.shape[axis]
+        acc = np.zeros_like(work)
+        for i, tap in enumerate(BINOMIAL5):
+            acc += tap * np.take(padded, np.arange(i, i + size), axis=axis)
+        work = acc
+    around = np.pad(work, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
+    peak = (
+        (work > around[:, :-2, 1:-1]) & (work > around[:, 2:, 1:-1])
+        & (work > around[:, 1:-1, :-2]) & (work > around[:, 1:-1, 2:]) & (work >= PEFM_MIN_PEAK)
+    )
+    candidates = np.where(peak, work, -np.inf).transpose(0, 3, 1, 2).reshape(n, k, h * w)
+    idx = candidates.argmax(axis=2)
+    best = np.take_along_axis(candidates, idx[..., None], axis=2)[..., 0]
+    ys, xs = idx // w, idx % w
+    out = np.stack([xs * stride, ys * stride, best], axis=2).astype(np.float32)
+    missing = ~np.isfinite(best).all(axis=1)
+    out[missing] = 0.0
+    return out
+
+
+def decode_spec(heatmaps: np.ndarray, stride: int, settings) -> np.ndarray:
+    """Decode by a spec's `DecodeSettings`: mdeploy's rules, or a named preset."""
+    if getattr(settings, "preset", "mdeploy") == "pefm_android":
+        return decode_pefm_android(heatmaps, stride)
+    return decode(heatmaps, stride, settings.smooth_sigma, settings.subpixel)
+
+
 def to_source(points: np.ndarray, affine: Affine) -> np.ndarray:
     """[K, 3] input-pixel keypoints -> original-image pixels (confidence kept)."""
     x, y = affine.to_source(points[:, 0], points[:, 1])

@@ -1,35 +1,52 @@
-"""Run any model (through a runner) over a COCO-keypoints split and score it.
+"""Run any model (through a runner) over a keypoints split and score it.
 
 Images go through `Preprocessing.apply` (the same path as parity and prediction), the
 heatmaps through `decode`, and keypoints back to the original image through the inverse
-of the preprocessing, where they are compared with the annotations.
+of the preprocessing, where they are compared with the annotations. The annotations are
+already in the model's keypoint order (the dataset readers map them by name); joints the
+data lacks are unlabelled there and not scored.
+
+Which metrics a split gets depends on what its people carry: PCKh where the data has head
+joints (or head boxes), PCK@0.2 (torso) where it has shoulders and hips. The split's
+`primary` metric is the first of those it has; gates and tables lead with it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from mdeploy.data.coco import Dataset
-from mdeploy.evaluate.decode import decode, to_source
-from mdeploy.evaluate.metrics import PEFM_SMOOTH_SIGMA, head_sizes, pckh
+from mdeploy.data.coco import HEAD_TOP_NECK, Dataset
+from mdeploy.evaluate import pefm
+from mdeploy.evaluate.decode import decode_spec, to_source
+from mdeploy.evaluate.metrics import PCK, TORSO, joint_distance, pck
 from mdeploy.spec import ModelSpec
 from mdeploy.verify.samples import load_rgb
 
-METRICS = ("pckh@0.5", "pckh@0.5_labelled", "pefm_pckh")
+METRICS = ("pckh@0.5", "pckh@0.5_labelled", "pefm_pckh", "pck@0.2_torso")
+PRIMARY_ORDER = ("pckh@0.5", "pck@0.2_torso")
 
 
 @dataclass
 class EvalResult:
-    metrics: dict[str, float]
-    per_joint: dict[str, dict[str, float]]
+    metrics: dict[str, float | None]
+    per_joint: dict[str, dict[str, float | None]]
     samples: int
-    scored: int  # samples with a head size
+    scored: int  # samples with the primary metric's normaliser
+    primary: str | None = None
+    normalisers: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"metrics": self.metrics, "per_joint": self.per_joint, "samples": self.samples, "scored": self.scored}
+        return {
+            "metrics": self.metrics,
+            "primary": self.primary,
+            "normalisers": self.normalisers,
+            "per_joint": self.per_joint,
+            "samples": self.samples,
+            "scored": self.scored,
+        }
 
 
 def prepare(spec: ModelSpec, ds: Dataset, indices) -> tuple[np.ndarray, list]:
@@ -42,6 +59,34 @@ def prepare(spec: ModelSpec, ds: Dataset, indices) -> tuple[np.ndarray, list]:
     return np.stack(inputs), affines
 
 
+def predict_split(
+    runner: Callable[[np.ndarray], np.ndarray],
+    spec: ModelSpec,
+    ds: Dataset,
+    *,
+    batch_size: int = 16,
+    limit: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints in source-image pixels per sample: (the spec's decode [N, K, 3], PEFM's decode [N, K, 2])."""
+    n = min(len(ds), limit) if limit else len(ds)
+    k = len(spec.keypoints)
+    std = np.zeros((n, k, 3), np.float32)
+    lenient = np.zeros((n, k, 2), np.float64)
+    stride = spec.output_stride
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(n, start + batch_size)))
+        batch, affines = prepare(spec, ds, idx)
+        hm = np.asarray(runner(batch), np.float32)
+        a = decode_spec(hm, stride, spec.decode)
+        lenient[idx] = pefm.decode(hm, affines, spec.preprocessing.size)
+        for j, i in enumerate(idx):
+            std[i] = to_source(a[j], affines[j])
+        if progress:
+            progress(idx[-1] + 1, n)
+    return std, lenient
+
+
 def evaluate(
     runner: Callable[[np.ndarray], np.ndarray],
     spec: ModelSpec,
@@ -51,43 +96,40 @@ def evaluate(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    n = min(len(ds), limit) if limit else len(ds)
-    k = len(spec.keypoints)
-    std = np.zeros((n, k, 3), np.float32)
-    lenient = np.zeros((n, k, 3), np.float32)
+    std, lenient = predict_split(runner, spec, ds, batch_size=batch_size, limit=limit, progress=progress)
+    return score(std, lenient, ds, spec)
+
+
+def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec) -> EvalResult:
+    n = len(std)
     truth = np.stack([ds.samples[i].keypoints for i in range(n)]).astype(np.float32)
-    stride = spec.output_stride
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(n, start + batch_size)))
-        batch, affines = prepare(spec, ds, idx)
-        hm = np.asarray(runner(batch), np.float32)
-        a = decode(hm, stride, spec.decode.smooth_sigma, spec.decode.subpixel)
-        b = decode(hm, stride, PEFM_SMOOTH_SIGMA, subpixel=False)
-        for j, i in enumerate(idx):
-            std[i] = to_source(a[j], affines[j])
-            lenient[i] = to_source(b[j], affines[j])
-        if progress:
-            progress(idx[-1] + 1, n)
-    return score(std, lenient, truth, spec)
-
-
-def score(std: np.ndarray, lenient: np.ndarray, truth: np.ndarray, spec: ModelSpec) -> EvalResult:
-    head = spec.keypoints.head
-    if head is None:
-        raise ValueError(f"keypoint set {spec.keypoints.name} has no head joints: PCKh is not defined for it")
-    results = {
-        "pckh@0.5": pckh(std, truth, head, 0.5, min_visibility=2),
-        "pckh@0.5_labelled": pckh(std, truth, head, 0.5, min_visibility=1),
-        "pefm_pckh": pckh(lenient, truth, head, 1.0, min_visibility=1),
-    }
+    results, normalisers, scored = {}, {}, {}
+    if ds.head_rule is not None:
+        head = np.array([np.nan if s.head_size is None else s.head_size for s in ds.samples[:n]], np.float64)
+        results["pckh@0.5"] = pck(std, truth, head, 0.5, min_visibility=2)
+        results["pckh@0.5_labelled"] = pck(std, truth, head, 0.5, min_visibility=1)
+        normalisers["head"] = ds.head_rule
+        scored["pckh@0.5"] = int(np.isfinite(head).sum())
+    if ds.head_rule == HEAD_TOP_NECK and spec.keypoints.head and ds.mapping is not None and not ds.mapping.missing:
+        # PoseEstimationForMobile's rules: every joint of every person counts (see evaluate/pefm.py).
+        hits = pefm.correct(lenient, truth, spec.keypoints.head)
+        results["pefm_pckh"] = PCK(hits.sum(axis=0), np.full(hits.shape[1], hits.shape[0]))
+    torso_joints = [spec.keypoints.index(j) for j in TORSO]
+    if None not in torso_joints:
+        torso = joint_distance(truth, *torso_joints)
+        if np.isfinite(torso).any():
+            results["pck@0.2_torso"] = pck(std, truth, torso, 0.2, min_visibility=2)
+            normalisers["torso"] = "|left shoulder - right hip| (LSP convention)"
+            scored["pck@0.2_torso"] = int(np.isfinite(torso).sum())
+    primary = next((m for m in PRIMARY_ORDER if m in results), None)
     per_joint = {}
     for j, name in enumerate(spec.keypoints.names):
         row = {m: _round(r.per_joint()[j]) for m, r in results.items()}
-        row["visible"] = int(results["pckh@0.5"].total[j])
-        row["labelled"] = int(results["pckh@0.5_labelled"].total[j])
+        row["visible"] = int((truth[:, j, 2] >= 2).sum())
+        row["labelled"] = int((truth[:, j, 2] >= 1).sum())
         per_joint[name] = row
-    scored = int(np.isfinite(head_sizes(truth, head)).sum())
-    return EvalResult({m: _round(r.value) for m, r in results.items()}, per_joint, len(truth), scored)
+    metrics = {m: (_round(results[m].value) if m in results else None) for m in METRICS}
+    return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers)
 
 
 def _round(v: float) -> float | None:

@@ -1,14 +1,18 @@
-"""PCKh: the fraction of joints predicted within a fraction of the head size of the truth.
+"""PCK metrics: the fraction of joints predicted within a fraction of a person's size.
 
+Every metric names its normaliser, because numbers under different normalisers are not
+comparable:
 - `pckh@0.5` (mdeploy's standard): visible joints (COCO v = 2), threshold 0.5 x head
-  size, head size = |head top - neck| (MPII defines head size from a head box; AI
-  Challenger-style data has none, this is the substitute).
+  size. The head size comes from the data's own joints: |head top - neck| (AI Challenger
+  convention), |head top - upper neck| (MPII joints without a head box), or 0.6 x the head
+  box diagonal (MPII's standard, where a file has head boxes); `Dataset.head_rule` names it.
 - `pckh@0.5_labelled`: the same over every labelled joint (v > 0, occluded ones too).
-- `pefm_pckh`: the lenient variant behind PoseEstimationForMobile's published numbers:
-  threshold 1.0 x |head top - neck|, every labelled joint, heatmaps smoothed (sigma 5)
-  before the argmax. Named as such, never reported as PCKh.
+- `pefm_pckh`: the lenient variant behind PoseEstimationForMobile's published numbers
+  (`mdeploy.evaluate.pefm`). Named as such, never reported as PCKh.
+- `pck@0.2_torso`: threshold 0.2 x |left shoulder - right hip| (the LSP torso convention),
+  for data without head joints (COCO-17 people), visible joints.
 
-Samples whose head top or neck is unlabelled have no head size and are not scored.
+A sample without the joints its normaliser needs is not scored by that metric.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PEFM_SMOOTH_SIGMA = 5.0
+TORSO = ("left_shoulder", "right_hip")
+
+DESCRIPTIONS = {
+    "pckh@0.5": "PCKh@0.5: visible joints within 0.5 x head size",
+    "pckh@0.5_labelled": "PCKh@0.5 over every labelled joint (occluded ones too)",
+    "pefm_pckh": "PoseEstimationForMobile's own evaluation (1.0 x |head top - neck|, every joint, its decode)",
+    "pck@0.2_torso": "PCK@0.2 (torso): visible joints within 0.2 x |left shoulder - right hip|",
+}
+LABELS = {"pckh@0.5": "PCKh@0.5", "pckh@0.5_labelled": "PCKh@0.5 (labelled)", "pefm_pckh": "PEFM PCKh", "pck@0.2_torso": "PCK@0.2 torso"}
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,27 @@ class PCK:
             return np.where(self.total > 0, 100.0 * self.correct / np.maximum(self.total, 1), np.nan)
 
 
-def head_sizes(truth: np.ndarray, head: tuple[int, int]) -> np.ndarray:
-    """[N] |head top - neck|, NaN where either is unlabelled."""
-    a, b = head
+def joint_distance(truth: np.ndarray, a: int, b: int) -> np.ndarray:
+    """[N] |joint a - joint b|, NaN where either is unlabelled (or they coincide)."""
     ok = (truth[:, a, 2] > 0) & (truth[:, b, 2] > 0)
     size = np.linalg.norm(truth[:, a, :2] - truth[:, b, :2], axis=1)
     return np.where(ok & (size > 0), size, np.nan)
 
 
-def pckh(pred: np.ndarray, truth: np.ndarray, head: tuple[int, int], alpha: float, min_visibility: int) -> PCK:
-    """pred [N, K, >=2], truth [N, K, 3] in the same pixels; joints with v >= min_visibility count."""
-    size = head_sizes(truth, head)
-    scored = (truth[:, :, 2] >= min_visibility) & np.isfinite(size)[:, None]
+def head_sizes(truth: np.ndarray, head: tuple[int, int]) -> np.ndarray:
+    """[N] |head top - neck| from joints of the truth array, NaN where either is unlabelled."""
+    return joint_distance(truth, *head)
+
+
+def pck(pred: np.ndarray, truth: np.ndarray, sizes: np.ndarray, alpha: float, min_visibility: int) -> PCK:
+    """pred [N, K, >=2], truth [N, K, 3] in the same pixels, sizes [N] (NaN: not scored)."""
+    sizes = np.asarray(sizes, np.float64)
+    scored = (truth[:, :, 2] >= min_visibility) & np.isfinite(sizes)[:, None]
     dist = np.linalg.norm(pred[:, :, :2] - truth[:, :, :2], axis=2)
-    within = dist <= alpha * np.nan_to_num(size, nan=0.0)[:, None]
+    within = dist <= alpha * np.nan_to_num(sizes, nan=0.0)[:, None]
     return PCK((within & scored).sum(axis=0), scored.sum(axis=0))
+
+
+def pckh(pred: np.ndarray, truth: np.ndarray, head: tuple[int, int], alpha: float, min_visibility: int) -> PCK:
+    """PCKh with the head size measured between two joints of `truth`."""
+    return pck(pred, truth, head_sizes(truth, head), alpha, min_visibility)

@@ -55,6 +55,9 @@ EXPORTERS: Registry[Callable[[Any, Path], list[ExportTarget]]] = Registry("expor
 
 def export_targets(recipe, build_dir: Path) -> list[ExportTarget]:
     """Every artifact the recipe's `export` section asks for, in a stable order."""
+    from mdeploy.importers.tflite import check_exports
+
+    check_exports(recipe)  # a .tflite import builds only tflite/fp32
     targets: list[ExportTarget] = []
     for fmt in ("tflite", "onnx", "coreml", "mace"):
         if getattr(recipe.export, fmt) is not None and fmt in EXPORTERS:

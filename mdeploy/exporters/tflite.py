@@ -37,7 +37,23 @@ _DESCRIBE = {
 
 
 def targets(recipe, build_dir) -> list[ExportTarget]:
+    from mdeploy.importers.tflite import is_tflite_import, package
+
     section = recipe.export.tflite
+    if is_tflite_import(recipe):  # check_exports allowed fp32 only: the imported file, packaged
+        return [
+            ExportTarget(
+                artifact_id="tflite/fp32",
+                format="tflite",
+                variant="fp32",
+                filename=f"tflite/{recipe.name}_fp32.tflite",
+                settings={"variant": "fp32", "packaged": "import"},
+                tools=("ai-edge-litert", "flatbuffers"),
+                tolerance=TOLERANCES["fp32"],
+                run=package,
+                describe="package the imported .tflite with a serving signature",
+            )
+        ]
     out = []
     for variant in section.variants:
         settings: dict = {"variant": variant}

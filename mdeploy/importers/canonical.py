@@ -119,7 +119,7 @@ def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source:
         preprocessing=preprocessing_from_recipe(recipe.model.input, size),
         keypoints=kps,
         output_stride=height // oh,
-        decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold),
+        decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold, decode.preset),
         source=source,
     )
 

@@ -13,30 +13,9 @@ from mdeploy.registry import unknown_name_message
 
 def load(section, path: Path, where: Callable[..., str | None]) -> LoadedModel:
     import tensorflow as tf
-    from google.protobuf.message import DecodeError
 
-    if not path.is_file():
-        raise ModelError(f"expected a frozen GraphDef file, got a folder: {path}", where=where("model", "import", "path"))
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(path.read_bytes())
-    except DecodeError as err:
-        raise ModelError(
-            f"{path.name} is not a TensorFlow GraphDef ({err})",
-            where=where("model", "import", "path"),
-            hint="a frozen graph is the .pb written by freeze_graph / convert_variables_to_constants",
-        ) from err
-    if not graph_def.node:
-        raise ModelError(f"{path.name} holds an empty graph", where=where("model", "import", "path"))
-
+    graph_def = read_graph_def(path, where("model", "import", "path"))
     nodes = {n.name: n for n in graph_def.node}
-    variables = sorted(n.name for n in graph_def.node if n.op in ("VariableV2", "Variable", "VarHandleOp"))
-    if variables:
-        raise ModelError(
-            f"{path.name} is not frozen: it still has {len(variables)} variable(s), e.g. {variables[0]}",
-            where=where("model", "import", "path"),
-            hint="freeze it first (variables converted to constants)",
-        )
     in_name = _tensor(section.inputs[0], nodes, "input", where("model", "import", "inputs", 0), placeholders=True)
     out_name = _tensor(section.outputs[0], nodes, "output", where("model", "import", "outputs", 0))
 
@@ -57,6 +36,35 @@ def load(section, path: Path, where: Callable[..., str | None]) -> LoadedModel:
         keep=wrapped,
         source={"format": "frozen_pb", "input": in_name, "output": out_name, "nodes": len(graph_def.node)},
     )
+
+
+def read_graph_def(path: Path, where: str | None):
+    """The GraphDef in `path`, checked to be a non-empty frozen graph."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise ModelError(f"expected a frozen GraphDef file, got a folder: {path}", where=where)
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except DecodeError as err:
+        raise ModelError(
+            f"{path.name} is not a TensorFlow GraphDef ({err})",
+            where=where,
+            hint="a frozen graph is the .pb written by freeze_graph / convert_variables_to_constants",
+        ) from err
+    if not graph_def.node:
+        raise ModelError(f"{path.name} holds an empty graph", where=where)
+
+    variables = sorted(n.name for n in graph_def.node if n.op in ("VariableV2", "Variable", "VarHandleOp"))
+    if variables:
+        raise ModelError(
+            f"{path.name} is not frozen: it still has {len(variables)} variable(s), e.g. {variables[0]}",
+            where=where,
+            hint="freeze it first (variables converted to constants)",
+        )
+    return graph_def
 
 
 def _tensor(name: str, nodes: dict, kind: str, where: str | None, placeholders: bool = False) -> str:

@@ -168,6 +168,11 @@ class DecodeSection(Section):
     smooth_sigma: NonNegativeFloat = Field(0.0, description="Gaussian blur sigma (heatmap cells) before argmax; 0 = off")
     subpixel: bool = Field(True, description="refine the argmax by a quarter cell toward the higher neighbour")
     threshold: Fraction = Field(0.2, description="confidence under which a keypoint is not drawn")
+    preset: Literal["mdeploy", "pefm_android"] = Field(
+        "mdeploy",
+        description="mdeploy: smooth_sigma, argmax, subpixel, cell centres; pefm_android: the PoseEstimationForMobile "
+        "Android demo's rules (5x5 blur, local maximum >= 0.01, cell corners; smooth_sigma and subpixel unused)",
+    )
 
 
 class _ImportSource(Section):
@@ -176,6 +181,9 @@ class _ImportSource(Section):
     sha256: Sha256 | None = Field(None, description="checksum the file must have (required with url)")
     inputs: list[str] | None = Field(None, description="input tensor names (one)")
     outputs: list[str] | None = Field(None, description="output tensor names (one: the final heatmaps)")
+    trained_on: str | None = Field(
+        None, description="what the model was trained on, as its authors state it (recorded in the spec and shown in reports)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -231,7 +239,37 @@ class OnnxImport(_ImportSource):
     format: Literal["onnx"]
 
 
-ImportSection = Annotated[Union[KerasImport, SavedModelImport, FrozenPbImport, OnnxImport], Field(discriminator="format")]
+class TfliteImport(_ImportSource):
+    """A .tflite model: verified, packaged (as export tflite/fp32), glued and benchmarked, never re-converted.
+    `inputs`/`outputs` name its tensors; needed only when it has several."""
+
+    format: Literal["tflite"]
+
+
+ImportSection = Annotated[
+    Union[KerasImport, SavedModelImport, FrozenPbImport, OnnxImport, TfliteImport], Field(discriminator="format")
+]
+
+
+class InitSection(Section):
+    """Start `model.arch` from released weights (a TF1 frozen graph of the same architecture)."""
+
+    format: Literal["frozen_pb"] = Field("frozen_pb", description="what the release is: a TF1 frozen graph")
+    path: RecipePath | None = Field(None, description="local frozen graph (.pb)")
+    url: str | None = Field(None, description="http(s) address; needs sha256, downloaded once into the cache")
+    sha256: Sha256 | None = Field(None, description="checksum the file must have (required with url)")
+    output: str | None = Field(None, description="the graph node of the final heatmaps (default: the graph's one output)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.url is None):
+            raise PydanticCustomError("import_source", "give exactly one of 'path' or 'url'")
+        if self.url is not None:
+            if not re.match(r"^(https?|file)://", self.url):
+                raise PydanticCustomError("url", "expected an address starting with http://, https:// or file://", {"at": "url"})
+            if self.sha256 is None:
+                raise PydanticCustomError("url_sha", "weights from a url need 'sha256' to verify the download", {"at": "url"})
+        return self
 
 
 class ModelSection(Section):
@@ -241,11 +279,14 @@ class ModelSection(Section):
     input: InputSection
     keypoints: KeypointSetName = Field("aic14", description="keypoint set of the output channels")
     decode: DecodeSection = Field(default_factory=DecodeSection)
+    init: InitSection | None = Field(None, description="start model.arch from released weights instead of random ones")
 
     @model_validator(mode="after")
     def _arch_or_import(self):
         if (self.arch is None) == (self.import_ is None):
             raise PydanticCustomError("arch_or_import", "give exactly one of 'arch' (train a model) or 'import'")
+        if self.init is not None and self.arch is None:
+            raise PydanticCustomError("init_import", "'init' starts a model.arch from released weights; an import has its own", {"at": "init"})
         if self.import_ is not None and self.params:
             raise PydanticCustomError("params_import", "'params' applies to 'arch' models, not to imports", {"at": "params"})
         if self.arch is not None and self.input.size is None:
@@ -279,24 +320,94 @@ class SyntheticData(Section):
 
 
 class CocoData(Section):
-    annotations: RecipePath = Field(description="COCO-keypoints json")
+    annotations: RecipePath = Field(description="COCO-keypoints json (keypoints mapped by name from categories[].keypoints)")
     images: RecipePath = Field(description="folder holding the images the json names")
+
+
+class MpiiData(Section):
+    annotations: RecipePath = Field(description="MPII json (HRNet/mmpose layout: image, joints, joints_vis, center, scale)")
+    images: RecipePath = Field(description="folder holding the images the json names")
+
+
+SPLIT_SOURCES = ("synthetic", "coco", "mpii")
 
 
 class DataSplit(Section):
     synthetic: SyntheticData | None = None
     coco: CocoData | None = None
+    mpii: MpiiData | None = None
+    name: Slug | None = Field(None, description="the split's name in tables and gates (default: train / val)")
+    kind: Literal["synthetic", "real", "unknown"] | None = Field(
+        None, description="what the images are: synthetic figures, real photos, or unknown (default: synthetic for generated data, else unknown)"
+    )
+    crop: Literal["auto", "image", "person"] = Field(
+        "auto", description="feed whole images or crops around each person (auto: whole images when each holds one person)"
+    )
+    optional: bool = Field(
+        False, description="validation splits: skip this split, with a notice, where its annotations file is absent"
+    )
+
+    @property
+    def absent(self) -> bool:
+        """An optional split whose files are not on this machine."""
+        if not self.optional or self.synthetic is not None:
+            return False
+        return not Path(getattr(self, self.source).annotations).is_file()
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.synthetic is None) == (self.coco is None):
-            raise PydanticCustomError("data_source", "give exactly one of 'synthetic' or 'coco'")
+        given = [k for k in SPLIT_SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError("data_source", "give exactly one of 'synthetic', 'coco' or 'mpii'")
+        if self.synthetic is not None and self.kind not in (None, "synthetic"):
+            raise PydanticCustomError("split_kind", "generated figures are synthetic, not {kind}", {"kind": self.kind, "at": "kind"})
         return self
+
+    @property
+    def source(self) -> str:
+        return next(k for k in SPLIT_SOURCES if getattr(self, k) is not None)
+
+    @property
+    def kind_of(self) -> str:
+        return "synthetic" if self.synthetic is not None else (self.kind or "unknown")
 
 
 class DataSection(Section):
     train: DataSplit | None = None
-    val: DataSplit | None = None
+    val: DataSplit | list[DataSplit] | None = Field(
+        None, description="one validation split, or several (each scored and gated on its own; give each a name)"
+    )
+
+    @model_validator(mode="after")
+    def _val_names(self):
+        if isinstance(self.val, list):
+            if not self.val:
+                raise PydanticCustomError("val_empty", "data.val lists no split", {"at": "val"})
+            if len(self.val) > 1:
+                unnamed = [i for i, v in enumerate(self.val) if v.name is None]
+                if unnamed:
+                    raise PydanticCustomError(
+                        "val_name", "several validation splits need a name each (split {i} has none)", {"i": unnamed[0], "at": "val"}
+                    )
+            names = [v.name or "val" for v in self.val]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise PydanticCustomError("val_dupes", "validation split name used twice: {d}", {"d": ", ".join(dupes), "at": "val"})
+        splits = self.val if isinstance(self.val, list) else [self.val] if self.val else []
+        if any(v.name == "train" for v in splits):
+            raise PydanticCustomError("val_train", "a validation split cannot be named 'train'", {"at": "val"})
+        return self
+
+    def val_splits(self, *, absent: bool = False) -> list[tuple[str, DataSplit, tuple]]:
+        """(name, split, key path in the recipe) of every validation split, in recipe order;
+        optional splits whose files are missing here only with `absent`."""
+        if self.val is None:
+            return []
+        if isinstance(self.val, list):
+            splits = [(v.name or "val", v, ("data", "val", i)) for i, v in enumerate(self.val)]
+        else:
+            splits = [(self.val.name or "val", self.val, ("data", "val"))]
+        return [s for s in splits if absent or not s[1].absent]
 
 
 class OptimizerSection(Section):
@@ -320,6 +431,9 @@ class TrainSection(Section):
     checkpoint_every: PositiveInt = Field(500, description="steps between checkpoints")
     early_stop: EarlyStopSection | None = None
     max_steps: PositiveInt | None = Field(None, description="stop after this many steps (smoke runs); default: all epochs")
+    freeze_batchnorm: bool = Field(
+        False, description="keep batch norm statistics and offsets as they are (fine-tuning released weights on little data)"
+    )
     foreground_weight: Annotated[float, Field(ge=1)] = Field(
         1.0,
         description="L2 weight of heatmap pixels: 1 + (w - 1) x target; 1 is the plain L2 of the reference; "
@@ -453,9 +567,18 @@ class ParitySamples(Section):
     seed: int = 0
 
 
+class SplitGate(Section):
+    max_drop: NonNegativeFloat = Field(description="largest allowed drop (percentage points) on this split")
+
+
 class AccuracyGate(Section):
-    metric: Literal["pckh@0.5"] = "pckh@0.5"
-    max_drop: NonNegativeFloat = Field(1.0, description="largest allowed drop (percentage points) against fp32")
+    """Every artifact's accuracy on every validation split against the canonical model's."""
+
+    metric: Literal["auto", "pckh@0.5", "pck@0.2_torso", "pefm_pckh"] = Field(
+        "auto", description="metric the gate compares; auto: each split's primary metric (PCKh where the data has head joints, else PCK@0.2 torso)"
+    )
+    max_drop: NonNegativeFloat = Field(1.0, description="largest allowed drop (percentage points) against the canonical model")
+    splits: dict[Slug, SplitGate] = Field(default_factory=dict, description="per validation split, e.g. {real: {max_drop: 2.0}}")
 
 
 def _yaml_off(value: Any) -> Any:
@@ -470,6 +593,9 @@ class VerifySection(Section):
     accuracy: AccuracyGate | None = None
     gpu_ops: Annotated[Literal["fail", "warn", "off"], BeforeValidator(_yaml_off)] = Field(
         "warn", description="TFLite ops the GPU delegate would leave to the CPU: fail the build, warn, or ignore"
+    )
+    find_people: Annotated[Literal["fail", "warn", "off"], BeforeValidator(_yaml_off)] = Field(
+        "fail", description="the canonical model must find a person on the photos of people (catches a wrong preprocessing)"
     )
 
     @model_validator(mode="after")
@@ -573,7 +699,7 @@ class Recipe(Section):
     def _training_needs_data(self):
         if self.model.arch is not None and (self.data is None or self.data.train is None):
             raise PydanticCustomError(
-                "train_data", "training model.arch needs a data.train split (synthetic or coco)", {"at": "data"}
+                "train_data", "training model.arch needs a data.train split (synthetic, coco or mpii)", {"at": "data"}
             )
         std = self.model.input.std
         if self.export.coreml is not None and len(set(std)) > 1:
@@ -591,7 +717,20 @@ class Recipe(Section):
                     "the int8 variant calibrates on data.{split} (export.tflite.calibration.split), which the recipe lacks",
                     {"split": split, "at": "export"},
                 )
+        gate = self.verify.accuracy
+        if gate is not None and gate.splits:
+            known = [name for name, _, _ in self.val_splits(absent=True)]
+            for name in gate.splits:
+                if name not in known:
+                    raise PydanticCustomError(
+                        "unknown_name", unknown_name_message("validation split", name, known or ["(none: the recipe has no data.val)"]),
+                        {"at": "verify"},
+                    )
         return self
+
+    def val_splits(self, *, absent: bool = False) -> list[tuple[str, DataSplit, tuple]]:
+        """(name, split, key path) of every validation split (none without data.val)."""
+        return self.data.val_splits(absent=absent) if self.data is not None else []
 
     # Where the recipe came from; set by the loader.
     _path: Path | None = PrivateAttr(None)
@@ -626,7 +765,7 @@ class Recipe(Section):
         """A section as JSON data with paths relative to the recipe folder (for hashing)."""
         node: Any = self
         for key in keypath:
-            node = getattr(node, "import_" if key == "import" else key)
+            node = node[key] if isinstance(key, int) else getattr(node, "import_" if key == "import" else key)
         if isinstance(node, BaseModel):
             return node.model_dump(mode="json", by_alias=True, context={"root": self.root})
         return node

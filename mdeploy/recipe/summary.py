@@ -42,13 +42,16 @@ def summarize(recipe: Recipe) -> list[tuple[str, str]]:
     )
     gates = [f"accuracy max drop {recipe.verify.accuracy.max_drop:g}"] if recipe.verify.accuracy else []
     gates.append(f"gpu ops {recipe.verify.gpu_ops}")
+    gates.append(f"find people {recipe.verify.find_people}")
     rows.append(("verify", f"parity {recipe.verify.parity} on {', '.join(sample_desc)}; {', '.join(gates)}"))
     if recipe.data:
-        for split in ("train", "val"):
-            d = getattr(recipe.data, split)
-            if d is not None:
-                desc = f"synthetic {d.synthetic.count} (seed {d.synthetic.seed})" if d.synthetic else f"coco {display_path(d.coco.annotations)}"
-                rows.append((f"data.{split}", desc))
+        splits = [("train", recipe.data.train, ("data", "train"))] if recipe.data.train is not None else []
+        for name, d, _ in splits + recipe.val_splits():
+            if d.synthetic:
+                desc = f"synthetic {d.synthetic.count} (seed {d.synthetic.seed})"
+            else:
+                desc = f"{d.kind_of} {d.source} {display_path(getattr(d, d.source).annotations)}"
+            rows.append(("data.train" if name == "train" else "data.val" if name == "val" else f"data.val {name}", desc))
     if m.arch is not None:
         t = recipe.train
         rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}, {t.distribute}"))

@@ -20,9 +20,28 @@ def _gate_map(manifest: dict, gate: str) -> dict[str, dict]:
     return {g["artifact"]: g for g in (manifest.get("gates", {}).get(gate) or {}).get("results", [])}
 
 
+def _accuracy_map(manifest: dict) -> dict[str, dict[str, dict]]:
+    """artifact -> split -> accuracy gate result (every validation split of the build)."""
+    out: dict[str, dict[str, dict]] = {}
+    for g in (manifest.get("gates", {}).get("accuracy") or {}).get("results", []):
+        out.setdefault(g["artifact"], {})[g.get("split") or "val"] = g
+    return out
+
+
+def _accuracy_entry(gate: dict) -> dict:
+    m = gate.get("metrics") or {}
+    values = m.get("metrics") or {}
+    metric = m.get("metric") or m.get("primary")
+    return {"status": gate["status"], "metric": metric, "value": values.get(metric) if metric else None,
+            "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"), "drop": m.get("drop"),
+            "per_joint": m.get("per_joint"), "reason": m.get("unverified") or m.get("runtime_error")}
+
+
 def artifact_rows(manifest: dict) -> list[dict]:
     """One row per model artifact: format, variant, size, parity, accuracy, GPU fallback, status."""
-    parity, accuracy, ops = _gate_map(manifest, "parity"), _gate_map(manifest, "accuracy"), _gate_map(manifest, "ops")
+    parity, accuracy, ops = _gate_map(manifest, "parity"), _accuracy_map(manifest), _gate_map(manifest, "ops")
+    rank = {"real": 0, "unknown": 1, "synthetic": 2}  # plots read real people first, where a build has them
+    splits = [v["name"] for v in sorted(manifest.get("validation") or [], key=lambda v: rank.get(v.get("kind"), 1))]
     rows = []
     for art in manifest.get("artifacts", []):
         if art["id"].startswith(("glue/", "spec", "train/", "model/")) or art["id"].endswith("/yml"):
@@ -32,7 +51,8 @@ def artifact_rows(manifest: dict) -> list[dict]:
             "size": art["size"], "sha256": art["sha256"], "reproducible": art.get("reproducible", True),
             "nondeterministic": art.get("nondeterministic"),
             "parity": None,
-            "accuracy": None,
+            "accuracy": None,  # on the first real validation split, else the first one (the plots read it)
+            "accuracy_by_split": {},
             "gpu_fallback": None,
         }
         p = parity.get(art["id"])
@@ -41,20 +61,19 @@ def artifact_rows(manifest: dict) -> list[dict]:
         elif p is not None:
             m = p.get("metrics") or {}
             row["parity"] = {"status": p["status"], "max_abs": m.get("max_abs"), "agreement": m.get("agreement"),
-                             "reason": m.get("unverified")}
-        a = accuracy.get(art["id"])
-        if a is not None:
-            m = a.get("metrics") or {}
-            values = m.get("metrics") or {}
-            row["accuracy"] = {"status": a["status"], "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"),
-                               "drop": m.get("drop"), "per_joint": m.get("per_joint"), "reason": m.get("unverified")}
+                             "reason": m.get("unverified") or m.get("runtime_error")}
+        by_split = {split: _accuracy_entry(g) for split, g in accuracy.get(art["id"], {}).items()}
+        row["accuracy_by_split"] = by_split
+        first = next((by_split[s] for s in splits if s in by_split), next(iter(by_split.values()), None))
+        row["accuracy"] = first
         o = ops.get(art["id"])
         details = art.get("details") or {}
         if "gpu_fallback" in details:
             row["gpu_fallback"] = sorted({f["op"] for f in details["gpu_fallback"]})
         if o is not None:
             row["ops_status"] = o["status"]
-        statuses = [s for s in ((row["parity"] or {}).get("status"), (row["accuracy"] or {}).get("status"), row.get("ops_status")) if s]
+        statuses = [(row["parity"] or {}).get("status"), row.get("ops_status")] + [a["status"] for a in by_split.values()]
+        statuses = [s for s in statuses if s]
         row["status"] = "failed" if "failed" in statuses else "warned" if "warned" in statuses else \
             "unverified" if "unverified" in statuses else "ok"
         rows.append(row)
@@ -89,7 +108,8 @@ def collect(build_dir: Path, summary: list | None = None) -> dict:
     gates = []
     for name, section in manifest.get("gates", {}).items():
         for g in (section or {}).get("results", []):
-            gates.append({"gate": name, "artifact": g["artifact"], "status": g["status"], "checks": g.get("checks", [])})
+            gates.append({"gate": name, "artifact": g["artifact"], "status": g["status"], "checks": g.get("checks", []),
+                          "split": g.get("split")})
     doc = {
         "schema": SCHEMA,
         "name": manifest["name"],
@@ -98,6 +118,8 @@ def collect(build_dir: Path, summary: list | None = None) -> dict:
         "report_by": __version__,
         "tools": manifest.get("tools", {}),
         "training": manifest.get("training"),
+        "provenance": manifest.get("provenance"),
+        "validation": manifest.get("validation") or [],
         "artifacts": rows,
         "gates": gates,
         "bench": bench_section(build_dir, manifest),
@@ -107,5 +129,5 @@ def collect(build_dir: Path, summary: list | None = None) -> dict:
         "compare": None,
     }
     doc["ok"] = not any(g["status"] == "failed" for g in gates)
-    doc["inputs"] = sha256_json({k: doc[k] for k in ("artifacts", "gates", "bench", "recipe", "tools")})
+    doc["inputs"] = sha256_json({k: doc[k] for k in ("artifacts", "gates", "bench", "recipe", "tools", "provenance", "validation")})
     return doc

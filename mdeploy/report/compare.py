@@ -17,8 +17,8 @@ def compare(new: dict, old: dict, other: str) -> dict:
         before = old_artifacts.get(a["id"])
         if before is None:
             continue
-        pckh_new = (a.get("accuracy") or {}).get("pckh")
-        pckh_old = (before.get("accuracy") or {}).get("pckh")
+        pckh_new = (a.get("accuracy") or {}).get("value")
+        pckh_old = (before.get("accuracy") or {}).get("value")
         artifacts.append({
             "id": a["id"],
             "size_delta": a["size"] - before["size"],

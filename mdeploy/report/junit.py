@@ -1,4 +1,5 @@
-"""JUnit XML of every gate, for CI test tabs: one suite per gate kind, one case per artifact.
+"""JUnit XML of every gate, for CI test tabs: one suite per gate kind, one case per artifact
+(and per validation split, for accuracy).
 
 failed -> <failure>; warned and unverified -> <skipped> with the reason (CI tabs show them
 without failing the run); passed and measured -> a plain case with its numbers as properties.
@@ -19,7 +20,7 @@ def junit_xml(report: dict) -> str:
         suite = ET.SubElement(root, "testsuite", name=f"{report['name']}.{kind}")
         s_fail = s_skip = 0
         for gate in gates:
-            case = ET.SubElement(suite, "testcase", classname=f"{report['name']}.{kind}", name=gate["artifact"])
+            case = ET.SubElement(suite, "testcase", classname=f"{report['name']}.{kind}", name=gate["artifact"] + (f" on {gate['split']}" if gate.get("split") else ""))
             detail = "; ".join(f"{c['check']}: {c.get('detail') or c.get('value')} (limit {c.get('limit')})" for c in gate.get("checks", []))
             if gate["status"] == "failed":
                 s_fail += 1

@@ -109,11 +109,15 @@ def build_manifest(recipe, plan, outcome, gates) -> dict:
             "parity": {"policy": recipe.verify.parity, "results": by_gate.get("parity", [])},
             "accuracy": {
                 "max_drop": recipe.verify.accuracy.max_drop if recipe.verify.accuracy else None,
+                "splits": {k: v.max_drop for k, v in recipe.verify.accuracy.splits.items()} if recipe.verify.accuracy else {},
                 "results": by_gate.get("accuracy", []),
             },
             "ops": {"policy": recipe.verify.gpu_ops, "results": by_gate.get("ops", [])},
+            "people": {"policy": recipe.verify.find_people, "results": by_gate.get("people", [])},
         },
         "training": _training(outcome),
+        "provenance": _provenance(outcome),
+        "validation": _validation(recipe, gates),
         "not_built": [p.to_json() for p in plan.pending],
     }
 
@@ -128,6 +132,27 @@ def manifest_matches(old: dict, new: dict) -> bool:
         return [(s["name"], s.get("key")) for s in m.get("stages", [])]
 
     return files(old) == files(new) and keys(old) == keys(new)
+
+
+def _provenance(outcome) -> dict | None:
+    """What the model was trained on (from spec.json), so reports can say what a number means."""
+    from mdeploy.spec import ModelSpec, provenance
+
+    record = outcome.records.get("model")
+    if record is None or not (record.out / "model" / "spec.json").is_file():
+        return None
+    return provenance(ModelSpec.load(record.out / "model" / "spec.json").source)
+
+
+def _validation(recipe, gates) -> list[dict]:
+    """Every validation split: name, kind, size, the metric its gate reads, normalisers."""
+    out = []
+    for name, section, _ in recipe.val_splits():
+        ref = next((g for g in gates if g.gate == "accuracy" and g.artifact == "model" and g.split == name), None)
+        metrics = ref.metrics if ref is not None else {}
+        info = metrics.get("split") or {"name": name, "kind": section.kind_of, "source": section.source}
+        out.append(info | {"metric": metrics.get("metric"), "normalisers": metrics.get("normalisers", {})})
+    return out
 
 
 def _training(outcome) -> dict | None:

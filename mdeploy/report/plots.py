@@ -60,18 +60,19 @@ def tradeoff(report: dict, path: Path) -> Path | None:
     Each artifact keeps its colour in both panels (one legend); in the latency panel the
     marker shape is the device and the label the thread count.
     """
-    scored = [a for a in report["artifacts"] if (a.get("accuracy") or {}).get("pckh") is not None]
+    scored = [a for a in report["artifacts"] if (a.get("accuracy") or {}).get("value") is not None]
     if not scored:
         return None
+    label = _metric_label(report)
     colour = {a["id"]: PALETTE[i % len(PALETTE)] for i, a in enumerate(scored)}
-    pckh = {a["id"]: a["accuracy"]["pckh"] for a in scored}
+    pckh = {a["id"]: a["accuracy"]["value"] for a in scored}
     bench_points = [(device, r) for device, data in report["bench"].items() for r in data["results"] if r["artifact"] in pckh]
     plt, fig = _figure(10 if bench_points else 5.5, 4)
     ax = fig.add_subplot(1, 2 if bench_points else 1, 1)
     for a in scored:
         ax.scatter(a["size"] / 1e6, pckh[a["id"]], color=colour[a["id"]], s=45, label=a["id"], alpha=0.85)
     ax.set_xlabel("size, MB")
-    ax.set_ylabel("PCKh@0.5, %")
+    ax.set_ylabel(label)
     ax.set_title("Accuracy vs size")
     _accuracy_limits(ax, list(pckh.values()))
     ax.legend(fontsize=8, loc="best")
@@ -86,10 +87,21 @@ def tradeoff(report: dict, path: Path) -> Path | None:
             ax2.scatter([], [], color="grey", marker=MARKERS[i % len(MARKERS)], label=device)
         ax2.legend(fontsize=8, title="device", title_fontsize=8, loc="best")
         ax2.set_xlabel("median latency, ms")
-        ax2.set_ylabel("PCKh@0.5, %")
+        ax2.set_ylabel(label)
         ax2.set_title("Accuracy vs latency")
         _accuracy_limits(ax2, list(pckh.values()))
     return _save(plt, fig, path)
+
+
+def _metric_label(report: dict) -> str:
+    """The y axis of accuracy plots: the first validation split's metric, and which split it is."""
+    from mdeploy.evaluate.metrics import LABELS
+
+    rank = {"real": 0, "unknown": 1, "synthetic": 2}
+    first = min(report.get("validation") or [{}], key=lambda v: rank.get(v.get("kind"), 1))
+    metric = first.get("metric") or "pckh@0.5"
+    where = f" on {first['name']} ({first.get('kind', 'unknown')})" if first.get("name") else ""
+    return f"{LABELS.get(metric, metric)}{where}, %"
 
 
 def _accuracy_limits(ax, values: list[float]) -> None:
@@ -106,24 +118,25 @@ def per_joint(report: dict, path: Path) -> Path | None:
     if not series:
         return None
     joints = list(series[0][1])
+    metric = next((a["accuracy"].get("metric") for a in report["artifacts"] if (a.get("accuracy") or {}).get("metric")), "pckh@0.5")
     plt, fig = _figure(max(7, 0.6 * len(joints)), 3.8)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(series)
     for s, (name, table) in enumerate(series):
-        values = [_joint_value(table.get(j)) for j in joints]
+        values = [_joint_value(table.get(j), metric) for j in joints]
         ax.bar([i + s * width - 0.4 + width / 2 for i in range(len(joints))], values, width=width, label=name,
                color=PALETTE[s % len(PALETTE)])
     ax.set_xticks(range(len(joints)), [j.replace("_", " ") for j in joints], rotation=40, ha="right")
-    ax.set_ylabel("PCKh@0.5, %")
+    ax.set_ylabel(_metric_label(report))
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy per joint")
     ax.legend(fontsize=7, ncol=min(4, len(series)))
     return _save(plt, fig, path)
 
 
-def _joint_value(entry) -> float:
+def _joint_value(entry, metric: str = "pckh@0.5") -> float:
     if isinstance(entry, dict):
-        value = entry.get("pckh@0.5", entry.get("pckh"))
+        value = entry.get(metric, entry.get("pckh"))
     else:
         value = entry
     return float(value) if value is not None else 0.0

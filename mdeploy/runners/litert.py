@@ -1,4 +1,9 @@
-"""Run a .tflite artifact with LiteRT (ai_edge_litert) through its serving signature."""
+"""Run a .tflite artifact with LiteRT (ai_edge_litert).
+
+mdeploy's own artifacts are run through their serving signature (`image` -> `heatmaps`).
+An imported .tflite may have no signature (or one with other names): it is run through its
+plain input and output tensors, picked by tensor name, or the only one there is.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,28 @@ from mdeploy.importers.canonical import INPUT_NAME, OUTPUT_NAME
 
 
 class LiteRTRunner:
-    def __init__(self, path: Path, num_threads: int | None = None):
+    def __init__(self, path: Path, num_threads: int | None = None, input_name: str | None = None, output_name: str | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
         self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
         signatures = self._interp.get_signature_list()
-        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
-        self._runner = self._interp.get_signature_runner(key)
-        self._in = self._runner.get_input_details()[INPUT_NAME]
-        self._out = self._runner.get_output_details()[OUTPUT_NAME]
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
+        canonical = key is not None and INPUT_NAME in signatures[key]["inputs"] and OUTPUT_NAME in signatures[key]["outputs"]
+        if canonical and input_name is None and output_name is None:
+            runner = self._interp.get_signature_runner(key)
+            self._in = runner.get_input_details()[INPUT_NAME]
+            self._out = runner.get_output_details()[OUTPUT_NAME]
+            self._run = lambda x: runner(**{INPUT_NAME: x})[OUTPUT_NAME]
+        else:
+            self._in = _pick(self._interp.get_input_details(), input_name, "input", path)
+            self._out = _pick(self._interp.get_output_details(), output_name, "output", path)
+            self._interp.allocate_tensors()
+            self._run = self._run_plain
+
+    def _run_plain(self, x: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out["index"])
 
     @property
     def input_dtype(self) -> np.dtype:
@@ -39,5 +57,19 @@ class LiteRTRunner:
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        outs = [self._dequantize(self._runner(**{INPUT_NAME: self._quantize(x[None])})[OUTPUT_NAME]) for x in batch]
+        outs = [self._dequantize(self._run(self._quantize(x[None]))) for x in batch]
         return np.concatenate(outs, axis=0)
+
+
+def _pick(details: list[dict], name: str | None, kind: str, path: Path) -> dict:
+    from mdeploy.errors import ModelError
+    from mdeploy.registry import unknown_name_message
+
+    if name is not None:
+        for d in details:
+            if d["name"] == name:
+                return d
+        raise ModelError(unknown_name_message(f"{kind} tensor of {Path(path).name}", name, [d["name"] for d in details]))
+    if len(details) != 1:
+        raise ModelError(f"{Path(path).name} has {len(details)} {kind}s ({', '.join(d['name'] for d in details)}); name one")
+    return details[0]

@@ -26,6 +26,7 @@ import numpy as np
 from mdeploy.data.coco import Dataset
 from mdeploy.data.pipeline import Augment, build_dataset
 from mdeploy.errors import InputError
+from mdeploy.evaluate.metrics import LABELS
 from mdeploy.keypoints import KeypointSet
 from mdeploy.spec import ModelSpec, Preprocessing
 
@@ -47,6 +48,9 @@ class TrainSettings:
     min_delta: float = 0.0
     max_steps: int | None = None  # stop early after this many steps (smoke runs)
     foreground_weight: float = 1.0  # L2 weight 1 + (w - 1) * target: heatmap pixels count w times
+    init_from: Path | None = None  # a release's frozen graph whose weights start the model
+    freeze_batchnorm: bool = False  # batch norm layers keep their statistics (fine-tuning)
+    init_output: str | None = None
 
 
 @dataclass
@@ -107,6 +111,15 @@ def train(
     keras.utils.set_random_seed(settings.seed)
     with worker.strategy.scope():
         model = create_model(settings.arch, settings.params, pre.size, len(keypoints))
+        if settings.init_from is not None:  # a resumed run's checkpoint (restored below) overrides these
+            from mdeploy.models.release_weights import load_release_weights
+
+            report = load_release_weights(model, settings.init_from, output=settings.init_output)
+            log(f"started from {Path(settings.init_from).name}: {report['tensors']} tensors into {report['layers']} layers")
+        if settings.freeze_batchnorm:  # Keras runs a non-trainable BatchNormalization in inference mode
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
         schedule = keras.optimizers.schedules.ExponentialDecay(
             settings.lr, settings.decay_steps, settings.decay, staircase=True
         )
@@ -192,11 +205,13 @@ def train(
             if val_ds is not None and worker.is_chief:
                 score = validate(model, pre, keypoints, stride, val_ds)
                 record.update(score)
-                log(f"epoch {epoch}: val PCKh@0.5 {score['val_pckh@0.5']:.1f}%  PEFM PCKh {score['val_pefm_pckh']:.1f}%")
+                primary = score.pop("primary")
+                log(f"epoch {epoch}: " + "  ".join(f"val {LABELS[k[4:]]} {v:.1f}%" for k, v in score.items() if v is not None and k != "val_pckh@0.5_labelled"))
                 with writer.as_default():
                     for key, value in score.items():
-                        tf.summary.scalar(key, value, step=step)
-                metric = score["val_pckh@0.5"]
+                        if value is not None:
+                            tf.summary.scalar(key, value, step=step)
+                metric = score.get(f"val_{primary}") or 0.0
                 if settings.patience:
                     if metric > best + settings.min_delta:
                         best, bad_epochs = metric, 0
@@ -252,7 +267,7 @@ def validate(model, pre: Preprocessing, keypoints: KeypointSet, stride: int, val
         return np.asarray(out[-1] if isinstance(out, (list, tuple)) else out)
 
     result = evaluate(run, spec, val_ds, batch_size=32, limit=limit)
-    return {f"val_{k}": v for k, v in result.metrics.items()}
+    return {f"val_{k}": v for k, v in result.metrics.items()} | {"primary": result.primary}
 
 
 def _duration(seconds: float) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mdeploy.spec import ModelSpec
+from mdeploy.verify.people import MIN_RATIO, artifact_found
 
 MAX_LISTED = 12
 
@@ -78,6 +79,7 @@ def measure(reference: np.ndarray, candidate: np.ndarray, sample_names: list[str
                     "artifact_peak": float(cand_peaks[i, k]),
                 }
             )
+    result.update(artifact_found(reference, candidate, sample_names, threshold))
     result.update(
         {
             "max_abs": _num(np.max(np.where(np.isnan(diff), np.inf, diff))),
@@ -152,10 +154,11 @@ def evaluate(metrics: dict, max_abs: float, min_agreement: float) -> list[Check]
         checks.append(
             Check(
                 "agreement",
-                True,
+                False,
                 None,
                 min_agreement,
-                f"no keypoint reached the decode threshold {metrics['threshold']:g} on any sample: not measured",
+                f"no keypoint reached the decode threshold {metrics['threshold']:g} on any sample: "
+                "nothing to compare (a model that finds no one cannot pass parity)",
             )
         )
     else:
@@ -166,6 +169,19 @@ def evaluate(metrics: dict, max_abs: float, min_agreement: float) -> list[Check]
                 agreement,
                 min_agreement,
                 f"{metrics['disagreement_count']} of {metrics['drawn']} drawn keypoints moved" if metrics["disagreement_count"] else "",
+            )
+        )
+    if "artifact_found" in metrics:  # measurements cached before this check existed have no counts
+        ref, cand = metrics["reference_found"], metrics["artifact_found"]
+        ok = cand >= MIN_RATIO * ref and (cand > 0 or ref == 0)  # the canonical model's own check covers ref == 0
+        checks.append(
+            Check(
+                "finds people",
+                ok,
+                cand,
+                f">= {MIN_RATIO:g} x {ref}",
+                f"{cand} confident keypoints on {metrics['photos']} photo(s), the canonical model {ref}"
+                + ("" if ok else "; the artifact finds far fewer people than the model it was made from"),
             )
         )
     return checks

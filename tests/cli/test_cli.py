@@ -65,7 +65,7 @@ def test_validate_ok_prints_a_summary(tmp_path, cli, monkeypatch):
         "  input      192x192 BGR [0, 255], resize stretch\n"
         "  keypoints  aic14\n"
         "  export     tflite (fp32, fp16)\n"
-        "  verify     parity fail on 4 random, package photos; gpu ops warn\n"
+        "  verify     parity fail on 4 random, package photos; gpu ops warn, find people fail\n"
         "validated but not built by this version of mdeploy:\n"
         "  demo.yaml:7:1: train: not used: the model is imported, nothing is trained\n"
     )
@@ -80,7 +80,7 @@ def test_validate_reports_every_problem_with_positions(tmp_path, cli, monkeypatc
     assert result.stderr.splitlines() == [
         "error: bad.yaml:4:39: model.input.channels: expected one of rgb, bgr; got 'bgrr' (did you mean 'bgr'?)",
         "error: bad.yaml:7:9: train.epochz: unknown key 'epochz' (did you mean 'epochs'?); expected one of: "
-        "epochs, batch_size, optimizer, distribute, seed, checkpoint_every, early_stop, max_steps, foreground_weight",
+        "epochs, batch_size, optimizer, distribute, seed, checkpoint_every, early_stop, max_steps, freeze_batchnorm, foreground_weight",
         "2 problems found",
         "hint: `mdeploy schema` prints every key a recipe accepts",
     ]
@@ -148,28 +148,29 @@ def test_init_refuses_bad_names_and_missing_tensor_names(tmp_path, cli, tiny_mod
     bad = cli("init", "bad name", "--import", tiny_models["keras"], "--dest", tmp_path)
     assert bad.exit_code == 2 and "expected a slug" in bad.stderr
     assert not (tmp_path / "bad name.yaml").exists()
-    pb = cli("init", "pb", "--import", tiny_models["frozen_pb"], "--dest", tmp_path)
-    assert pb.exit_code == 2 and "needs --input and --output" in pb.stderr
+    pb = cli("init", "pb", "--import", tiny_models["frozen_pb"], "--output", "Identit", "--dest", tmp_path)
+    assert pb.exit_code == 2 and "did you mean 'Identity'" in pb.stderr
+    assert not (tmp_path / "pb.yaml").exists()
 
 
 def test_build_prints_stage_lines_and_a_table(tmp_path, tiny_models):
     path = tiny_recipe(tmp_path, tiny_models)
     proc = run_cli("build", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines()[:2] == ["[1/3] model: import keras tiny.keras ...", "[1/3] model: input [1, 32, 32, 3] -> heatmaps [1, 16, 16, 14] (stride 2)"]
+    assert proc.stderr.splitlines()[:2] == ["[1/4] model: import keras tiny.keras ...", "[1/4] model: input [1, 32, 32, 3] -> heatmaps [1, 16, 16, 14] (stride 2)"]
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr  # no framework noise
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["artifact", "file", "size", "parity", "PCKh@0.5", "delta", "status"]
+    assert lines[0].split() == ["artifact", "file", "size", "parity", "status"]
     assert lines[-2:] == ["build written: build/tiny", "report: build/tiny/report/report.html"]
     report = tmp_path / "build/tiny/report/report.html"
     written = report.stat().st_mtime_ns
     again = run_cli("build", str(path), cwd=tmp_path)
-    assert again.stderr.splitlines() == ["[1/3] model: cached", "[2/3] tflite/fp32: cached", "[3/3] parity/tflite/fp32: cached"]
+    assert again.stderr.splitlines() == ["[1/4] model: cached", "[2/4] people/model: cached", "[3/4] tflite/fp32: cached", "[4/4] parity/tflite/fp32: cached"]
     assert again.stdout.splitlines()[-2:] == ["build up to date: build/tiny", "report: build/tiny/report/report.html"]
     assert report.stat().st_mtime_ns == written  # a cached build rewrites nothing, the report included
 
     # On a CI runner (CI=true) the same command prints the JSON summary; --no-ci restores the table.
     on_ci = run_cli("build", str(path), cwd=tmp_path, env={"CI": "true"})
-    assert json.loads(on_ci.stdout)["ok"] is True and on_ci.stderr.splitlines()[0] == "[1/3] model: cached"
+    assert json.loads(on_ci.stdout)["ok"] is True and on_ci.stderr.splitlines()[0] == "[1/4] model: cached"
     forced = run_cli("build", str(path), "--no-ci", cwd=tmp_path, env={"CI": "true"})
     assert forced.stdout.splitlines()[-2] == "build up to date: build/tiny"

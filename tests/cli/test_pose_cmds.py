@@ -90,10 +90,14 @@ def test_eval_an_artifact_and_a_recipe(tmp_path, cli, tiny_build):
     result = cli("eval", build_dir / "model" / "saved_model", "--data", tmp_path / "val" / "annotations.json", "--json")
     assert result.exit_code == 0, result.stderr
     (scores,) = json.loads(result.stdout)["results"].values()
-    assert scores["samples"] == 6 and set(scores["metrics"]) == {"pckh@0.5", "pckh@0.5_labelled", "pefm_pckh"}
+    assert scores["samples"] == 6 and set(scores["metrics"]) == {"pckh@0.5", "pckh@0.5_labelled", "pefm_pckh", "pck@0.2_torso"}
     assert set(scores["per_joint"]) >= {"head_top", "left_ankle"}
-    whole = cli("eval", build_dir, "--data", tmp_path / "val" / "annotations.json", "--json")
-    assert set(json.loads(whole.stdout)["results"]) == {"model", "tflite/fp32"}
+    whole = cli("eval", build_dir, "--data", tmp_path / "val" / "annotations.json", "--kind", "synthetic", "--json")
+    data = json.loads(whole.stdout)
+    assert set(data["results"]) == {"model", "tflite/fp32"}
+    assert data["splits"][0]["kind"] == "synthetic" and data["splits"][0]["people"] == 6
+    assert data["provenance"]["note"] == "trained on synthetic figures only: do not expect it to find real people"
+    assert data["provenance"]["splits"][0]["kind"] == "synthetic" and data["provenance"]["splits"][0]["people"] == 32
     missing = cli("eval", build_dir / "model" / "saved_model")
     assert missing.exit_code == 2 and "--data is required" in missing.stderr
 
@@ -115,6 +119,9 @@ def test_predict_an_image_and_a_video(tmp_path, cli, tiny_build):
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert [k["joint"] for k in data["keypoints"]][:2] == ["head_top", "neck"]
+    assert data["note"] == "trained on synthetic figures only: do not expect it to find real people"
+    plain = cli("predict", tflite, tmp_path / "person.png", "--out", tmp_path / "pose2.png")
+    assert "note: trained on synthetic figures only: do not expect it to find real people" in plain.stderr
     assert np.asarray(Image.open(tmp_path / "pose.png")).shape == frame.shape
 
     video = tmp_path / "clip.mp4"

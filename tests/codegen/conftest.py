@@ -67,6 +67,10 @@ VARIANTS = {
         "resize": "crop", "stride": 2, "sigma": 0.6, "subpixel": True,
         "io": {"input": ("uint8", 1 / 255, 0), "output": ("int8", 0.00392156862745098, -128)},
     },
+    "pefm": {  # the PoseEstimationForMobile Android demo's decode rules (preset pefm_android)
+        "size": (40, 40), "channels": "bgr", "range": (0.0, 255.0), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+        "resize": "stretch", "stride": 2, "sigma": 0.0, "subpixel": False, "io": None, "preset": "pefm_android",
+    },
 }
 
 
@@ -84,7 +88,7 @@ def variant_spec(name: str):
         preprocessing=Preprocessing((h, w), v["channels"], v["range"], v["mean"], v["std"], v["resize"]),
         keypoints=kps,
         output_stride=v["stride"],
-        decode=DecodeSettings(v["sigma"], v["subpixel"], 0.2),
+        decode=DecodeSettings(v["sigma"], v["subpixel"], 0.2, v.get("preset", "mdeploy")),
     )
 
 

@@ -94,7 +94,7 @@ def _argb(rgb: np.ndarray) -> list[int]:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_kotlin_preprocessing_and_decoding_match_python(jvm_build, tmp_path, variant):
-    from mdeploy.evaluate.decode import decode, to_source
+    from mdeploy.evaluate.decode import decode_spec, to_source
 
     spec = variant_spec(variant)
     pre = spec.preprocessing
@@ -142,7 +142,7 @@ def test_kotlin_preprocessing_and_decoding_match_python(jvm_build, tmp_path, var
 
     for i, (hm, src_w, src_h) in enumerate(expected_maps):
         kotlin = np.array([line.split() for line in (tmp_path / f"out_heatmap_{i}.txt").read_text().splitlines()], np.float32)
-        points = decode(hm, spec.output_stride, spec.decode.smooth_sigma, spec.decode.subpixel)[0]
+        points = decode_spec(hm, spec.output_stride, spec.decode)[0]
         python = to_source(points, pre.geometry(src_w, src_h))
         np.testing.assert_allclose(kotlin, python, atol=1e-4, rtol=0, err_msg=f"heatmap {i}")
 

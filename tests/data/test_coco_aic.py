@@ -107,3 +107,23 @@ def test_ai_challenger_conversion(tmp_path):
     assert ann["bbox"] == [50, 60, 200, 400]
     ds = load_coco(tmp_path / "coco.json", images, AIC)
     assert len(ds) == 1
+
+
+def test_ai_challenger_conversion_keeps_the_file_order_and_names_it(tmp_path):
+    """AI Challenger lists the shoulders first and the head top 13th; the converted file says so and
+    the reader puts every joint in its model channel (head top first) by name."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.new("RGB", (640, 480)).save(images / "img1.jpg")
+    values = []
+    for i in range(14):
+        values += [100 + 10 * i, 200 + 10 * i, 1]
+    (tmp_path / "aic.json").write_text(json.dumps([{"image_id": "img1", "keypoint_annotations": {"human1": values}}]))
+    convert_aic(tmp_path / "aic.json", images, tmp_path / "coco.json")
+    names = json.loads((tmp_path / "coco.json").read_text())["categories"][0]["keypoints"]
+    assert names[0] == "right_shoulder" and names[12:] == ["head_top", "neck"]
+    ds = load_coco(tmp_path / "coco.json", images, AIC)
+    kps = ds.samples[0].keypoints
+    assert kps[AIC.names.index("head_top")].tolist() == [220, 320, 2]  # the file's 13th joint
+    assert kps[AIC.names.index("right_shoulder")].tolist() == [100, 200, 2]
+    assert ds.head_rule.startswith("|head top - neck|")

@@ -95,3 +95,28 @@ def test_visibility_head_size_and_lenient_variant():
     assert standard.total.sum() == 13 and standard.value == 100.0
     assert labelled.total.sum() == 14 and labelled.correct.sum() == 13
     assert lenient.correct.sum() == 14  # 15 px is within 1.0 x 20
+
+
+def test_pefm_android_preset_follows_the_demo_rules():
+    """OpenCV's 5x5 blur (mirror borders), strict 4-neighbour local maximum >= 0.01, cell corners;
+    one joint without a peak blanks the frame. Checked against scipy's mirror-mode convolution."""
+    from scipy.ndimage import convolve1d
+
+    from mdeploy.evaluate.decode import decode_pefm_android
+
+    rng = np.random.default_rng(3)
+    hm = (rng.random((1, 12, 10, 3)) * 0.5).astype(np.float32)
+    hm[0, 7, 2, 0] = 3.0
+    got = decode_pefm_android(hm, stride=4)[0]
+    taps = np.array([1, 4, 6, 4, 1], np.float32) / 16
+    blurred = convolve1d(convolve1d(hm[0], taps, axis=0, mode="mirror"), taps, axis=1, mode="mirror")
+    for k in range(3):
+        b = np.pad(blurred[..., k], 1, constant_values=-1)
+        core = b[1:-1, 1:-1]
+        peak = (core > b[:-2, 1:-1]) & (core > b[2:, 1:-1]) & (core > b[1:-1, :-2]) & (core > b[1:-1, 2:]) & (core >= 0.01)
+        y, x = np.unravel_index(np.argmax(np.where(peak, core, -np.inf)), core.shape)
+        np.testing.assert_allclose(got[k], [x * 4, y * 4, core[y, x]], rtol=1e-5)
+    assert got[0, :2].tolist() == [8.0, 28.0]  # the corner of cell (2, 7), not its centre
+    flat = hm.copy()
+    flat[..., 1] = 0.005  # no cell reaches 0.01: the demo draws nothing that frame
+    assert not decode_pefm_android(flat, stride=4).any()

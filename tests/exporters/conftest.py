@@ -61,6 +61,8 @@ data:
   train: {{coco: {{annotations: {dots}/blank/annotations.json, images: {dots}/blank/images}}}}
   val: {{coco: {{annotations: {dots}/val/annotations.json, images: {dots}/val/images}}}}
 """
+    # The dots model finds dots, not people: the photos-of-people check does not apply to it.
+    extra = extra.replace("verify: {", "verify: {find_people: off, ") if "verify: {" in extra else extra + "verify: {find_people: off}\n"
     path = folder / f"{name}.yaml"
     path.write_text(text + extra)
     return path

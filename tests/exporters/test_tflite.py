@@ -48,7 +48,7 @@ def test_full_integer_variant_with_quantized_io(tmp_path, dots, dots_model, io):
     assert io_details["input:image"]["dtype"] == io and io_details["output:heatmaps"]["dtype"] == io
     assert io_details["input:image"]["scale"] > 0
     gates = {(g.gate, g.artifact): g for g in result.gates}
-    assert gates[("parity", "tflite/int8")].status == "passed"
+    assert gates[("parity", "tflite/int8")].status == "passed", gates[("parity", "tflite/int8")].checks
     assert gates[("accuracy", "tflite/int8")].status == "passed"
     assert abs(gates[("accuracy", "tflite/int8")].metrics["drop"]) <= 3.0
     assert gates[("accuracy", "model")].metrics["metrics"]["pckh@0.5"] > 10  # a model with something to lose

@@ -36,6 +36,7 @@ def report_build(tmp_path_factory):
           arch: tiny_cpm
           input: {{size: [64, 64], channels: rgb, range: [-1, 1]}}
           keypoints: aic14
+          decode: {{threshold: 0.05}}
         data:
           train: {{synthetic: {{count: 64, seed: 1, size: 64}}}}
           val: {{synthetic: {{count: 8, seed: 2, size: 64}}}}
@@ -58,6 +59,12 @@ def test_report_json_holds_the_builds_numbers(report_build):
     manifest = json.loads((build_dir / "manifest.json").read_text())
     rows = {a["id"]: a for a in report["artifacts"]}
     assert set(rows) == {"model", "tflite/fp32", "tflite/fp16", "onnx", "coreml"}
+    # What the numbers mean: the model saw synthetic figures only, and the split is synthetic.
+    assert report["provenance"]["note"] == "trained on synthetic figures only: do not expect it to find real people"
+    assert [(v["name"], v["kind"], v["people"]) for v in report["validation"]] == [("val", "synthetic", 8)]
+    html = (build_dir / "report" / "report.html").read_text()
+    assert "trained on synthetic figures only: do not expect it to find real people" in html
+    assert "val (synthetic): pckh@0.5" in html
     by_id = {a["id"]: a for a in manifest["artifacts"]}
     for artifact_id, row in rows.items():
         assert (row["size"], row["sha256"]) == (by_id[artifact_id]["size"], by_id[artifact_id]["sha256"])
@@ -78,7 +85,7 @@ def test_junit_lists_every_gate(report_build):
     manifest = json.loads((build_dir / "manifest.json").read_text())
     root = ET.parse(build_dir / "report" / "junit.xml").getroot()
     suites = {s.get("name").split(".")[-1]: s for s in root}
-    assert set(suites) == {"parity", "accuracy", "ops", "bench"}
+    assert set(suites) == {"parity", "accuracy", "ops", "bench", "people"}
     for kind, suite in suites.items():
         assert int(suite.get("tests")) == len(manifest["gates"][kind]["results"]) == len(list(suite))
     coreml = [c for c in suites["parity"] if c.get("name") == "coreml"][0]

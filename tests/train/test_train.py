@@ -39,8 +39,8 @@ def test_training_recipe_builds_trains_exports_and_scores(tmp_path):
     out = result.build_dir
     statuses = {n: r.status for n, r in result.outcome.records.items()}
     assert statuses == {
-        "data/train": "ran", "data/val": "ran", "train": "ran", "model": "ran",
-        "tflite/fp32": "ran", "parity/tflite/fp32": "ran", "accuracy/model": "ran", "accuracy/tflite/fp32": "ran",
+        "data/train": "ran", "data/val": "ran", "train": "ran", "model": "ran", "people/model": "ran",
+        "tflite/fp32": "ran", "parity/tflite/fp32": "ran", "accuracy/val/model": "ran", "accuracy/val/tflite/fp32": "ran",
     }
     manifest = json.loads((out / "manifest.json").read_text())
     ids = [a["id"] for a in manifest["artifacts"]]
