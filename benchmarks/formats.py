@@ -20,7 +20,7 @@ from pathlib import Path
 from common import MDEPLOY, REPO, machine
 
 ALL = [
-    "export.tflite={variants: [fp32, fp16, dynamic, int8], calibration: {split: val, samples: 200}}",
+    "export.tflite={variants: [fp32, fp16, dynamic, int8], calibration: {samples: 200}}",
     "export.onnx={opset: 17}",
     "export.coreml={precision: fp16}",
     "export.mace={runtime: cpu+gpu}",

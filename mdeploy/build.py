@@ -32,6 +32,7 @@ from mdeploy.fsutil import (
     unique_sibling,
     write_json,
 )
+from mdeploy.limits import check_input_path
 from mdeploy.pipeline import RECORD, Cache, Outcome, Runner, Stage, StageRecord
 from mdeploy.recipe import Recipe
 from mdeploy.registry import closest
@@ -165,7 +166,7 @@ def pending_sections(recipe: Recipe) -> list[Pending]:
                     )
                 )
     if recipe.model.import_ is not None:
-        calibrates = tflite is not None and "int8" in tflite.variants and tflite.calibration.split == "train"
+        calibrates = tflite is not None and "int8" in tflite.variants and recipe.calibration_split() == "train"
         for key in (("train",), ("data", "train")):
             if recipe.given(*key) and not (key == ("data", "train") and calibrates):
                 out.append(Pending(key, recipe.where(*key, key=True), "not used: the model is imported, nothing is trained"))
@@ -223,9 +224,14 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
     for target in targets:
         deps, key = (MODEL_STAGE,), {"name": recipe.name, "settings": target.settings}
         if target.calibration_split:
-            split_deps, split_key = data_keys[fn.resolve_split(recipe, target.calibration_split)]
+            split_deps, split_key = data_keys[target.calibration_split]
             deps += split_deps
             key["calibration_data"] = split_key
+        if "mixed_precision" in target.settings:  # the search scores candidates on the validation splits
+            for split, _, _ in recipe.val_splits():
+                split_deps, split_key = data_keys[split]
+                deps += tuple(d for d in split_deps if d not in deps)
+                key.setdefault("validation_data", {})[split] = split_key
         stages.append(
             Stage(
                 name=target.artifact_id,
@@ -316,7 +322,7 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
     keys: dict[str, tuple[tuple[str, ...], object]] = {}
     if recipe.data is None:
         return keys
-    splits = [("train", recipe.data.train, ("data", "train"))] if recipe.data.train is not None else []
+    splits = [(role, getattr(recipe.data, role), ("data", role)) for role in ("train", "calibration") if getattr(recipe.data, role) is not None]
     for split, source, keypath in splits + recipe.val_splits():
         if source.synthetic is not None:
             name = data_stage_name(split)
@@ -360,6 +366,8 @@ def _train_stage(recipe: Recipe, cache: Cache, data_keys: dict) -> Stage:
     deps: tuple[str, ...] = ()
     material = {}
     for split, (split_deps, key) in data_keys.items():
+        if split == "calibration":  # calibration images never reach training
+            continue
         deps += split_deps
         material[split] = key
     return Stage(
@@ -387,6 +395,8 @@ def _init_digest(recipe: Recipe) -> str | None:
         return section.sha256
     path = Path(section.path)
     where = recipe.where("model", "init", "path")
+    if path.exists() and not path.is_dir():
+        check_input_path(path, "release weights", where=where)  # no FIFO or device is read
     if not path.is_file():
         raise InputError(f"release weights not found: {path}", where=where, hint="model.init.path names a TF1 frozen graph (.pb)")
     if section.sha256:
@@ -404,6 +414,7 @@ def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
         path = Path(section.path)
         if not path.exists():
             raise InputError(f"model file not found: {path}", where=where("model", "import", "path"))
+        check_input_path(path, "model file", where=where("model", "import", "path"))  # no FIFO or device
         if section.sha256:
             from mdeploy.importers.fetch import verify_checksum
 
@@ -694,6 +705,11 @@ def _bench_step(result: BuildResult, selection: set[str] | None, use_cache: bool
 
 
 def _check_build_dir(build_dir: Path) -> None:
+    if build_dir.is_symlink():  # a build swaps its folder whole: it would move the link aside, not build in it
+        raise InputError(
+            f"{build_dir} is a symbolic link; mdeploy replaces a build folder whole and will not replace a link",
+            hint=f"remove the link (it points to {os.path.realpath(build_dir)}), or choose another folder with --out DIR",
+        )
     recover_dir(build_dir)
     if build_dir.exists() and not build_dir.is_dir():
         raise InputError(f"{build_dir} exists and is not a folder; mdeploy will not replace it", hint="use --out DIR")

@@ -7,6 +7,8 @@ device or environment problem). Every other exception is a bug in mdeploy.
 
 from __future__ import annotations
 
+import errno
+
 
 class MdeployError(Exception):
     """Base class: a message for the user, an optional hint, and an exit code."""
@@ -91,3 +93,18 @@ class WorkerFinished(MdeployError):
 
     def render(self) -> str:
         return f"note: {self.message}"
+
+
+# Errors of the file system that are the machine's state, never mdeploy's logic: a read-only
+# or full disk, a folder the user may not write. Anywhere they surface they are exit 3.
+ENVIRONMENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+def environment_problem(err: BaseException) -> EnvironmentProblem | None:
+    """The EnvironmentProblem an OSError stands for (permission, read-only or full disk), else None."""
+    if not isinstance(err, OSError) or err.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    where = f"{err.filename}: " if err.filename else ""
+    return EnvironmentProblem(
+        f"{where}{err.strerror or err}", hint="check that the folder is writable and the disk has room, or write elsewhere"
+    )

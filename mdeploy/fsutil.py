@@ -144,7 +144,10 @@ def swap_dir(new: Path, final: Path) -> None:
         os.rename(final, old)
     os.rename(new, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # a link in place of the folder: drop the link, never its target
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_dir(final: Path) -> None:

@@ -70,9 +70,34 @@ class Predictor:
 
 
 def open_predictor(artifact: Path, spec: Path | None = None) -> Predictor:
+    return Predictor(find_spec(artifact, spec), open_artifact(artifact))
+
+
+def open_artifact(path: Path):
+    """The runner of an artifact the user names; a file its runtime cannot read is bad input (ModelError)."""
+    from mdeploy.errors import MdeployError, ModelError, environment_problem
     from mdeploy.runners import open_runner
 
-    return Predictor(find_spec(artifact, spec), open_runner(artifact_format(artifact), artifact))
+    fmt = artifact_format(path)
+    try:
+        return open_runner(fmt, path)
+    except MdeployError:
+        raise
+    except Exception as err:  # the runtime's parser refused the file: garbage, truncated, another format
+        if environment_problem(err) is not None:
+            raise
+        raise ModelError(
+            f"{path} cannot be read as {_FORMAT_NAMES.get(fmt, fmt)}: {_one_line(err)}",
+            hint="check that the file is complete and is the format its name says",
+        ) from err
+
+
+_FORMAT_NAMES = {"saved_model": "a SavedModel", "tflite": "a TFLite model", "keras": "a Keras model", "onnx": "an ONNX model"}
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text[:300]}"
 
 
 class Smoother:
@@ -121,6 +146,13 @@ def read_video(path: Path) -> tuple[Iterator[np.ndarray], float]:
     except (av.error.FFmpegError, OSError) as err:
         raise InputError(f"cannot read video {path}: {err}") from err
     stream = container.streams.video[0]
+    try:  # every frame is decoded at this size: the same pixel budget as images
+        from mdeploy.limits import check_pixels
+
+        check_pixels(stream.codec_context.width, stream.codec_context.height, f"video {path}")
+    except InputError:
+        container.close()
+        raise
     rate = float(stream.average_rate or 25)
 
     def frames():

@@ -10,15 +10,24 @@ generated app code all derive from it, so a model is fed the same way everywhere
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mdeploy.errors import ModelError
 from mdeploy.keypoints import KeypointSet, get_keypoint_set
 
 SPEC_VERSION = 1
+
+# The canonical model's interface: whatever a model came from, every export is converted from
+# a fixed-batch SavedModel whose serving signature takes `image` and returns `heatmaps`
+# (written by importers/canonical.py; read by runners, exporters and the app glue).
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmaps"
+SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)
@@ -240,6 +249,62 @@ def provenance(source: dict) -> dict:
     stated = trained.get("stated")
     summary = f"imported; its authors state: {stated}" if stated else "imported: its training data is unknown"
     return {"known": False, "stated": stated, "summary": summary, "note": None}
+
+
+def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source: dict, where: Callable[..., str | None]) -> ModelSpec:
+    """The ModelSpec of the canonical model, after checking the output against the recipe."""
+    kps = get_keypoint_set(recipe.model.keypoints)
+    if len(out_shape) != 4 or out_shape[0] != 1:
+        raise ModelError(
+            f"the model output has shape {list(out_shape)}; mdeploy expects NHWC heatmaps [1, height, width, keypoints]",
+            where=where("model", "import", "outputs"),
+        )
+    _, oh, ow, channels = out_shape
+    if channels != len(kps):
+        layout = " (it looks like NCHW: channels first)" if out_shape[1] == len(kps) else ""
+        raise ModelError(
+            f"the model outputs {channels} heatmap channels but keypoint set {kps.name} has {len(kps)}{layout}",
+            where=where("model", "keypoints"),
+        )
+    height, width = size
+    if height % oh or width % ow or height // oh != width // ow:
+        raise ModelError(
+            f"the output grid {oh}x{ow} is not the input {height}x{width} divided by one integer stride",
+            where=where("model", "import", "outputs"),
+        )
+    decode = recipe.model.decode
+    return ModelSpec(
+        name=recipe.name,
+        input=TensorInfo(INPUT_NAME, (1, height, width, 3)),
+        output=TensorInfo(OUTPUT_NAME, tuple(int(d) for d in out_shape)),
+        preprocessing=preprocessing_from_recipe(recipe.model.input, size),
+        keypoints=kps,
+        output_stride=height // oh,
+        decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold, decode.preset),
+        source=source,
+    )
+
+
+def planned_spec(recipe) -> ModelSpec:
+    """The ModelSpec a recipe's registered architecture will have once trained, without training it.
+
+    Scaffolding an app needs the model's interface before any build: for `model.arch` it is
+    fixed by the architecture and the recipe (an imported model must be built to be known).
+    """
+    from mdeploy.models import get_arch
+
+    if recipe.model.arch is None:
+        raise ModelError(
+            "an imported model's interface is known only once it is built",
+            where=recipe.where("model", "import", key=True),
+            hint=f"run `mdeploy build` on this recipe first; its build folder ({recipe.name}/) then supplies the spec",
+        )
+    info = get_arch(recipe.model.arch)
+    height, width = recipe.model.input.size or info.input_size
+    stride = info.output_stride
+    out_shape = (1, height // stride, width // stride, len(get_keypoint_set(recipe.model.keypoints)))
+    source = {"format": "planned", "arch": recipe.model.arch, "params": info.params(recipe.model.params)}
+    return make_spec(recipe, (height, width), out_shape, source, recipe.where)
 
 
 def preprocessing_from_recipe(section: Any, size: tuple[int, int]) -> Preprocessing:

@@ -22,17 +22,10 @@ def data_stage_name(split: str) -> str:
     return f"data/{split}"
 
 
-def resolve_split(recipe: Recipe, role: str) -> str:
-    """The split a recipe key means by "train" or "val" (the first validation split)."""
-    if role == "val":
-        return recipe.val_splits()[0][0]
-    return role
-
-
 def split_section(recipe: Recipe, split: str):
-    """(DataSplit, key path) of the split named `split`: "train" or a validation split's name."""
-    if split == "train":
-        return recipe.data.train, ("data", "train")
+    """(DataSplit, key path) of the split named `split`: "train", "calibration" or a validation split's name."""
+    if split in ("train", "calibration"):
+        return getattr(recipe.data, split), ("data", split)
     for name, section, keypath in recipe.val_splits():
         if name == split:
             return section, keypath
@@ -299,30 +292,114 @@ def run_export(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     spec = spec_of(model)
     calibration = None
     if target.calibration_split:
-        calibration = calibration_inputs(recipe, resolve_split(recipe, target.calibration_split), target.calibration_samples, spec, ctx)
+        calibration, described = calibration_inputs(recipe, target.calibration_split, target.calibration_samples, spec, ctx)
     inputs = ExportInputs(canonical_path(model), spec, ctx.out / target.filename, ctx.log, calibration)
     details = target.run(target, inputs)
+    if calibration is not None:
+        details["calibration"] = described
+    if "mixed_precision" in target.settings:
+        details["mixed_precision"] = mixed_precision(recipe, target, inputs, model, spec, ctx)
+        if details["mixed_precision"].get("passed"):  # the file changed: describe what ships
+            from mdeploy.exporters.tflite import describe_flatbuffer
+
+            details.update(describe_flatbuffer(inputs.out.read_bytes()))
     artifacts = [{"id": target.artifact_id, "path": target.filename, "format": target.format, "variant": target.variant, **details}]
     for extra in target.extra_files:
         artifacts.append({"id": f"{target.artifact_id}/{extra.rsplit('.', 1)[-1]}", "path": extra, "format": extra.rsplit(".", 1)[-1], "variant": target.variant})
     return {"artifacts": artifacts}
 
 
+def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRecord, spec, ctx: StageContext) -> dict:
+    """Score the int8 file on every validation split; if a gate fails, keep layers in float until it passes."""
+    from mdeploy.evaluate.evaluator import evaluate, prepare
+    from mdeploy.exporters import mixed_precision as mp
+    from mdeploy.runners import open_runner
+
+    gate = recipe.verify.accuracy
+    splits = [(name, load_split(recipe, name, ctx)) for name, _, _ in recipe.val_splits()]
+    reference = {name: evaluate(canonical_runner(model), spec, ds) for name, ds in splits}
+
+    def passes(flatbuffer: bytes) -> tuple[bool, dict]:
+        path = mp.scratch_path(flatbuffer, ctx.out)
+        try:
+            runner = open_runner("tflite", path)
+            drops, ok = {}, True
+            for name, ds in splits:
+                metric = reference[name].primary if gate.metric == "auto" else gate.metric
+                ref, value = reference[name].metrics.get(metric), evaluate(runner, spec, ds).metrics.get(metric)
+                drop = None if ref is None or value is None else round(ref - value, 3)
+                limit = gate.splits[name].max_drop if name in gate.splits else gate.max_drop
+                drops[name] = drop
+                ok = ok and drop is not None and drop <= limit
+        finally:
+            path.unlink(missing_ok=True)
+        return ok, {"drops": drops, "summary": ", ".join(f"{n} drop {d}" for n, d in drops.items())}
+
+    ok, measured = passes(inputs.out.read_bytes())
+    if ok:
+        ctx.log(f"int8 keeps its accuracy ({measured['summary']}): every layer stays int8")
+        return {"needed": False, "drops": measured["drops"], "float_layers": []}
+    ctx.log(f"int8 loses too much ({measured['summary']}): looking for the layers that cost it")
+    def probe():  # up to 64 validation inputs, through the evaluation path
+        for _, ds in splits:
+            for i in range(min(len(ds), 64 // len(splits) or 1)):
+                yield prepare(spec, ds, [i])[0]
+
+    found = mp.search(inputs.saved_model, inputs.calibration, probe, target.settings["io"], passes,
+                      recipe.export.tflite.mixed_precision.max_float_layers, ctx.log)
+    result = {"needed": True, "drops": measured["drops"], "float_layers": found["float_layers"], "trail": found["trail"],
+              "limit": found["limit"]}
+    if found["flatbuffer"] is None:
+        ctx.log(f"no {found['limit']} layers in float bring int8 under the gate: the plain int8 file is kept")
+        result["passed"] = False
+        return result
+    inputs.out.write_bytes(found["flatbuffer"])
+    names = ", ".join(r["tensor"] for r in found["float_layers"])
+    ctx.log(f"{len(found['float_layers'])} layer(s) kept in float: {names}")
+    result["passed"] = True
+    return result
+
+
 def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: StageContext):
-    """A generator factory of [1, H, W, 3] inputs: the first `samples` images of a split, preprocessed
-    by `Preprocessing.apply` with each sample's crop box (the evaluation path, pixel for pixel)."""
+    """(a generator factory of [1, H, W, 3] inputs, what it holds): the first `samples` images of a
+    split, preprocessed by `Preprocessing.apply` with each sample's crop box (the evaluation path,
+    pixel for pixel), then the photos of people verification uses (`calibration.photos`)."""
+    import numpy as np
+
     from mdeploy.evaluate.evaluator import prepare
+    from mdeploy.recipe.schema import MIN_CALIBRATION
+    from mdeploy.verify.people import is_photo
+    from mdeploy.verify.samples import parity_samples
 
     ds = load_split(recipe, split, ctx)
     n = min(samples, len(ds))
-    ctx.log(f"calibrating on {n} images of split {split}")
+    photos = []
+    if recipe.export.tflite.calibration.photos:
+        photos = [s for s in parity_samples(spec, recipe.verify.samples, recipe.where) if is_photo(s.name)]
+    section, _ = split_section(recipe, split)
+    described = {"split": split, "kind": section.kind_of, "images": n, "photos": len(photos), "range_frames": 2,
+                 "total": n + len(photos)}
+    ctx.log(f"calibrating on {n} images of data.{split} ({section.kind_of}) and {len(photos)} photos")
+    if n + len(photos) < MIN_CALIBRATION:
+        described["warning"] = (
+            f"calibrated on {n + len(photos)} images, fewer than {MIN_CALIBRATION}: too few to represent what the camera "
+            "will see (export.tflite.calibration.samples, or a larger data split)"
+        )
+        ctx.log(f"warning: {described['warning']}")
 
     def generate():
         for i in range(n):
             batch, _ = prepare(spec, ds, [i])
             yield batch
+        for photo in photos:
+            yield photo.input[None]
+        # A black and a white frame: the input's calibrated range is then exactly the contract's,
+        # so a uint8 input takes camera bytes with the scale of model.input.range.
+        pre = spec.preprocessing
+        for level in (0.0, 255.0):
+            yield pre.normalize(np.full((pre.height, pre.width, 3), level, np.float32))[None]
 
-    return generate
+    return generate, described
 
 
 def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
@@ -353,7 +430,25 @@ def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     if metrics["shape_ok"]:
         agree = "n/a" if metrics["agreement"] is None else f"{metrics['agreement']:.3f}"
         ctx.log(f"max_abs {metrics['max_abs']:.3g}, agreement {agree} over {metrics['drawn']} drawn keypoints")
+    if target.format == "tflite":  # gated on XNNPACK (what apps get); the reference kernels shown beside it
+        metrics["kernels"] = "xnnpack"
+        metrics["reference_kernels"] = _reference_parity(artifact, batch, reference, samples, spec, ctx)
     return {"results": {"parity": metrics}}
+
+
+def _reference_parity(artifact: Path, batch, reference, samples, spec, ctx: StageContext) -> dict:
+    """Parity of a .tflite on TFLite's reference kernels: the few numbers the report sets beside XNNPACK's."""
+    from mdeploy.runners import open_runner
+    from mdeploy.verify.parity import measure
+
+    try:
+        candidate = open_runner("tflite_reference", artifact)(batch)
+    except Exception as err:  # shown, not gated: apps run XNNPACK
+        if isinstance(err, MdeployError):
+            raise
+        return {"runtime_error": runtime_message(err)}
+    m = measure(reference, candidate, [s.name for s in samples], spec)
+    return {k: m.get(k) for k in ("shape_ok", "max_abs", "mean_abs", "agreement", "drawn", "artifact_found")}
 
 
 def runtime_message(err: BaseException) -> str:
@@ -404,7 +499,16 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     m = result.metrics
     shown = [f"{LABELS[k]} {m[k]}%" for k in (result.primary, "pefm_pckh") if k and m.get(k) is not None]
     ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people)")
-    return {"results": {"accuracy": result.to_json() | {"split": info}}}
+    out = result.to_json() | {"split": info}
+    if fmt == "tflite" and artifact != MODEL_STAGE:  # gated on XNNPACK; the reference kernels beside it
+        out["kernels"] = "xnnpack"
+        try:
+            out["reference_kernels"] = {"metrics": evaluate(open_runner("tflite_reference", owner.out / rel_path), spec, ds).metrics}
+        except Exception as err:
+            if isinstance(err, MdeployError):
+                raise
+            out["reference_kernels"] = {"runtime_error": runtime_message(err)}
+    return {"results": {"accuracy": out}}
 
 
 # ---------------------------------------------------------------------------- app glue

@@ -19,9 +19,10 @@ def test_same_recipe_same_bytes(tmp_path):
         data:
           train: {synthetic: {count: 32, seed: 1, size: 64}}
           val: {synthetic: {count: 8, seed: 2, size: 64}}
+          calibration: {synthetic: {count: 8, seed: 3, size: 64}}
         train: {epochs: 1, batch_size: 8}
         export:
-          tflite: {variants: [fp32, fp16, dynamic, int8], calibration: {split: val, samples: 8}}
+          tflite: {variants: [fp32, fp16, dynamic, int8], calibration: {split: calibration, samples: 8}}
           onnx: {opset: 17}
           coreml: {precision: fp16}
           mace: {runtime: cpu}

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, human_size, stderr, table
+from mdeploy.cli.common import emit_json, guarded, human_size, output_file, output_folder, stderr, table
 from mdeploy.cli.recipe_cmds import SET_HELP
 
 
@@ -42,6 +42,9 @@ def build(
             from mdeploy.errors import InputError
 
             raise InputError(f"--bundle {bundle}: the bundle is a zip file; name it *.zip")
+        output_folder(out, "--out")  # wrong kinds of path fail now, not after the build
+        output_file(junit, "--junit")
+        output_file(bundle, "--bundle")
         loaded = load_recipe(recipe, set_)
         result = run_build(loaded, out_root=out, use_cache=not no_cache, only=only or None, progress=stderr)
         for pending in result.plan.pending:
@@ -87,7 +90,13 @@ def _parity_cell(gate) -> str:
     if not m.get("shape_ok", True):
         return f"shape {m['artifact_shape']} != {m['reference_shape']}"
     agree = "n/a" if m["agreement"] is None else f"{m['agreement'] * 100:.1f}%"
-    return f"max_abs {m['max_abs']:.2g}, agree {agree}"
+    cell = f"max_abs {m['max_abs']:.2g}, agree {agree}"
+    ref = m.get("reference_kernels") or {}
+    if "runtime_error" in ref:
+        cell += "; ref kernels fail"
+    elif ref.get("agreement") is not None and m["agreement"] is not None and abs(ref["agreement"] - m["agreement"]) >= 0.0005:
+        cell += f" (ref kernels {ref['agreement'] * 100:.1f}%)"
+    return cell
 
 
 def render_summary(result) -> str:
@@ -159,6 +168,7 @@ def render_summary(result) -> str:
                     [[a, d["sample"], d["keypoint"], str(tuple(d["reference_cell"])), str(tuple(d["artifact_cell"]))] for a, d in dis[:12]],
                 )
             )
+    lines += quantization_lines(result.manifest)
     for art in result.manifest["artifacts"]:
         command = (art.get("details") or {}).get("convert_command")
         if command:
@@ -170,6 +180,27 @@ def render_summary(result) -> str:
     lines += [app_line(update) for update in result.apps]
     lines += bench_lines(result)
     return "\n".join(lines)
+
+
+def quantization_lines(manifest: dict) -> list[str]:
+    """What each int8 artifact was calibrated on, and the layers the mixed-precision search kept in float."""
+    out = []
+    for art in manifest["artifacts"]:
+        details = art.get("details") or {}
+        cal = details.get("calibration")
+        if cal:
+            out.append(f"{art['id']}: calibrated on {cal['images']} images of data.{cal['split']} ({cal['kind']}) and {cal['photos']} photos")
+            if cal.get("warning"):
+                out.append(f"  warning: {cal['warning']}")
+        mixed = details.get("mixed_precision") or {}
+        if mixed.get("needed"):
+            layers = mixed.get("float_layers") or []
+            if mixed.get("passed"):
+                out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy (worst error first): "
+                           + ", ".join(f"{layer['tensor']} ({layer['channel_error']:g})" for layer in layers))
+            else:
+                out.append(f"  mixed precision: no {mixed.get('limit')} layers in float passed verify.accuracy; the int8 file is plain")
+    return [""] + out if out else []
 
 
 def bench_lines(result) -> list[str]:
@@ -224,7 +255,11 @@ def _accuracy_cell(gate) -> str:
     if value is None:
         return "n/a"
     drop = m.get("drop")
-    return f"{value:.1f}%" + ("" if drop is None else f" ({0.0 - drop:+.1f})")
+    cell = f"{value:.1f}%" + ("" if drop is None else f" ({0.0 - drop:+.1f})")
+    ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(m.get("metric"))
+    if ref is not None and abs(ref - value) >= 0.05:
+        cell += f" ref {ref:.1f}%"  # TFLite's reference kernels disagree with XNNPACK
+    return cell
 
 
 def _splits_line(result, splits: list[str]) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -22,31 +23,76 @@ def stderr(line: str) -> None:
 
 
 def guarded(fn: Callable[[], int | None], *, json_output: bool = False) -> None:
-    """Run a command body; turn mdeploy errors into one message and the right exit code."""
-    from mdeploy.errors import MdeployError
+    """Run a command body; turn mdeploy errors into one message and the right exit code.
+
+    With `json_output` every failure also prints one JSON document ({"ok": false, ...}) on
+    stdout, internal errors and interruptions included, so CI always has something to parse.
+    """
+    from mdeploy.errors import MdeployError, environment_problem
 
     debug = os.environ.get("MDEPLOY_DEBUG") == "1"
     try:
         code = fn() or 0
-    except MdeployError as err:
+    except KeyboardInterrupt:
+        message = "interrupted: nothing was replaced; completed stages stay cached"
+        if json_output:
+            emit_json({"ok": False, "error": "Interrupted", "message": message, "where": None, "hint": None, "exit_code": 130})
+        stderr(message)
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as caught:
+        err = caught if isinstance(caught, MdeployError) else environment_problem(caught)
+        if err is None:  # a bug in mdeploy: say so plainly
+            if debug:
+                raise
+            message = f"{type(caught).__name__}: {caught}"
+            hint = "this is a bug in mdeploy; run again with MDEPLOY_DEBUG=1 for a traceback and report it"
+            if json_output:
+                emit_json({"ok": False, "error": "InternalError", "message": message, "where": None, "hint": hint,
+                           "exit_code": INTERNAL_ERROR})
+            stderr(f"internal error: {message}")
+            stderr(hint)
+            raise typer.Exit(INTERNAL_ERROR) from None
         if debug and err.exit_code:
             raise
         if json_output and err.exit_code:
             emit_json({"ok": False, **err.to_json()})
         stderr(err.render())
         raise typer.Exit(err.exit_code) from None
-    except KeyboardInterrupt:
-        stderr("interrupted: nothing was replaced; completed stages stay cached")
-        raise typer.Exit(130) from None
-    except typer.Exit:
-        raise
-    except Exception as err:  # a bug in mdeploy: say so plainly
-        if debug:
-            raise
-        stderr(f"internal error: {type(err).__name__}: {err}")
-        stderr("this is a bug in mdeploy; run again with MDEPLOY_DEBUG=1 for a traceback and report it")
-        raise typer.Exit(INTERNAL_ERROR) from None
     raise typer.Exit(code)
+
+
+def output_file(path: Path | None, option: str) -> Path | None:
+    """Check a file the command will write, before any work: not a folder, and inside one."""
+    from mdeploy.errors import InputError
+
+    if path is None:
+        return None
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give the name of a file to write")
+    _parents_are_folders(path, option)
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """Check a folder the command will write into: a folder, or nothing yet (made when needed)."""
+    from mdeploy.errors import InputError
+
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is not a folder")
+    _parents_are_folders(path, option)
+    return path
+
+
+def _parents_are_folders(path: Path, option: str) -> None:
+    from mdeploy.errors import InputError
+
+    for parent in Path(os.path.abspath(path)).parents:  # the nearest existing one must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{option} {path}: {parent} is not a folder")
+            return
 
 
 def human_size(n: int) -> str:

@@ -181,6 +181,9 @@ def bench(
     benchmark_binary: Path | None = typer.Option(None, "--benchmark-binary", help="TFLite benchmark_model for the phones' ABI."),
     mace_run: Path | None = typer.Option(None, "--mace-run", help="MACE's mace_run for the phones' ABI (artifact mace)."),
     mace_model: Path | None = typer.Option(None, "--mace-model", help="Folder of MACE's converted <tag>.pb and <tag>.data."),
+    mace_config: Path | None = typer.Option(
+        None, "--mace-config", help="The deployment file --mace-model was converted from, if not the build's (checked against the graph)."
+    ),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -218,7 +221,8 @@ def bench(
             if target.is_host:
                 continue
             if build_dir is not None and recipe is not None:
-                kits[target.name] = mace_kit(recipe, build_dir, read_manifest(build_dir, str(sources[0])), target, mace_run, mace_model)
+                kits[target.name] = mace_kit(recipe, build_dir, read_manifest(build_dir, str(sources[0])), target, mace_run, mace_model,
+                                           mace_config)
             if not needs_tflite:
                 continue
             binary = binary_for(target, recipe, benchmark_binary)

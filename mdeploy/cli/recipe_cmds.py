@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, stderr
+from mdeploy.cli.common import emit_json, guarded, output_file, stderr
 
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=2 (value is YAML). Repeatable."
 
@@ -74,7 +74,7 @@ def schema(
         if out is None:
             typer.echo(text, nl=False)
         else:
-            atomic_write_text(out, text)
+            atomic_write_text(output_file(out, "--out"), text)
             stderr(f"wrote {out}")
         return 0
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, stderr, table
+from mdeploy.cli.common import emit_json, guarded, output_file, output_folder, stderr, table
 from mdeploy.cli.recipe_cmds import SET_HELP
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
@@ -31,6 +31,7 @@ def train(
         from mdeploy.errors import InputError
         from mdeploy.recipe import load_recipe
 
+        output_folder(out, "--out")
         loaded = load_recipe(recipe, set_)
         if loaded.model.arch is None:
             raise InputError("this recipe imports its model (model.import): there is nothing to train", where=loaded.where("model"))
@@ -150,8 +151,7 @@ def _build_artifacts(build_dir: Path) -> dict[str, Path]:
 def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec_path: Path | None, limit: int | None):
     from mdeploy.data import load_keypoints
     from mdeploy.evaluate.evaluator import evaluate
-    from mdeploy.predict import artifact_format, find_spec
-    from mdeploy.runners import open_runner
+    from mdeploy.predict import find_spec, open_artifact
     from mdeploy.spec import provenance
 
     results, ds, prov = {}, None, None
@@ -162,7 +162,7 @@ def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec
         if name == next(iter(artifacts)):
             for note in ds.notes:
                 stderr(f"{Path(data).name}: {note}")
-        runner = open_runner(artifact_format(path), path)
+        runner = open_artifact(path)
         stderr(f"scoring {name} on {min(len(ds), limit or len(ds))} samples ...")
         results[name] = evaluate(runner, spec, ds, limit=limit).to_json()
     split = {"name": Path(data).stem, "kind": kind, "people": ds.people if ds else 0, "images": ds.images if ds else 0, "results": results}
@@ -183,11 +183,12 @@ def predict(
     def body() -> int:
         from mdeploy.errors import InputError
         from mdeploy.fsutil import atomic_write_bytes
+        from mdeploy.images import load_rgb
         from mdeploy.predict import draw_pose, is_video, open_predictor, predict_video
-        from mdeploy.verify.samples import load_rgb
 
         if not source.is_file():
             raise InputError(f"input not found: {source}")
+        output_file(out, "--out")
         from mdeploy.spec import provenance
 
         predictor = open_predictor(artifact, spec)

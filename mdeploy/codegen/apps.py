@@ -97,7 +97,7 @@ def check_platform(platform: str) -> str:
 
 def app_model(recipe, platform: str, build_dir: Path | None = None) -> AppModel:
     """The app's model: from the build in `build_dir` when there is one, else as the recipe plans it."""
-    from mdeploy.importers.canonical import planned_spec
+    from mdeploy.spec import planned_spec
 
     build_dir = Path(build_dir) if build_dir is not None else None
     target = app_target(recipe, platform, build_dir or Path("build") / recipe.name)
@@ -127,10 +127,10 @@ def assemble(recipe, platform: str, target, spec: ModelSpec, details: dict, buil
     """The AppModel of `target` with a known spec (and, once built, the artifact's manifest entry)."""
     mace = None
     if platform == "android" and recipe.export.mace is not None:
-        from mdeploy.exporters import mace_config
+        from mdeploy import mace_rules
 
         mace = {
-            "model_tag": recipe.export.mace.model_tag or mace_config.tag_for(recipe.name),
+            "model_tag": recipe.export.mace.model_tag or mace_rules.tag_for(recipe.name),
             "runtime": recipe.export.mace.runtime,
             "input": (mace_entry or {}).get("details", {}).get("input", spec.input.name),
             "output": (mace_entry or {}).get("details", {}).get("output", spec.output.name),

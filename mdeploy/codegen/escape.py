@@ -11,6 +11,7 @@ validated, never escaped: an invalid one is an error.
 from __future__ import annotations
 
 import re
+import string
 
 from mdeploy.errors import InputError
 
@@ -31,7 +32,7 @@ SWIFT_KEYWORDS = frozenset(
     "throws true try".split()
 )
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # always fullmatch: `$` accepts a trailing newline
 
 
 def _unicode_units(ch: str) -> list[int]:
@@ -92,7 +93,7 @@ def unescape_swift(literal: str) -> str:
 
 
 def check_identifier(value: str, what: str, keywords: frozenset) -> str:
-    if not _IDENT.match(value) or value in keywords:
+    if not _IDENT.fullmatch(value) or value in keywords:
         reason = "is a reserved word" if value in keywords else "is not an identifier (letters, digits, '_')"
         raise InputError(f"{what} {value!r} {reason}")
     return value
@@ -104,9 +105,9 @@ def check_package(value: str) -> str:
     if len(parts) < 2:
         raise InputError(f"package {value!r} needs at least two parts, e.g. com.example.pose")
     for part in parts:
-        if "_" in part and re.match(r"^[a-z][a-z0-9_]*$", part):
+        if "_" in part and re.fullmatch(r"[a-z][a-z0-9_]*", part):
             raise InputError(f"package {value!r}: part {part!r} has an underscore, which Kotlin package names do not use")
-        if not re.match(r"^[a-z][a-z0-9]*$", part):
+        if not re.fullmatch(r"[a-z][a-z0-9]*", part):
             raise InputError(f"package {value!r}: part {part!r} is not lowercase letters and digits starting with a letter")
         if part in KOTLIN_HARD_KEYWORDS or part in JAVA_KEYWORDS:
             raise InputError(f"package {value!r}: part {part!r} is a Kotlin or Java keyword")
@@ -116,7 +117,7 @@ def check_package(value: str) -> str:
 def check_bundle_id(value: str) -> str:
     """An Apple bundle identifier: reverse-DNS parts of letters, digits and '-'."""
     parts = value.split(".")
-    if len(parts) < 2 or not all(re.match(r"^[A-Za-z0-9-]+$", part) for part in parts):
+    if len(parts) < 2 or not all(re.fullmatch(r"[A-Za-z0-9-]+", part) for part in parts):
         raise InputError(f"bundle id {value!r} is not reverse-DNS of letters, digits and '-', e.g. com.example.PoseDemo")
     return value
 
@@ -124,13 +125,39 @@ def check_bundle_id(value: str) -> str:
 _XML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
 
 
+# Embeddings, overrides and isolates: they reorder how text around them is shown ("Trojan
+# Source"). Never in a name; in literals they are \u escapes like all non-ASCII text.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _invisible(value: str) -> list[str]:
+    """Control and bidirectional-control characters of `value`, as U+XXXX."""
+    return sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in BIDI_CONTROLS})
+
+
 def check_display_name(value: str) -> str:
-    """A name people see (app label): printable text, no control characters, not blank."""
-    bad = sorted({f"U+{ord(ch):04X}" for ch in value if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0})
+    """A name people see (app label): printable text, no control or bidirectional-control characters, not blank."""
+    bad = _invisible(value)
     if bad:
         raise InputError(f"name {value!r} holds control characters ({', '.join(bad)})")
     if not value.strip():
         raise InputError("name is blank")
+    return value
+
+
+# Xcode expands build settings in Info.plist values: $(NAME), ${NAME} and $NAME.
+_BUILD_SETTING = re.compile(r"\$[({A-Za-z_]")
+
+
+def check_ios_display_name(value: str) -> str:
+    """An iOS app name: a display name that Xcode will not expand as a build-setting reference."""
+    check_display_name(value)
+    ref = _BUILD_SETTING.search(value)
+    if ref:
+        raise InputError(
+            f"name {value!r} holds {ref.group()!r}, which Xcode expands as a build setting in Info.plist; "
+            "leave out the '$' or put a space after it"
+        )
     return value
 
 
@@ -148,6 +175,29 @@ def xml_text(value: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def plist_string(value: str) -> str:
+    """Text of an Info.plist <string>: XML text that holds no build-setting reference for Xcode to expand."""
+    ref = _BUILD_SETTING.search(str(value))
+    if ref:
+        raise ValueError(f"Info.plist text cannot hold {ref.group()!r}: Xcode would expand it as a build setting")
+    if any(ch in BIDI_CONTROLS for ch in str(value)):
+        raise ValueError("Info.plist text cannot hold bidirectional-control characters")
+    return xml_text(value)
+
+
+def markdown_text(value: str) -> str:
+    """Text for a Markdown line that reads as exactly `value`.
+
+    CommonMark takes a backslash before any ASCII punctuation as that character, literally:
+    so every one is escaped (emphasis, links, code, HTML, entities, headings, tables, and
+    GitHub's math and emoji). Control and bidirectional-control characters are an error.
+    """
+    bad = _invisible(str(value))
+    if bad:
+        raise ValueError(f"Markdown text cannot hold control characters ({', '.join(bad)})")
+    return "".join("\\" + ch if ch in string.punctuation else ch for ch in str(value))
 
 
 def android_string(value: str) -> str:

@@ -7,10 +7,12 @@ cannot reach Python internals; writes stay inside the destination folder.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import markupsafe
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from mdeploy.codegen import escape
@@ -43,11 +45,27 @@ def _yaml_str(value) -> str:
     return '"' + "".join(out) + '"'
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _html_printable(value):
+    """Every value an HTML template prints: NUL and other control characters become U+FFFD.
+
+    Reports show text from models, runtimes and files (tensor names, error messages): none
+    of it may put a character HTML forbids into report.html.
+    """
+    if isinstance(value, str):
+        cleaned = _CONTROL.sub("\ufffd", value)
+        return type(value)(cleaned) if isinstance(value, markupsafe.Markup) else cleaned
+    return value
+
+
 def sandboxed(*, html: bool) -> jinja2.Environment:
     """A sandboxed environment over templates/ where an undefined value is an error.
 
-    html=True escapes every value for HTML (reports); source-code templates escape each
-    value explicitly for their language instead, through the filters below.
+    html=True escapes every value for HTML (reports) and replaces control characters;
+    source-code templates escape each value explicitly for their language instead, through
+    the filters below.
     """
     return ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
@@ -56,6 +74,7 @@ def sandboxed(*, html: bool) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=html,
+        finalize=_html_printable if html else None,
     )
 
 
@@ -69,6 +88,8 @@ def environment() -> jinja2.Environment:
     env.filters["swift_float"] = escape.swift_float
     env.filters["xml_text"] = escape.xml_text
     env.filters["android_str"] = escape.android_string
+    env.filters["plist_str"] = escape.plist_string
+    env.filters["md_text"] = escape.markdown_text
     return env
 
 

@@ -96,9 +96,9 @@ def convert_aic(source: Path, images: Path | None, out: Path) -> ConvertReport:
                 missing += 1
                 skipped_images += 1
                 continue
-            from PIL import Image
+            from mdeploy.limits import open_image
 
-            with Image.open(path) as img:  # reads the header only
+            with open_image(path) as img:  # reads the header only; refused over the pixel budget
                 width, height = img.size
         img_id = len(coco_images) + 1
         coco_images.append({"id": img_id, "file_name": file_name, "width": width, "height": height})

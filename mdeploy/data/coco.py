@@ -27,6 +27,7 @@ import numpy as np
 
 from mdeploy.errors import InputError
 from mdeploy.keypoints import JointMapping, KeypointSet, canonical_joint, map_names, positional_mapping
+from mdeploy.limits import check_pixels
 
 PERSON_MARGIN = 1.25  # crop = person box grown by this factor
 MAX_ANNOTATION_BYTES = 512 * 1024 * 1024
@@ -205,6 +206,7 @@ def load_coco(
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{annotations.name}: image {img.get('id')} lacks file_name, width or height ({err})", where=where) from None
+        check_pixels(img["width"], img["height"], f"{annotations.name}: image {img['file_name']}", where=where)
         samples.append(sample)
         per_image[img["id"]] = per_image.get(img["id"], 0) + 1
     if not samples:

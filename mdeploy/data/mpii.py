@@ -45,7 +45,7 @@ def load_mpii(
     check_files: bool = True,
     crop: str = "person",
 ) -> Dataset:
-    from PIL import Image, UnidentifiedImageError
+    from mdeploy.limits import open_image
 
     annotations, images = Path(annotations), Path(images)
     data = read_json(annotations, where)
@@ -85,13 +85,13 @@ def load_mpii(
         path = images / name
         if name not in sizes:
             try:
-                with Image.open(path) as img:  # the header only
+                with open_image(path, where=where) as img:  # the header only, within the pixel budget
                     sizes[name] = img.size
             except FileNotFoundError:
                 if check_files:
                     raise InputError(f"an image named in {annotations.name} is missing from {images}: {name}", where=where) from None
                 sizes[name] = (0, 0)
-            except (UnidentifiedImageError, OSError) as err:
+            except OSError as err:
                 raise InputError(f"cannot read image {path}: {err}", where=where) from None
         width, height = sizes[name]
         head = entry.get("head_box")

@@ -47,7 +47,7 @@ STATE_HELP = {
 
 def check_remote_path(path: str) -> str:
     """Device paths mdeploy builds: absolute, letters, digits and . _ / + - only."""
-    if not _REMOTE_PATH.match(path) or "/../" in path or path.endswith("/.."):
+    if not _REMOTE_PATH.fullmatch(path) or "/../" in path or path.endswith("/.."):
         raise InputError(f"refusing to use device path {path!r} (only letters, digits and . _ / + - are allowed)")
     return path
 
@@ -245,7 +245,7 @@ def _text(data) -> str:
 
 
 def is_network_serial(serial: str) -> bool:
-    return bool(_NETWORK_SERIAL.match(serial))
+    return bool(_NETWORK_SERIAL.fullmatch(serial))
 
 
 def content_digest(path: Path) -> str:

@@ -228,13 +228,17 @@ def bench_for_build(recipe, build_dir: Path, manifest: dict, *, use_cache: bool,
     }
 
 
-MACE_DEVICES = {"cpu": ("CPU",), "gpu": ("GPU",), "cpu+gpu": ("CPU", "GPU"), "dsp": ("HEXAGON",), "hta": ("HTA",), "apu": ("APU",)}
+def mace_kit(recipe, build_dir: Path, manifest: dict, target, run_flag: Path | None = None, model_flag: Path | None = None,
+             config_flag: Path | None = None):
+    """The MaceKit for `target` when the recipe exports MACE and mace_run + the converted model are known.
 
-
-def mace_kit(recipe, build_dir: Path, manifest: dict, target, run_flag: Path | None = None, model_flag: Path | None = None):
-    """The MaceKit for `target` when the recipe exports MACE and mace_run + the converted model are known."""
+    The tensors and shapes mace_run is given are the built graph's (the manifest's mace
+    entry). When the model was converted from a deployment file of the user's own
+    (`bench.mace_config`, `--mace-config`), that file is checked against MACE's rules and
+    against the graph first, and its model tag names the converted files.
+    """
+    from mdeploy import mace_rules
     from mdeploy.devices.bench import MaceKit, check_binary
-    from mdeploy.exporters import mace_config
     from mdeploy.spec import ModelSpec
 
     if recipe is None or recipe.export.mace is None or target.is_host:
@@ -250,14 +254,54 @@ def mace_kit(recipe, build_dir: Path, manifest: dict, target, run_flag: Path | N
     check_binary(Path(run), target.profile.abi, "mace_run")
     entry = next((a for a in manifest["artifacts"] if a["id"] == "mace"), None)
     spec = ModelSpec.load(build_dir / "model" / "spec.json")
+    details = (entry or {}).get("details") or {}
+    io = {
+        "input": details.get("input", spec.input.name),
+        "input_shape": list(details.get("input_shape", spec.input.shape)),
+        "output": details.get("output", spec.output.name),
+        "output_shape": list(details.get("output_shape", spec.output.shape)),
+    }
+    tag = recipe.export.mace.model_tag or mace_rules.tag_for(recipe.name)
+    config = config_flag or (section.mace_config if section is not None else None)
+    if config is not None:
+        tag = check_deployment_file(Path(config), io, tag)
     return MaceKit(
         run=Path(run),
         model_dir=Path(model_dir),
-        tag=recipe.export.mace.model_tag or mace_config.tag_for(recipe.name),
-        input_node=((entry or {}).get("details") or {}).get("input", spec.input.name),
-        input_shape=tuple(spec.input.shape),
-        output_node=spec.output.name,
-        output_shape=tuple(spec.output.shape),
+        tag=tag,
+        input_node=io["input"],
+        input_shape=tuple(io["input_shape"]),
+        output_node=io["output"],
+        output_shape=tuple(io["output_shape"]),
         input_range=spec.preprocessing.input_range(),
-        runtimes=MACE_DEVICES[recipe.export.mace.runtime],
+        runtimes=mace_rules.RUNTIME_DEVICES[recipe.export.mace.runtime],
     )
+
+
+def check_deployment_file(path: Path, io: dict, tag: str) -> str:
+    """Check a user's MACE deployment file against MACE's rules and the graph `io`; return its model tag."""
+    from mdeploy import mace_rules
+    from mdeploy.errors import InputError
+    from mdeploy.limits import read_regular
+    from mdeploy.recipe.source import parse_yaml
+
+    try:
+        raw = read_regular(path, "MACE deployment file", "recipe_bytes")
+    except FileNotFoundError:
+        raise InputError(f"MACE deployment file not found: {path}") from None
+    config, _ = parse_yaml(raw.decode("utf-8", errors="replace"), str(path), path.parent)
+    problems = mace_rules.validate(config, base=path.parent, check_files=False)
+    models = config.get("models") if isinstance(config, dict) else None
+    if isinstance(models, dict) and models and tag not in models:
+        if len(models) == 1:
+            tag = str(next(iter(models)))
+        else:
+            problems.append(f"models: no model tagged {tag!r} (it holds {', '.join(map(str, models))})")
+    problems += mace_rules.graph_problems(config, io, tag)
+    if problems:
+        raise InputError(
+            f"{path} does not fit the graph mdeploy built: {'; '.join(problems)}",
+            hint="convert the model from the build's own deployment file (build/<name>/mace/<name>.yml), "
+            "or correct these keys and convert again",
+        )
+    return tag

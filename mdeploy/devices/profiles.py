@@ -39,7 +39,7 @@ _SERIAL = re.compile(r"^[A-Za-z0-9._:\-]+$")
 
 def check_serial(value: str) -> str:
     """adb serials are letters, digits and . _ : - (host:port for network devices)."""
-    if not _SERIAL.match(value) or len(value) > 128:
+    if not _SERIAL.fullmatch(value) or len(value) > 128:
         raise InputError(f"{value!r} is not a device serial (letters, digits and . _ : - only)")
     return value
 
@@ -148,7 +148,7 @@ def user_file() -> Path:
 def load_profiles(project_dirs: list[Path] | None = None) -> Profiles:
     """The user's profiles, then each project folder's `devices.yaml` (later ones win), plus host."""
     from mdeploy.recipe.loader import validate_with
-    from mdeploy.recipe.source import display_path, parse_yaml
+    from mdeploy.recipe.source import display_path, parse_yaml, read_yaml_file
 
     profiles = Profiles({HOST: HOST_PROFILE})
     candidates = [user_file()] + [Path(d) / "devices.yaml" for d in (project_dirs or [Path.cwd()])]
@@ -159,7 +159,7 @@ def load_profiles(project_dirs: list[Path] | None = None) -> Profiles:
             continue
         seen.add(path)
         display = display_path(path)
-        data, sources = parse_yaml(path.read_text(encoding="utf-8"), display, path.parent)
+        data, sources = parse_yaml(read_yaml_file(path, display, "device profiles"), display, path.parent)
         parsed = validate_with(DevicesFile, data if data is not None else {}, sources, hint="see docs/devices.md for the format")
         for alias, section in parsed.devices.items():
             if alias == HOST:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from mdeploy.fsutil import write_json
+from mdeploy.limits import read_build_file
 
 BENCH_DIR = "bench"
 SCHEMA = "mdeploy.bench/1"
@@ -30,11 +31,11 @@ def load(build_dir: Path) -> dict[str, dict]:
     """device -> its results document, for every readable bench/*.json of a build."""
     out = {}
     folder = Path(build_dir) / BENCH_DIR
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():
         return out
     for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        try:  # a symlink, FIFO or device here is skipped, never read (mdeploy.limits)
+            data = json.loads(read_build_file(path))
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("schema") == SCHEMA:

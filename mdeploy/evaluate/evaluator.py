@@ -22,8 +22,8 @@ from mdeploy.data.coco import HEAD_TOP_NECK, Dataset
 from mdeploy.evaluate import pefm
 from mdeploy.evaluate.decode import decode_spec, to_source
 from mdeploy.evaluate.metrics import PCK, TORSO, joint_distance, pck
+from mdeploy.images import load_rgb
 from mdeploy.spec import ModelSpec
-from mdeploy.verify.samples import load_rgb
 
 METRICS = ("pckh@0.5", "pckh@0.5_labelled", "pefm_pckh", "pck@0.2_torso")
 PRIMARY_ORDER = ("pckh@0.5", "pck@0.2_torso")

@@ -22,6 +22,10 @@ import numpy as np
 from mdeploy.errors import ModelError
 from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
 
+# Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
+# 2: no conversion date (or other time) in the metadata.
+WRITER = 2
+
 TOLERANCES = {
     "fp32": Tolerance(max_abs=1e-3, min_agreement=0.98),
     "fp16": Tolerance(max_abs=2e-2, min_agreement=0.90),
@@ -44,7 +48,7 @@ def image_contract(pre) -> tuple[float, list[float]]:
 
 def targets(recipe, build_dir) -> list[ExportTarget]:
     section = recipe.export.coreml
-    settings = recipe.section_json("export", "coreml")
+    settings = dict(recipe.section_json("export", "coreml"), writer=WRITER)
     key = "quantized" if section.quantize != "none" else section.precision
     out = [
         ExportTarget(

@@ -4,10 +4,20 @@ The graph is frozen from the canonical SavedModel (variables to constants) and o
 with Grappler's constant folding only (other optimizers introduce ops such as AddN that
 MACE's TensorFlow converter refuses); control-flow leftovers (NoOp) are stripped and the
 output node is named after the ModelSpec output. Every op must be one MACE's converter
-accepts, else the build names the op and the layer it came from. The deployment file is
-rendered from `templates/mace/deployment.yml.j2` with names and shapes read from the
-graph, the input range from the preprocessing contract, and the checksum of the file
-written; mdeploy then checks it against MACE's rules (`mace_config`).
+accepts, else the build names the op and the layer it came from.
+
+MACE's converter reads the graph with TensorFlow 1.x, which refuses a node attribute its
+op registry does not know. The graph is therefore written as TF 1 reads it (`tf1_graph`):
+the attributes TensorFlow added after 1.8 (`explicit_paddings`, `exponential_avg_factor`,
+`half_pixel_centers`, ...) are removed where they hold their default (TensorFlow fills a
+missing attribute with that same default), AddV2 becomes Add and FusedBatchNormV3 the
+FusedBatchNorm TF 1.8 has. A non-default value that changes the numbers is kept when MACE
+honours it (`half_pixel_centers: true`, read by MACE since 1.0) and refused otherwise.
+
+The deployment file is rendered from `templates/mace/deployment.yml.j2` with names and
+shapes read from the graph, the input range from the preprocessing contract, and the
+checksum of the file written; mdeploy then checks it against MACE's rules and against the
+graph (`mdeploy.mace_rules`).
 
 MACE's converter needs TensorFlow 1.x and bazel, so the library itself is built by the
 user with the command the build prints.
@@ -17,8 +27,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mdeploy import mace_rules
 from mdeploy.errors import ModelError
-from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance, mace_config
+from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
 
 # TensorFlow ops MACE's TensorFlow converter accepts.
 MACE_TF_OPS = frozenset(
@@ -34,7 +45,51 @@ MACE_TF_OPS = frozenset(
 # The frozen graph runs in TensorFlow with MACE's reading of it; fp32 differences only.
 TOLERANCE = Tolerance(max_abs=1e-4, min_agreement=0.98)
 
-THRESHOLD_KEYS = {"cpu": ("CPU",), "gpu": ("GPU",), "cpu+gpu": ("CPU", "GPU"), "dsp": ("HEXAGON",), "hta": ("HTA",), "apu": ("APU",)}
+# Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
+# 2: graphs as TF 1 reads them, validation_threshold at the model level.
+WRITER = 2
+
+# The attributes TensorFlow 1.8 (the version MACE documents) knows for each op MACE reads,
+# from TF 1.8's op registry; the PEFM release graph (TF 1.x) carries only these. The last
+# four ops came with TF 1.13-1.14: MACE versions that accept them run on that TensorFlow.
+TF1_ATTRS: dict[str, frozenset[str]] = {
+    op: frozenset(attrs.split())
+    for op, attrs in {
+        "Abs": "T", "Add": "T", "ArgMax": "T Tidx output_type", "AvgPool": "ksize strides padding data_format T",
+        "BatchMatMul": "T adj_x adj_y", "BatchToSpaceND": "T Tblock_shape Tcrops", "BiasAdd": "T data_format",
+        "Cast": "SrcT DstT", "ConcatV2": "N T Tidx", "Const": "value dtype",
+        "Conv2D": "T strides use_cudnn_on_gpu padding data_format dilations",
+        "Conv2DBackpropInput": "T strides use_cudnn_on_gpu padding data_format dilations",
+        "Cumsum": "exclusive reverse T Tidx", "DepthToSpace": "T block_size",
+        "DepthwiseConv2dNative": "T strides padding data_format dilations", "Div": "T", "Elu": "T", "Equal": "T",
+        "ExpandDims": "T Tdim", "ExtractImagePatches": "ksizes strides rates T padding",
+        "FakeQuantWithMinMaxArgs": "min max num_bits narrow_range", "FakeQuantWithMinMaxVars": "num_bits narrow_range",
+        "Fill": "T", "FloorDiv": "T", "FusedBatchNorm": "T epsilon data_format is_training",
+        "FusedBatchNormV2": "T U epsilon data_format is_training", "Gather": "validate_indices Tparams Tindices",
+        "GatherV2": "Tparams Tindices Taxis", "Identity": "T", "MatMul": "transpose_a transpose_b T",
+        "Max": "keep_dims T Tidx", "Maximum": "T", "MaxPool": "T ksize strides padding data_format",
+        "Mean": "keep_dims T Tidx", "Min": "keep_dims T Tidx", "Minimum": "T", "MirrorPad": "T Tpaddings mode",
+        "Mul": "T", "Neg": "T", "NotEqual": "T", "OneHot": "axis T TI", "Pack": "N T axis", "Pad": "T Tpaddings",
+        "PadV2": "T Tpaddings", "Placeholder": "dtype shape", "Pow": "T", "Prod": "keep_dims T Tidx",
+        "RealDiv": "T", "Relu": "T", "Relu6": "T", "Reshape": "T Tshape", "ResizeBicubic": "T align_corners",
+        "ResizeBilinear": "T align_corners", "ResizeNearestNeighbor": "T align_corners", "ReverseV2": "Tidx T",
+        "Rsqrt": "T", "Select": "T", "Shape": "T out_type", "Sigmoid": "T", "Sign": "T", "Slice": "T Index",
+        "Softmax": "T", "SpaceToBatchND": "T Tblock_shape Tpaddings", "SpaceToDepth": "T block_size",
+        "Split": "num_split T", "SplitV": "num_split T Tlen", "Sqrt": "T", "Square": "T",
+        "SquaredDifference": "T", "Squeeze": "T squeeze_dims",
+        "StridedSlice": "T Index begin_mask end_mask ellipsis_mask new_axis_mask shrink_axis_mask", "Sub": "T",
+        "Sum": "keep_dims T Tidx", "Tanh": "T", "Tile": "T Tmultiples", "Transpose": "T Tperm", "Unpack": "num T axis",
+        # TF 1.13-1.14
+        "AddV2": "T", "BatchMatMulV2": "T adj_x adj_y", "FusedBatchNormV3": "T U epsilon data_format is_training",
+        "LeakyRelu": "alpha T",
+    }.items()
+}
+# Non-default values of newer attributes: MACE (since 1.0) honours half-pixel resizes; the
+# others have no effect on an inference graph (`exponential_avg_factor` only acts while
+# training, the rest are hints).
+HONOURED_ATTRS = {("ResizeBilinear", "half_pixel_centers"), ("ResizeNearestNeighbor", "half_pixel_centers"),
+                  ("ResizeBicubic", "half_pixel_centers")}
+INERT_ATTRS = {"grad_a", "grad_b", "grad_x", "grad_y", "incompatible_shape_error"}
 
 
 def targets(recipe, build_dir: Path) -> list[ExportTarget]:
@@ -42,6 +97,7 @@ def targets(recipe, build_dir: Path) -> list[ExportTarget]:
     install = Path(build_dir) / "mace"
     settings = recipe.section_json("export", "mace")
     settings["install_dir"] = str(install)  # the yml names the .pb by its absolute path there
+    settings["writer"] = WRITER
     return [
         ExportTarget(
             artifact_id="mace",
@@ -101,6 +157,83 @@ def _tidy(graph_def, output: str, output_name: str):
     return out
 
 
+def tf1_graph(graph_def):
+    """The graph as TensorFlow 1 reads it (in place; returned): TF1 op names, no attribute TF 1.8 lacks.
+
+    An attribute TF 1.8 does not know is removed when it holds its default; a non-default
+    value is kept when MACE honours it (`HONOURED_ATTRS`), removed when it cannot change an
+    inference (`INERT_ATTRS`, a batch norm's `exponential_avg_factor` outside training), and
+    refused otherwise. Attributes starting with `_` (colocation and other graph hints) go.
+    """
+    from tensorflow.python.framework import op_def_registry
+
+    outputs_used: dict[str, set[int]] = {}
+    for node in graph_def.node:
+        for ref in node.input:
+            name, _, index = ref.lstrip("^").partition(":")
+            outputs_used.setdefault(name, set()).add(int(index or 0))
+    refused = []
+    for node in graph_def.node:
+        _tf1_op(node, outputs_used.get(node.name, set()))
+        known = TF1_ATTRS.get(node.op)
+        op_def = op_def_registry.get(node.op)
+        defaults = {a.name: a.default_value for a in op_def.attr if a.HasField("default_value")} if op_def else {}
+        for name in sorted(node.attr):
+            if name.startswith("_"):
+                del node.attr[name]
+                continue
+            if known is None or name in known:
+                continue
+            value = node.attr[name]
+            if name in defaults and value == defaults[name]:
+                del node.attr[name]
+            elif (node.op, name) in HONOURED_ATTRS:
+                continue
+            elif name in INERT_ATTRS or (name == "exponential_avg_factor" and "is_training" in node.attr
+                                           and not node.attr["is_training"].b):
+                del node.attr[name]
+            else:
+                refused.append(f"{node.name} ({node.op}) {name}={str(value).strip()}")
+    if refused:
+        raise ModelError(
+            f"the graph uses attributes TensorFlow 1.x (MACE's converter) does not know, with values that matter: "
+            f"{'; '.join(refused[:5])}{' ...' if len(refused) > 5 else ''}",
+            hint="rebuild those layers without the option (the node names start with the Keras layer name)",
+        )
+    return graph_def
+
+
+def _tf1_op(node, used: set[int]) -> None:
+    """Rename ops TF 1.8 lacks to their TF 1.8 equivalent where the meaning is the same."""
+    from tensorflow.core.framework import types_pb2
+
+    if node.op == "AddV2":
+        node.op = "Add"  # the same sum (AddV2 only drops string support and marks it commutative)
+    elif node.op in ("FusedBatchNormV2", "FusedBatchNormV3") and not used & {5}:
+        if node.attr["T"].type == types_pb2.DT_FLOAT and node.attr["U"].type == types_pb2.DT_FLOAT:
+            node.op = "FusedBatchNorm"  # float-only, outputs 0-4 are the same
+            del node.attr["U"]
+        else:
+            node.op = "FusedBatchNormV2"
+
+
+def graph_io(graph_def, input_node: str, output_node: str) -> dict:
+    """The graph's input and output node names and static shapes."""
+    import tensorflow as tf
+
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)  # import_graph_def fills default attributes into the GraphDef it is given
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(copy, name="")
+    shapes = {name: graph.get_tensor_by_name(f"{name}:0").shape for name in (input_node, output_node)}
+    for name, shape in shapes.items():
+        if not shape.is_fully_defined():
+            raise ModelError(f"the frozen graph's tensor {name} has no fixed shape ({shape}); MACE needs one")
+    return {"input": input_node, "input_shape": shapes[input_node].as_list(),
+            "output": output_node, "output_shape": shapes[output_node].as_list()}
+
+
 def check_ops(graph_def) -> None:
     unsupported: dict[str, list[str]] = {}
     for node in graph_def.node:
@@ -115,8 +248,9 @@ def check_ops(graph_def) -> None:
 
 
 def half_pixel_resizes(graph_def) -> list[str]:
-    """ResizeBilinear nodes with half_pixel_centers=True: MACE reads only align_corners."""
-    return [n.name for n in graph_def.node if n.op == "ResizeBilinear" and n.attr["half_pixel_centers"].b]
+    """Resize nodes with half_pixel_centers=True: MACE 1.0 and later honour it, older MACE read only align_corners."""
+    return [n.name for n in graph_def.node
+            if n.op.startswith("Resize") and "half_pixel_centers" in n.attr and n.attr["half_pixel_centers"].b]
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
@@ -128,6 +262,13 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     spec = inputs.spec
     graph_def, input_node = freeze(inputs.saved_model, spec.output.name)
     check_ops(graph_def)
+    tf1_graph(graph_def)
+    io = graph_io(graph_def, input_node, spec.output.name)
+    if (tuple(io["input_shape"]), tuple(io["output_shape"])) != (tuple(spec.input.shape), tuple(spec.output.shape)):
+        raise ModelError(
+            f"the frozen graph maps {io['input_shape']} to {io['output_shape']}, "
+            f"but the ModelSpec says {list(spec.input.shape)} to {list(spec.output.shape)}"
+        )
     pb = inputs.out
     pb.parent.mkdir(parents=True, exist_ok=True)
     from mdeploy.exporters.reproducible import graph_def_bytes
@@ -138,28 +279,27 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     name = pb.stem
     yml_path = Path(s["install_dir"]) / f"{name}.yml"
     lo, hi = spec.preprocessing.input_range()
-    thresholds = dict(mace_config.DEFAULT_THRESHOLDS)
-    thresholds.update({k.upper(): v for k, v in (s.get("validation_threshold") or {}).items()})
-    devices = THRESHOLD_KEYS[s["runtime"]]
+    quantized = bool(s["quantize"] or s["quantize_large_weights"])
+    tag = s["model_tag"] or mace_rules.tag_for(spec.name)
     text = render(
         "mace/deployment.yml.j2",
         mdeploy_version=__version__,
         recipe=spec.name,
         pb_name=pb.name,
         yml_path=str(yml_path),
-        library_name=s["library_name"] or mace_config.tag_for(spec.name),
+        library_name=s["library_name"] or mace_rules.tag_for(spec.name),
         target_abis=s["target_abis"],
         graph_format=s["graph_format"],
         data_format=s["data_format"],
-        model_tag=s["model_tag"] or mace_config.tag_for(spec.name),
+        model_tag=tag,
         model_file_path=str(Path(s["install_dir"]) / pb.name),
         sha256=sha,
-        input_name=input_node,
-        input_shape=",".join(str(d) for d in spec.input.shape),
+        input_name=io["input"],
+        input_shape=mace_rules.shape_text(io["input_shape"]),
         input_range=f"{lo:g},{hi:g}",
-        output_name=spec.output.name,
-        output_shape=",".join(str(d) for d in spec.output.shape),
-        validation_threshold={d: thresholds[d] for d in devices if d in thresholds},
+        output_name=io["output"],
+        output_shape=mace_rules.shape_text(io["output_shape"]),
+        validation_threshold=mace_rules.thresholds_for(s["runtime"], quantized, s.get("validation_threshold")),
         runtime=s["runtime"],
         data_type=s["data_type"],
         winograd=s["winograd"],
@@ -176,17 +316,19 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     # The yml names the .pb where the build folder will hold it; check the copy in hand.
     for model in config.get("models", {}).values():
         model["model_file_path"] = str(pb)
-    problems = mace_config.validate(config)
+    problems = mace_rules.validate(config) + mace_rules.graph_problems(config, io, tag)
     if problems:
         raise ModelError(f"mdeploy wrote a MACE deployment file that breaks MACE's rules: {'; '.join(problems)}")
     halfpixel = half_pixel_resizes(graph_def)
     if halfpixel:
-        inputs.log(f"{len(halfpixel)} ResizeBilinear nodes use half_pixel_centers, which MACE ignores (parity measures the effect)")
+        inputs.log(f"{len(halfpixel)} resize nodes use half_pixel_centers: MACE 1.0 and later honour it, older MACE releases do not")
     return {
         "ops": sorted({n.op for n in graph_def.node}),
         "nodes": len(graph_def.node),
-        "input": input_node,
-        "output": spec.output.name,
+        "input": io["input"],
+        "input_shape": io["input_shape"],
+        "output": io["output"],
+        "output_shape": io["output_shape"],
         "half_pixel_resizes": len(halfpixel),
         "convert_command": f"cd /path/to/mace && python tools/converter.py convert --config={yml_path}",
     }

@@ -11,6 +11,10 @@ Measured by building the same recipe twice in fresh processes (tests/test_reprod
   (which names a traced function number) cleared.
 - Core ML `.mlpackage`: `Manifest.json` identifies its items by random UUIDs -> UUIDs derived
   from each item's path.
+- Core ML metadata (both kinds): coremltools stamps the conversion date into the spec's
+  `userDefined` metadata (`com.github.apple.coremltools.conversion_date`) -> removed, with any
+  other date- or time-valued metadata, so builds on different days agree and the spec holds
+  nothing that says when it was made (tests/exporters/test_onnx_coreml.py reads it back).
 - Keras `.keras` files: zip members carry the write time, metadata.json the save date, and
   config.json Python object ids (`shared_object_id`) -> fixed time, no date, ids renumbered.
 
@@ -23,6 +27,7 @@ yml (it names the .pb by the build folder's absolute path).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import zipfile
 from pathlib import Path
@@ -103,7 +108,38 @@ def normalize_mlmodel(path: Path, Model_pb2=None) -> None:  # noqa: N803 (the pr
         from coremltools.proto import Model_pb2
     spec = Model_pb2.Model()
     spec.ParseFromString(path.read_bytes())
+    strip_time_metadata(spec)
     path.write_bytes(spec.SerializeToString(deterministic=True))
+
+
+# Metadata keys coremltools fills with the time of conversion.
+TIME_KEYS = {"com.github.apple.coremltools.conversion_date"}
+_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?")
+_TEXT_FIELDS = ("shortDescription", "versionString", "author", "license")
+
+
+def _says_when(key: str, value: str) -> bool:
+    """A key named for a date or time (its last word), or a value holding a calendar date."""
+    last = re.split(r"[._\-]", key.lower())[-1]
+    return key in TIME_KEYS or last in ("date", "time", "timestamp", "datetime") or _DATE.search(value) is not None
+
+
+def time_dependent_metadata(spec) -> list[str]:
+    """The metadata fields of a Core ML spec that say when it was made (empty: none)."""
+    meta = spec.description.metadata
+    found = [f"userDefined[{k}]" for k, v in sorted(meta.userDefined.items()) if _says_when(k, v)]
+    return found + [f for f in _TEXT_FIELDS if _DATE.search(getattr(meta, f))]
+
+
+def strip_time_metadata(spec) -> None:
+    """Remove the conversion date and any other date- or time-valued metadata (in place)."""
+    meta = spec.description.metadata
+    for key in [k for k, v in meta.userDefined.items() if _says_when(k, v)]:
+        del meta.userDefined[key]
+    for field in _TEXT_FIELDS:
+        if _DATE.search(getattr(meta, field)):
+            text = re.sub(r"\(\s*\)|\[\s*\]", "", _DATE.sub("", getattr(meta, field)))  # and brackets left empty
+            setattr(meta, field, " ".join(text.split()))
 
 
 def normalize_zip(path: Path) -> None:

@@ -60,7 +60,11 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         calibration = {}
         if variant == "int8":
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"))
-            calibration = {"calibration_split": section.calibration.split, "calibration_samples": section.calibration.samples}
+            if section.mixed_precision is not None:
+                settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
+                settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
+            settings["calibration"]["split"] = recipe.calibration_split()
+            calibration = {"calibration_split": recipe.calibration_split(), "calibration_samples": section.calibration.samples}
         out.append(
             ExportTarget(
                 artifact_id=f"tflite/{variant}",

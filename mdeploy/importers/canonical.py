@@ -1,8 +1,9 @@
 """The canonical model: a fixed-batch SavedModel with input `image` and output `heatmaps`.
 
 Whatever a model came from (an import, or training), the export stages read this one
-form, and the ModelSpec written beside it is checked against it here: input shape and
-type, output layout, channel count against the keypoint set, and the output stride.
+form. Its input shape and type are checked here; the ModelSpec written beside it is made
+by `mdeploy.spec.make_spec`, which checks the output layout, the channel count against the
+keypoint set, and the output stride (the interface's names live in `mdeploy.spec` too).
 """
 
 from __future__ import annotations
@@ -12,12 +13,7 @@ from pathlib import Path
 
 from mdeploy.errors import ModelError
 from mdeploy.importers import LoadedModel
-from mdeploy.keypoints import get_keypoint_set
-from mdeploy.spec import DecodeSettings, ModelSpec, TensorInfo, preprocessing_from_recipe
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "heatmaps"
-SIGNATURE = "serving_default"
+from mdeploy.spec import INPUT_NAME, OUTPUT_NAME, SIGNATURE, make_spec, planned_spec  # noqa: F401 (the spec's home; re-exported)
 
 
 def input_size(recipe, loaded: LoadedModel, where: Callable[..., str | None]) -> tuple[int, int]:
@@ -88,59 +84,3 @@ def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -
         module.serve = tf.function(serve, input_signature=signature)
         tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve.get_concrete_function()})
     return out_shape
-
-
-def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source: dict, where: Callable[..., str | None]) -> ModelSpec:
-    """The ModelSpec of the canonical model, after checking the output against the recipe."""
-    kps = get_keypoint_set(recipe.model.keypoints)
-    if len(out_shape) != 4 or out_shape[0] != 1:
-        raise ModelError(
-            f"the model output has shape {list(out_shape)}; mdeploy expects NHWC heatmaps [1, height, width, keypoints]",
-            where=where("model", "import", "outputs"),
-        )
-    _, oh, ow, channels = out_shape
-    if channels != len(kps):
-        layout = " (it looks like NCHW: channels first)" if out_shape[1] == len(kps) else ""
-        raise ModelError(
-            f"the model outputs {channels} heatmap channels but keypoint set {kps.name} has {len(kps)}{layout}",
-            where=where("model", "keypoints"),
-        )
-    height, width = size
-    if height % oh or width % ow or height // oh != width // ow:
-        raise ModelError(
-            f"the output grid {oh}x{ow} is not the input {height}x{width} divided by one integer stride",
-            where=where("model", "import", "outputs"),
-        )
-    decode = recipe.model.decode
-    return ModelSpec(
-        name=recipe.name,
-        input=TensorInfo(INPUT_NAME, (1, height, width, 3)),
-        output=TensorInfo(OUTPUT_NAME, tuple(int(d) for d in out_shape)),
-        preprocessing=preprocessing_from_recipe(recipe.model.input, size),
-        keypoints=kps,
-        output_stride=height // oh,
-        decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold, decode.preset),
-        source=source,
-    )
-
-
-def planned_spec(recipe) -> ModelSpec:
-    """The ModelSpec a recipe's registered architecture will have once trained, without training it.
-
-    Scaffolding an app needs the model's interface before any build: for `model.arch` it is
-    fixed by the architecture and the recipe (an imported model must be built to be known).
-    """
-    from mdeploy.models import get_arch
-
-    if recipe.model.arch is None:
-        raise ModelError(
-            "an imported model's interface is known only once it is built",
-            where=recipe.where("model", "import", key=True),
-            hint=f"run `mdeploy build` on this recipe first; its build folder ({recipe.name}/) then supplies the spec",
-        )
-    info = get_arch(recipe.model.arch)
-    height, width = recipe.model.input.size or info.input_size
-    stride = info.output_stride
-    out_shape = (1, height // stride, width // stride, len(get_keypoint_set(recipe.model.keypoints)))
-    source = {"format": "planned", "arch": recipe.model.arch, "params": info.params(recipe.model.params)}
-    return make_spec(recipe, (height, width), out_shape, source, recipe.where)

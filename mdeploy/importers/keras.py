@@ -11,14 +11,15 @@ from mdeploy.registry import unknown_name_message
 
 
 def load(section, path: Path, where: Callable[..., str | None]) -> LoadedModel:
-    import keras
-
     if path.suffix != ".keras" or not path.is_file():
         raise ModelError(
             f"expected a Keras 3 model file ending in .keras, got {path}",
             where=where("model", "import", "path"),
             hint="save the model with model.save('name.keras'), or import a SavedModel folder with format: saved_model",
         )
+    check_keras_archive(path, where=where("model", "import", "path"))
+    import keras
+
     from mdeploy.models.layers import register_custom_layers
 
     register_custom_layers()  # a model trained by mdeploy may hold its layers
@@ -62,6 +63,34 @@ def load(section, path: Path, where: Callable[..., str | None]) -> LoadedModel:
         keep=model,
         source={"format": "keras", "input": _tensor_name(inp), "output": names[index]},
     )
+
+
+# Members Keras reads whole into memory (json.loads): each gets its own, smaller budget.
+_JSON_MEMBERS = ("config.json", "metadata.json")
+
+
+def check_keras_archive(path: Path, *, where: str | None = None) -> None:
+    """A `.keras` file is a zip: list its members (no decompression) and refuse one whose
+    members together, in number or in compression ratio exceed the archive limits, or whose
+    config.json / metadata.json exceeds `keras_json_bytes`, before Keras reads any of it."""
+    import zipfile
+
+    from mdeploy.limits import ArchiveBudget, human_bytes, limit, open_regular, raise_hint
+
+    try:
+        with open_regular(path, "Keras model", where=where, error=ModelError) as fh, zipfile.ZipFile(fh) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ModelError(f"{path.name} is not a Keras 3 .keras file (not a zip archive: {err})", where=where) from None
+    budget = ArchiveBudget(path, ModelError, where)
+    cap = limit("keras_json_bytes")
+    for info in infos:
+        if info.filename in _JSON_MEMBERS and info.file_size > cap:
+            raise ModelError(
+                f"{path.name}: {info.filename} unpacks to {human_bytes(info.file_size)}, over the limit of {human_bytes(cap)}",
+                where=where, hint=raise_hint("keras_json_bytes"),
+            )
+        budget.add(info.filename, info.file_size)
 
 
 def _tensor_name(tensor) -> str:

@@ -41,7 +41,7 @@ def sample_images() -> np.ndarray:
     from PIL import Image
 
     from mdeploy.data.synthetic import render
-    from mdeploy.verify.samples import PACKAGE_PHOTOS, package_photo
+    from mdeploy.images import PACKAGE_PHOTOS, package_photo
 
     images = [package_photo(name) for name in PACKAGE_PHOTOS]
     images += [render(1, i, 128)[0] for i in range(20 - len(images))]

@@ -41,7 +41,7 @@ class Score:
 
 def probe_photos(extra: Sequence[Path] = ()) -> list[tuple[str, np.ndarray]]:
     """The package photos of people, plus images from `extra` (files, or folders of images)."""
-    from mdeploy.verify.samples import PACKAGE_PHOTOS, load_rgb, package_photo
+    from mdeploy.images import PACKAGE_PHOTOS, load_rgb, package_photo
 
     photos = [(name, package_photo(name)) for name in PACKAGE_PHOTOS]
     for item in extra:

@@ -59,6 +59,9 @@ def inspect_model(fmt: str, path: Path, input_name: str | None, output_name: str
                   value_range: tuple[float, float] | None, keypoints: str | None, size: tuple[int, int] | None,
                   probe_images: Sequence[Path] = ()) -> Starter:
     """Read the model when a name must be found or checked or the preprocessing probed; what to write."""
+    from mdeploy.limits import check_input_path
+
+    check_input_path(path, "--import")  # a FIFO or a device is refused before anything reads it
     probing = channels is None or value_range is None
     found = Starter(channels or "rgb", value_range or (0.0, 1.0), keypoints or "aic14")
     if not (fmt in NAMED_FORMATS or probing or input_name or output_name):

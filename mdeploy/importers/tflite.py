@@ -172,7 +172,7 @@ def with_signature(data: bytes, input_name: str, output_name: str) -> bytes:
     """The flatbuffer with one `serving_default` signature and only these tensors as subgraph 0's input and output."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from mdeploy.importers.canonical import INPUT_NAME, OUTPUT_NAME, SIGNATURE
+    from mdeploy.spec import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
     if any((b.offset or 0) > 1 for b in model.buffers or []):

@@ -72,8 +72,8 @@ def resize(x, factor: float, name: str, mode: str = "legacy"):
     """Bilinear resize by a factor.
 
     `legacy` samples as TensorFlow 1 did (no half-pixel centres, no aligned corners): what
-    the released models use, and the only reading MACE's converter has of ResizeBilinear
-    (it drops `half_pixel_centers`). `half_pixel` is Keras' Resizing layer.
+    the released models use, and read alike by every MACE release (before 1.0 MACE dropped
+    `half_pixel_centers`). `half_pixel` is Keras' Resizing layer.
     """
     from keras import layers
 

@@ -171,6 +171,7 @@ _TYPE_WORDS = {
     "int_type": "expected an integer",
     "int_parsing": "expected an integer",
     "int_from_float": "expected an integer",
+    "int_parsing_size": "number too large",
     "float_type": "expected a number",
     "float_parsing": "expected a number",
     "bool_type": "expected true or false",
@@ -261,6 +262,8 @@ def _issue(err: dict, data: dict, sources: SourceMap, root: type[BaseModel] = Re
         # A rule about a whole mapping that is best shown at one of its keys.
         keypath = keypath + (ctx["at"],)
         mark = sources.mark_for(keypath, prefer_key=True)
+    elif kind == "missing" and keypath in sources.keys:  # a key a --set removed
+        mark = sources.keys[keypath]
     elif kind in ("missing", "union_tag_not_found"):
         mark = sources.mark_for(keypath[:-1] if kind == "missing" else keypath, prefer_key=True)
     elif kind == "extra_forbidden" or on_key or isinstance(err.get("input"), dict):

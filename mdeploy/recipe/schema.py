@@ -8,6 +8,7 @@ generated from these classes.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -60,11 +61,11 @@ RecipePath = Annotated[
     Field(json_schema_extra={"format": "path"}),
 ]
 
-_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _slug(value: str) -> str:
-    if not _SLUG.match(value) or len(value) > 64:
+    if not _SLUG.fullmatch(value) or len(value) > 64:  # fullmatch: `$` would accept a trailing newline
         raise PydanticCustomError(
             "slug",
             "expected a slug (letters, digits, '-' and '_', starting with a letter or digit, at most 64), got {value}",
@@ -75,12 +76,12 @@ def _slug(value: str) -> str:
 
 Slug = Annotated[str, AfterValidator(_slug)]
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(value: str) -> str:
     value = value.lower()
-    if not _SHA256.match(value):
+    if not _SHA256.fullmatch(value):
         raise PydanticCustomError("sha256", "expected 64 hexadecimal digits (a sha256 checksum)")
     return value
 
@@ -125,16 +126,26 @@ def _arch(value: str) -> str:
 
 ArchName = Annotated[str, AfterValidator(_arch)]
 
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+
+# Upper bounds: a number far past any real use is a typo (epochs 1e23), refused before it
+# becomes a loop, an allocation or an overflow. Every float must be finite (Section).
+InputDim = Annotated[int, Field(gt=0, le=4096)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+SEED_HELP = "0 to 4294967295"
+Steps = Annotated[int, Field(gt=0, le=1_000_000_000)]
+PixelValue = Annotated[float, Field(ge=-65536, le=65536)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Spread = Annotated[float, Field(gt=0, le=65536)]
 
 
 class Section(BaseModel):
     """Base of every recipe mapping: unknown keys are errors, values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False, validate_default=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, validate_default=True, allow_inf_nan=False
+    )
 
 
 # ---------------------------------------------------------------------------- model
@@ -143,13 +154,19 @@ class Section(BaseModel):
 class InputSection(Section):
     """The preprocessing contract: how a camera frame becomes the model's input tensor."""
 
-    size: tuple[PositiveInt, PositiveInt] | None = Field(
-        None, description="[height, width] of the model input; read from the model when omitted for imports"
+    size: tuple[InputDim, InputDim] | None = Field(
+        None, description="[height, width] of the model input, 1 to 4096 each; read from the model when omitted for imports"
     )
     channels: Literal["rgb", "bgr"] = Field(description="channel order the model expects")
-    range: tuple[float, float] = Field(description="values that pixel 0 and pixel 255 map to, e.g. [0, 255] or [-1, 1]")
-    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="subtracted after scaling to range")
-    std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = Field((1.0, 1.0, 1.0), description="divides after mean")
+    range: tuple[PixelValue, PixelValue] = Field(
+        description="values that pixel 0 and pixel 255 map to, e.g. [0, 255] or [-1, 1] (each within -65536 to 65536)"
+    )
+    mean: tuple[PixelValue, PixelValue, PixelValue] = Field(
+        (0.0, 0.0, 0.0), description="subtracted after scaling to range (each within -65536 to 65536)"
+    )
+    std: tuple[Spread, Spread, Spread] = Field(
+        (1.0, 1.0, 1.0), description="divides after mean (each above 0, at most 65536)"
+    )
     resize: Literal["stretch", "letterbox", "crop"] = Field(
         "stretch", description="stretch to size, letterbox (keep aspect, pad), or crop (keep aspect, centre crop)"
     )
@@ -165,7 +182,9 @@ class InputSection(Section):
 class DecodeSection(Section):
     """How heatmaps become keypoints (the evaluator and the generated app code share it)."""
 
-    smooth_sigma: NonNegativeFloat = Field(0.0, description="Gaussian blur sigma (heatmap cells) before argmax; 0 = off")
+    smooth_sigma: Annotated[float, Field(ge=0, le=64)] = Field(
+        0.0, description="Gaussian blur sigma (heatmap cells) before argmax, 0 to 64; 0 = off"
+    )
     subpixel: bool = Field(True, description="refine the argmax by a quarter cell toward the higher neighbour")
     threshold: Fraction = Field(0.2, description="confidence under which a keypoint is not drawn")
     preset: Literal["mdeploy", "pefm_android"] = Field(
@@ -300,6 +319,11 @@ class ModelSection(Section):
                 info.params(self.params)
             except InputError as err:
                 raise PydanticCustomError("arch_params", err.message, {"at": "params"}) from None
+            for key, value in self.params.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise PydanticCustomError(
+                        "finite_number", "parameter {k} must be a finite number, got {v}", {"k": key, "v": value, "at": "params"}
+                    )
             multiple = info.size_multiple
             if any(v % multiple for v in self.input.size):
                 raise PydanticCustomError(
@@ -314,8 +338,8 @@ class ModelSection(Section):
 
 
 class SyntheticData(Section):
-    count: PositiveInt = Field(description="number of images to generate")
-    seed: int = Field(0, description="generator seed: same seed, same images and labels")
+    count: Annotated[int, Field(gt=0, le=1_000_000)] = Field(description="number of images to generate (1 to 1000000)")
+    seed: Seed = Field(0, description=f"generator seed ({SEED_HELP}): same seed, same images and labels")
     size: Annotated[int, Field(ge=32, le=1024)] = Field(192, description="image width and height in pixels")
 
 
@@ -374,6 +398,7 @@ class DataSplit(Section):
 
 class DataSection(Section):
     train: DataSplit | None = None
+    calibration: DataSplit | None = Field(None, description="images only for int8 calibration (default: data.train)")
     val: DataSplit | list[DataSplit] | None = Field(
         None, description="one validation split, or several (each scored and gated on its own; give each a name)"
     )
@@ -412,31 +437,33 @@ class DataSection(Section):
 
 class OptimizerSection(Section):
     name: Literal["adam", "sgd"] = "adam"
-    lr: PositiveFloat = 1.0e-3
+    lr: Annotated[float, Field(gt=0, le=10)] = Field(1.0e-3, description="learning rate (above 0, at most 10)")
     decay: Annotated[float, Field(gt=0, le=1)] = Field(0.95, description="exponential decay factor")
-    decay_steps: PositiveInt = Field(10000, description="steps per decay")
+    decay_steps: Steps = Field(10000, description="steps per decay (1 to 1000000000)")
 
 
 class EarlyStopSection(Section):
-    patience: PositiveInt = Field(3, description="evaluations without improvement before stopping")
-    min_delta: NonNegativeFloat = 0.0
+    patience: Annotated[int, Field(gt=0, le=10_000)] = Field(3, description="evaluations without improvement before stopping (1 to 10000)")
+    min_delta: NonNegativeFloat = Field(0.0, description="smallest change that counts as an improvement (finite, 0 or more)")
 
 
 class TrainSection(Section):
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 16
+    epochs: Annotated[int, Field(gt=0, le=10_000)] = Field(10, description="passes over data.train (1 to 10000)")
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = Field(16, description="images per step (1 to 4096)")
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
-    seed: int = 0
-    checkpoint_every: PositiveInt = Field(500, description="steps between checkpoints")
+    seed: Seed = Field(0, description=f"seed of weights, shuffling and augmentation ({SEED_HELP})")
+    checkpoint_every: Steps = Field(500, description="steps between checkpoints (1 to 1000000000)")
     early_stop: EarlyStopSection | None = None
-    max_steps: PositiveInt | None = Field(None, description="stop after this many steps (smoke runs); default: all epochs")
+    max_steps: Steps | None = Field(
+        None, description="stop after this many steps (smoke runs), 1 to 1000000000; default: all epochs"
+    )
     freeze_batchnorm: bool = Field(
         False, description="keep batch norm statistics and offsets as they are (fine-tuning released weights on little data)"
     )
-    foreground_weight: Annotated[float, Field(ge=1)] = Field(
+    foreground_weight: Annotated[float, Field(ge=1, le=1000)] = Field(
         1.0,
-        description="L2 weight of heatmap pixels: 1 + (w - 1) x target; 1 is the plain L2 of the reference; "
+        description="L2 weight of heatmap pixels (1 to 1000): 1 + (w - 1) x target; 1 is the plain L2 of the reference; "
         "10 escapes the all-zero plateau in hundreds of steps instead of thousands",
     )
 
@@ -444,9 +471,33 @@ class TrainSection(Section):
 # ---------------------------------------------------------------------------- export
 
 
+def _not_val(value: Any) -> Any:
+    if value == "val":
+        raise PydanticCustomError(
+            "calibration_val",
+            "calibrating on data.val would score the int8 variant on the images it was calibrated on: "
+            "use data.train or a data.calibration split",
+        )
+    return value
+
+
+MIN_CALIBRATION = 100  # fewer calibration images than this are flagged as not representative
+
+
 class CalibrationSection(Section):
-    split: Literal["train", "val"] = "val"
-    samples: PositiveInt = 200
+    """What full-integer quantization calibrates on: the recipe's data (never a validation split) and photos."""
+
+    split: Annotated[Literal["train", "calibration"] | None, BeforeValidator(_not_val)] = Field(
+        None, description="data.train or data.calibration (default: data.calibration when the recipe has one, else data.train)"
+    )
+    photos: bool = Field(True, description="add the photos of people verification uses (package photos, verify.samples.images)")
+    samples: Annotated[int, Field(gt=0, le=100_000)] = Field(200, description="calibration images (1 to 100000)")
+
+
+class MixedPrecision(Section):
+    """Keep the layers that cost an int8 variant its accuracy in float, until verify.accuracy passes."""
+
+    max_float_layers: Annotated[int, Field(gt=0, le=1000)] = Field(16, description="most layers kept in float (1 to 1000)")
 
 
 class TfliteExport(Section):
@@ -454,6 +505,9 @@ class TfliteExport(Section):
         default_factory=lambda: ["fp32"], min_length=1, description="fp32, fp16 (weights), dynamic (int8 weights), int8"
     )
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
+    mixed_precision: MixedPrecision | None = Field(
+        None, description="when int8 loses more than verify.accuracy allows, keep the costliest layers in float (needs data.val)"
+    )
     int8_io: Literal["float", "uint8", "int8"] = Field("float", description="input/output type of the int8 variant")
 
     @model_validator(mode="after")
@@ -492,7 +546,7 @@ class OnnxExport(Section):
 def _cpp_identifier(value: str | None) -> str | None:
     if value is None:
         return value
-    from mdeploy.exporters.mace_config import model_tag_problem
+    from mdeploy.mace_rules import model_tag_problem
 
     problem = model_tag_problem(value)
     if problem:
@@ -516,8 +570,8 @@ class MaceExport(Section):
     model_tag: Annotated[str | None, AfterValidator(_cpp_identifier)] = Field(None, description="default: from the recipe name")
     graph_format: Literal["file", "code"] = "file"
     data_format: Literal["file", "code"] = "file"
-    validation_threshold: dict[Literal["cpu", "gpu", "hexagon", "hta", "apu"], Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=dict, description="cosine-similarity thresholds of MACE's validation (defaults CPU 0.999, GPU 0.995, HEXAGON 0.98)"
+    validation_threshold: dict[Literal["cpu", "gpu", "hexagon", "dsp", "hta", "quantize"], Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict, description="cosine-similarity thresholds of MACE's validation, written at the model level (defaults CPU 0.999, GPU 0.995, HEXAGON, HTA and QUANTIZE 0.98; dsp means hexagon; quantized models use quantize)"
     )
 
     @model_validator(mode="after")
@@ -526,7 +580,7 @@ class MaceExport(Section):
             raise PydanticCustomError("mace_formats", "MACE does not support graph_format file with data_format code", {"at": "data_format"})
         if self.quantize and self.quantize_large_weights:
             raise PydanticCustomError("mace_quantize", "quantize and quantize_large_weights cannot both be on", {"at": "quantize_large_weights"})
-        from mdeploy.exporters.mace_config import DATA_TYPES
+        from mdeploy.mace_rules import DATA_TYPES
 
         if self.data_type is not None and self.data_type not in DATA_TYPES[self.runtime]:
             raise PydanticCustomError(
@@ -554,7 +608,9 @@ class ExportSection(Section):
 
 
 class Tolerance(Section):
-    max_abs: NonNegativeFloat | None = Field(None, description="largest allowed absolute difference of any output value")
+    max_abs: NonNegativeFloat | None = Field(
+        None, description="largest allowed absolute difference of any output value (finite, 0 or more)"
+    )
     min_agreement: Fraction | None = Field(
         None, description="smallest allowed fraction of keypoints whose heatmap argmax cell agrees"
     )
@@ -564,11 +620,11 @@ class ParitySamples(Section):
     random: Annotated[int, Field(ge=0, le=64)] = Field(4, description="random images (seeded)")
     photos: bool = Field(True, description="add the real photos shipped with scikit-image and matplotlib")
     images: list[RecipePath] = Field(default_factory=list, description="your own images")
-    seed: int = 0
+    seed: Seed = Field(0, description=f"seed of the random images ({SEED_HELP})")
 
 
 class SplitGate(Section):
-    max_drop: NonNegativeFloat = Field(description="largest allowed drop (percentage points) on this split")
+    max_drop: Percent = Field(description="largest allowed drop (percentage points, 0 to 100) on this split")
 
 
 class AccuracyGate(Section):
@@ -577,7 +633,7 @@ class AccuracyGate(Section):
     metric: Literal["auto", "pckh@0.5", "pck@0.2_torso", "pefm_pckh"] = Field(
         "auto", description="metric the gate compares; auto: each split's primary metric (PCKh where the data has head joints, else PCK@0.2 torso)"
     )
-    max_drop: NonNegativeFloat = Field(1.0, description="largest allowed drop (percentage points) against the canonical model")
+    max_drop: Percent = Field(1.0, description="largest allowed drop (percentage points, 0 to 100) against the canonical model")
     splits: dict[Slug, SplitGate] = Field(default_factory=dict, description="per validation split, e.g. {real: {max_drop: 2.0}}")
 
 
@@ -648,7 +704,9 @@ class AndroidApp(Section):
 class IosApp(Section):
     project: RecipePath = Field(description="the iOS app folder the glue goes into (scaffolded when missing)")
     artifact: Annotated[ArtifactId, AfterValidator(_ios_artifact)] = "coreml"
-    name: Annotated[str, _identifier_check("check_display_name")] = Field("Pose Demo", description="the app's name on the phone")
+    name: Annotated[str, _identifier_check("check_ios_display_name")] = Field(
+        "Pose Demo", description="the app's name on the phone (no '$(' or '${': Xcode would expand it in Info.plist)"
+    )
     bundle_id: Annotated[str, _identifier_check("check_bundle_id")] = "com.mdeploy.PoseDemo"
 
 
@@ -658,10 +716,12 @@ class AppSection(Section):
 
 
 class BenchSection(Section):
-    runs: PositiveInt = Field(50, description="timed runs per trial")
-    warmup: Annotated[int, Field(ge=0)] = Field(5, description="untimed runs before each trial")
-    trials: PositiveInt = Field(3, description="repeats of the whole measurement (spread, throttling)")
-    threads: list[PositiveInt] = Field(default_factory=lambda: [1], min_length=1)
+    runs: Annotated[int, Field(gt=0, le=100_000)] = Field(50, description="timed runs per trial (1 to 100000)")
+    warmup: Annotated[int, Field(ge=0, le=100_000)] = Field(5, description="untimed runs before each trial (0 to 100000)")
+    trials: Annotated[int, Field(gt=0, le=100)] = Field(3, description="repeats of the whole measurement (spread, throttling), 1 to 100")
+    threads: list[Annotated[int, Field(gt=0, le=256)]] = Field(
+        default_factory=lambda: [1], min_length=1, description="thread counts to measure (1 to 256 each)"
+    )
     delegates: list[Literal["cpu", "xnnpack", "gpu", "nnapi"]] = Field(
         default_factory=lambda: ["xnnpack"], min_length=1, description="TFLite delegates (the host has cpu and xnnpack)"
     )
@@ -673,8 +733,15 @@ class BenchSection(Section):
         default_factory=dict, description="MACE's mace_run per ABI, for benchmarking the mace artifact"
     )
     mace_model: RecipePath | None = Field(None, description="folder where MACE's converter wrote <model_tag>.pb and .data")
-    timeout_s: PositiveFloat = Field(600.0, description="longest a benchmark run may go without output")
-    max_latency_ms: dict[Slug, PositiveFloat] = Field(default_factory=dict, description="per device: fail above this median")
+    mace_config: RecipePath | None = Field(
+        None, description="the deployment file MACE's converter made bench.mace_model from, if not the build's own (checked against the graph)"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=86_400)] = Field(
+        600.0, description="longest a benchmark run may go without output (seconds, at most 86400)"
+    )
+    max_latency_ms: dict[Slug, Annotated[float, Field(gt=0, le=3_600_000)]] = Field(
+        default_factory=dict, description="per device: fail above this median (ms, at most 3600000)"
+    )
 
 
 # ---------------------------------------------------------------------------- recipe
@@ -710,13 +777,31 @@ class Recipe(Section):
             )
         tflite = self.export.tflite
         if tflite is not None and "int8" in tflite.variants:
-            split = tflite.calibration.split
+            split = self.calibration_split()
             if self.data is None or getattr(self.data, split) is None:
                 raise PydanticCustomError(
                     "calibration_data",
                     "the int8 variant calibrates on data.{split} (export.tflite.calibration.split), which the recipe lacks",
                     {"split": split, "at": "export"},
                 )
+            if tflite.mixed_precision is not None and (self.verify.accuracy is None or not self.val_splits(absent=True)):
+                raise PydanticCustomError(
+                    "mixed_precision",
+                    "export.tflite.mixed_precision searches for the layers that break verify.accuracy: the recipe needs "
+                    "verify.accuracy and a data.val split",
+                    {"at": "export"},
+                )
+            calibration = getattr(self.data, split)
+            if calibration.synthetic is None:
+                used = Path(getattr(calibration, calibration.source).annotations)
+                for name, val, _ in self.val_splits(absent=True):
+                    if val.synthetic is None and Path(getattr(val, val.source).annotations) == used:
+                        raise PydanticCustomError(
+                            "calibration_val",
+                            "data.{split} is the validation split {name}: the int8 variant would be scored on the images it was "
+                            "calibrated on",
+                            {"split": split, "name": name, "at": "export"},
+                        )
         gate = self.verify.accuracy
         if gate is not None and gate.splits:
             known = [name for name, _, _ in self.val_splits(absent=True)]
@@ -727,6 +812,13 @@ class Recipe(Section):
                         {"at": "verify"},
                     )
         return self
+
+    def calibration_split(self) -> str:
+        """The split int8 calibration reads: the recipe's choice, else data.calibration, else data.train."""
+        tflite = self.export.tflite
+        if tflite is not None and tflite.calibration.split is not None:
+            return tflite.calibration.split
+        return "calibration" if self.data is not None and self.data.calibration is not None else "train"
 
     def val_splits(self, *, absent: bool = False) -> list[tuple[str, DataSplit, tuple]]:
         """(name, split, key path) of every validation split (none without data.val)."""

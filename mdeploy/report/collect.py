@@ -32,7 +32,8 @@ def _accuracy_entry(gate: dict) -> dict:
     m = gate.get("metrics") or {}
     values = m.get("metrics") or {}
     metric = m.get("metric") or m.get("primary")
-    return {"status": gate["status"], "metric": metric, "value": values.get(metric) if metric else None,
+    ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(metric) if metric else None
+    return {"status": gate["status"], "metric": metric, "value": values.get(metric) if metric else None, "reference_kernels": ref,
             "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"), "drop": m.get("drop"),
             "per_joint": m.get("per_joint"), "reason": m.get("unverified") or m.get("runtime_error")}
 
@@ -60,14 +61,18 @@ def artifact_rows(manifest: dict) -> list[dict]:
             row["parity"] = {"status": "reference"}
         elif p is not None:
             m = p.get("metrics") or {}
+            ref = m.get("reference_kernels") or {}
             row["parity"] = {"status": p["status"], "max_abs": m.get("max_abs"), "agreement": m.get("agreement"),
-                             "reason": m.get("unverified") or m.get("runtime_error")}
+                             "reason": m.get("unverified") or m.get("runtime_error"), "kernels": m.get("kernels"),
+                             "reference_kernels": {k: ref.get(k) for k in ("max_abs", "agreement", "runtime_error") if k in ref} or None}
         by_split = {split: _accuracy_entry(g) for split, g in accuracy.get(art["id"], {}).items()}
         row["accuracy_by_split"] = by_split
         first = next((by_split[s] for s in splits if s in by_split), next(iter(by_split.values()), None))
         row["accuracy"] = first
         o = ops.get(art["id"])
         details = art.get("details") or {}
+        row["calibration"] = details.get("calibration")
+        row["mixed_precision"] = details.get("mixed_precision")
         if "gpu_fallback" in details:
             row["gpu_fallback"] = sorted({f["op"] for f in details["gpu_fallback"]})
         if o is not None:
@@ -113,7 +118,7 @@ def collect(build_dir: Path, summary: list | None = None) -> dict:
     doc = {
         "schema": SCHEMA,
         "name": manifest["name"],
-        "recipe": dict(manifest.get("recipe", {}), summary=summary or []),
+        "recipe": {"path": None, "sha256": None, **(manifest.get("recipe") or {}), "summary": summary or []},
         "mdeploy": manifest.get("mdeploy"),
         "report_by": __version__,
         "tools": manifest.get("tools", {}),

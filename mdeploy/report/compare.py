@@ -27,12 +27,14 @@ def compare(new: dict, old: dict, other: str) -> dict:
         })
     latency = []
     for device, data in new.get("bench", {}).items():
-        previous = {(r["artifact"], r["threads"], r["delegate"]): r for r in old.get("bench", {}).get(device, {}).get("results", [])}
+        previous = {(r.get("artifact"), r.get("threads"), r.get("delegate")): r for r in old.get("bench", {}).get(device, {}).get("results", [])}
         for r in data.get("results", []):
-            before = previous.get((r["artifact"], r["threads"], r["delegate"]))
+            before = previous.get((r.get("artifact"), r.get("threads"), r.get("delegate")))
             if before is None:
                 continue
-            a, b = before["latency"], r["latency"]
+            a, b = before.get("latency") or {}, r.get("latency") or {}
+            if not all(isinstance(x.get("median_ms"), (int, float)) for x in (a, b)):
+                continue  # a result without a measurement (failed run, older or edited file)
             latency.append({
                 "device": device, "artifact": r["artifact"], "threads": r["threads"], "delegate": r["delegate"],
                 "before_ms": a["median_ms"], "after_ms": b["median_ms"],

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from mdeploy.fsutil import atomic_write_text, recover_dir, swap_dir, unique_sibling, write_json
+from mdeploy.limits import NotRegular, open_regular, read_build_file
 from mdeploy.report import collect, plots
 
 REPORT_DIR = "report"
@@ -41,8 +42,8 @@ def render_html(report: dict, folder: Path) -> str:
 def previous_summary(build_dir: Path) -> list:
     path = build_dir / REPORT_DIR / "report.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("recipe", {}).get("summary") or []
-    except (OSError, ValueError):
+        return json.loads(read_build_file(path)).get("recipe", {}).get("summary") or []
+    except (OSError, ValueError, AttributeError):
         return []
 
 
@@ -50,8 +51,10 @@ def is_current(build_dir: Path, summary: list | None = None) -> bool:
     """The report already describes exactly this build (same inputs, same mdeploy)."""
     path = build_dir / REPORT_DIR / "report.json"
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = json.loads(read_build_file(path))
     except (OSError, ValueError):
+        return False
+    if not isinstance(old, dict):
         return False
     fresh = collect.collect(build_dir, summary if summary is not None else previous_summary(build_dir))
     return old.get("inputs") == fresh["inputs"] and old.get("report_by") == fresh["report_by"] and (build_dir / REPORT_DIR / "report.html").is_file()
@@ -90,18 +93,38 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
 
 
 def _overlays(build_dir: Path, staging: Path, extra_images: list[Path] | None) -> list[dict]:
-    """Overlay PNGs; the extra source images are kept in overlays/sources/ for regeneration."""
+    """Overlay PNGs; the extra source images are kept in overlays/sources/ for regeneration.
+
+    Only regular files are copied: a dataset's image may be a symlink to one, but the copies
+    kept in overlays/sources/ are mdeploy's own, so a symlink there (or a FIFO, a device) is
+    skipped, never followed or read."""
     from mdeploy.report import overlays
 
     sources = staging / "overlays" / "sources"
     kept = []
     old_sources = build_dir / REPORT_DIR / "overlays" / "sources"
-    candidates = list(extra_images or []) or (sorted(old_sources.iterdir()) if old_sources.is_dir() else [])
+    from_build = not extra_images
+    candidates = list(extra_images or []) or (sorted(old_sources.iterdir()) if _plain_dirs(build_dir, old_sources) else [])
     for path in candidates:
-        sources.mkdir(parents=True, exist_ok=True)
         target = sources / Path(path).name
-        shutil.copyfile(path, target)
+        try:
+            with open_regular(path, "overlay image", follow_symlinks=not from_build) as src:
+                sources.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        except (NotRegular, OSError):
+            target.unlink(missing_ok=True)
+            continue
         kept.append(target)
     if not (build_dir / "model" / "spec.json").is_file():
         return []
     return overlays.render(build_dir, staging / "overlays", overlays.sample_images(kept))
+
+
+def _plain_dirs(root: Path, folder: Path) -> bool:
+    """`folder` and every folder between `root` and it are folders, not symlinks."""
+    for part in [folder, *folder.relative_to(root).parents][:-1]:
+        path = part if part.is_absolute() else root / part
+        if path.is_symlink() or not path.is_dir():
+            return False
+    return True

@@ -28,15 +28,46 @@ def load_manifest(build_dir: Path, hint: str = "run `mdeploy build` again") -> d
     path = Path(build_dir) / "manifest.json"
     if not path.is_file():
         raise InputError(f"{build_dir} is not a build folder (no manifest.json)", hint=hint)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:  # never through a symlink, never a FIFO or device, within `build_json_bytes` (mdeploy.limits)
+        from mdeploy.limits import read_build_file
+
+        manifest = json.loads(read_build_file(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise InputError(f"{path} cannot be read as JSON ({err})", hint=hint) from None
     if not isinstance(manifest, dict):
         raise InputError(f"{path} holds a JSON {type(manifest).__name__}, not an mdeploy manifest", hint=hint)
     if manifest.get("schema") != SCHEMA or not isinstance(manifest.get("artifacts"), list):
         raise InputError(f"{path} is not an mdeploy manifest (schema {manifest.get('schema')!r}, expected {SCHEMA!r})", hint=hint)
+    problem = _missing_fields(manifest)
+    if problem:
+        raise InputError(f"{path} is incomplete: {problem}", hint=hint)
     return manifest
+
+
+_ARTIFACT_FIELDS = {"id": str, "path": str, "format": str, "sha256": str, "size": int}
+
+
+def _missing_fields(manifest: dict) -> str | None:
+    """What a manifest lacks that its readers (report, compare, apps, eval) index directly."""
+    if not isinstance(manifest.get("name"), str):
+        return "no 'name' (a string)"
+    for i, art in enumerate(manifest["artifacts"]):
+        if not isinstance(art, dict):
+            return f"artifacts[{i}] is not a mapping"
+        for key, kind in _ARTIFACT_FIELDS.items():
+            value = art.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"artifacts[{i}] has no {key!r} ({'a string' if kind is str else 'an integer'})"
+    gates = manifest.get("gates", {})
+    if not isinstance(gates, dict):
+        return "'gates' is not a mapping"
+    for name, section in gates.items():
+        results = (section or {}).get("results", []) if isinstance(section, (dict, type(None))) else None
+        if not isinstance(results, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("artifact"), str) and isinstance(g.get("status"), str) for g in results
+        ):
+            return f"gates.{name}.results is not a list of results with 'artifact' and 'status'"
+    return None
 
 
 def recipe_digest(recipe) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mdeploy.limits import is_plain
 from mdeploy.report.manifest import load_manifest
 
 TILE_HEIGHT = 256
@@ -20,7 +21,7 @@ SKIPPED_IDS = ("spec", "train/model", "model/keras")
 
 def sample_images(extra: list[Path] | None = None) -> list[tuple[str, np.ndarray]]:
     """The package photos of people (parity's real photos) plus the given images."""
-    from mdeploy.verify.samples import PACKAGE_PHOTOS, load_rgb, package_photo
+    from mdeploy.images import PACKAGE_PHOTOS, load_rgb, package_photo
 
     out = [(name, package_photo(name)) for name in PACKAGE_PHOTOS]
     for path in extra or []:
@@ -40,6 +41,8 @@ def _runnable(build_dir: Path, manifest: dict) -> list[tuple[str, str, Path, str
         if fmt not in ("saved_model", "tflite", "onnx", "coreml", "mace"):
             continue
         why = None if fmt != "coreml" or sys.platform == "darwin" else "needs macOS"
+        if why is None and not is_plain(build_dir / art["path"], build_dir):  # a symlink, FIFO or device is never opened
+            why = "not a regular file"
         out.append((art["id"], fmt, build_dir / art["path"], why))
     return out
 

@@ -24,6 +24,7 @@ class ModelRunner(Protocol):
 RUNNERS: Registry[Callable[[Path], ModelRunner]] = Registry("runtime")
 RUNNERS.register("saved_model", lazy("mdeploy.runners.tensorflow", "SavedModelRunner"))
 RUNNERS.register("tflite", lazy("mdeploy.runners.litert", "LiteRTRunner"))
+RUNNERS.register("tflite_reference", lazy("mdeploy.runners.litert", "reference_kernels"))
 RUNNERS.register("keras", lazy("mdeploy.runners.keras", "KerasRunner"))
 RUNNERS.register("onnx", lazy("mdeploy.runners.onnxrt", "OnnxRunner"))
 RUNNERS.register("coreml", lazy("mdeploy.runners.coreml", "CoreMLRunner"))

@@ -9,6 +9,9 @@ import numpy as np
 
 class KerasRunner:
     def __init__(self, path: Path):
+        from mdeploy.importers.keras import check_keras_archive
+
+        check_keras_archive(Path(path))  # within the archive limits before Keras reads it
         import keras
 
         from mdeploy.models.layers import register_custom_layers

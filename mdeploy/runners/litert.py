@@ -3,6 +3,10 @@
 mdeploy's own artifacts are run through their serving signature (`image` -> `heatmaps`).
 An imported .tflite may have no signature (or one with other names): it is run through its
 plain input and output tensors, picked by tensor name, or the only one there is.
+
+`kernels` picks the CPU kernels: "xnnpack" (what an app gets by default: LiteRT applies the
+XNNPACK delegate) or "reference" (TFLite's builtin reference kernels). Quantized models can
+compute differently under the two, so verification runs both (docs/verification.md).
 """
 
 from __future__ import annotations
@@ -11,14 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.importers.canonical import INPUT_NAME, OUTPUT_NAME
+from mdeploy.spec import INPUT_NAME, OUTPUT_NAME
 
 
 class LiteRTRunner:
-    def __init__(self, path: Path, num_threads: int | None = None, input_name: str | None = None, output_name: str | None = None):
-        from ai_edge_litert.interpreter import Interpreter
+    def __init__(
+        self,
+        path: Path,
+        num_threads: int | None = None,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        kernels: str = "xnnpack",
+    ):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self._interp = Interpreter(model_path=str(path), num_threads=num_threads)
+        resolver = OpResolverType.BUILTIN_REF if kernels == "reference" else OpResolverType.AUTO
+        self._interp = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
         signatures = self._interp.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
         canonical = key is not None and INPUT_NAME in signatures[key]["inputs"] and OUTPUT_NAME in signatures[key]["outputs"]
@@ -73,3 +85,8 @@ def _pick(details: list[dict], name: str | None, kind: str, path: Path) -> dict:
     if len(details) != 1:
         raise ModelError(f"{Path(path).name} has {len(details)} {kind}s ({', '.join(d['name'] for d in details)}); name one")
     return details[0]
+
+
+def reference_kernels(path: Path) -> LiteRTRunner:
+    """A runner on TFLite's builtin reference kernels (no XNNPACK)."""
+    return LiteRTRunner(path, kernels="reference")

@@ -2,8 +2,11 @@
 
 MACE cannot run here (its runtime is for phones; its converter needs TensorFlow 1.x),
 so this runner emulates it at the level of op semantics: the graph is executed by
-TensorFlow after applying what MACE's TensorFlow converter keeps of each op. Today that
-is one rule: ResizeBilinear keeps `align_corners` and drops `half_pixel_centers`.
+TensorFlow after applying what MACE's TensorFlow converter keeps of each op. The graph
+mdeploy writes holds only what a TF 1 reader takes (exporters/mace.py, `tf1_graph`), and
+MACE (1.0 and later) reads every attribute left in it, `half_pixel_centers: true` of a
+resize among them, so today the reading changes nothing (`MACE_DROPS` is empty). A rule
+belongs there only when a MACE release this package targets ignores an attribute.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+# (op, attribute) pairs MACE's converter ignores: reset to TensorFlow's default before running.
+MACE_DROPS: frozenset[tuple[str, str]] = frozenset()
+
 
 def mace_reading(graph_def):
-    """A copy of the graph with the attributes MACE's converter ignores reset to their defaults."""
+    """A copy of the graph with the attributes MACE's converter ignores (`MACE_DROPS`) removed."""
     import tensorflow as tf
 
     out = tf.compat.v1.GraphDef()
     out.CopyFrom(graph_def)
     for node in out.node:
-        if node.op == "ResizeBilinear" and "half_pixel_centers" in node.attr:
-            node.attr["half_pixel_centers"].b = False
+        for op, attr in MACE_DROPS:
+            if node.op == op and attr in node.attr:
+                del node.attr[attr]  # TensorFlow fills the default back in on import
     return out
 
 

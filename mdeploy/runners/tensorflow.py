@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdeploy.importers.canonical import INPUT_NAME, OUTPUT_NAME, SIGNATURE
+from mdeploy.spec import INPUT_NAME, OUTPUT_NAME, SIGNATURE
 
 
 class SavedModelRunner:

@@ -10,40 +10,19 @@ it will see; users may add their own images. Every sample goes through
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from mdeploy.errors import InputError
+from mdeploy.images import PACKAGE_PHOTOS, load_rgb, package_photo  # noqa: F401 (image loading lives in mdeploy.images)
 from mdeploy.spec import ModelSpec
-
-# (package, resource path inside it): public-domain photos of people.
-PACKAGE_PHOTOS = {
-    "astronaut": ("skimage", "data/astronaut.png"),
-    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-}
 
 
 @dataclass(frozen=True)
 class Sample:
     name: str
     input: np.ndarray  # [H, W, 3] float32, model-ready
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"cannot read image {path}: {err}") from err
-
-
-def package_photo(name: str) -> np.ndarray:
-    package, resource = PACKAGE_PHOTOS[name]
-    return load_rgb(Path(str(resources.files(package).joinpath(resource))))
 
 
 def random_pixels(height: int, width: int, index: int, rng: np.random.Generator) -> np.ndarray:

@@ -288,3 +288,51 @@ def test_app_artifact_must_be_built(cli, tmp_path):
     assert result.exit_code == 2
     assert "app_recipe.yaml:12:38" in result.output and "does not build" in result.output
     assert not (tmp_path / "build" / "appbuild").exists()
+
+
+# ---------------------------------------------------------------------------- recipe strings in README.md, strings.xml, Info.plist
+
+
+MARKUP_NAME = "50% *off* 20% <b>[x](y)</b> `c` & \\ _u_ #"
+
+
+def test_recipe_strings_reach_readme_strings_and_plist_escaped(tmp_path):
+    """The app name goes through one escaping per file: Markdown, Android resources, plist XML."""
+    import plistlib
+    import xml.etree.ElementTree as ET
+
+    from tests.codegen.test_escape import aapt_format_problem, markdown_heading_text, read_android
+
+    recipe = hostile_recipe(tmp_path, tmp_path / "android", tmp_path / "ios")
+    names = [f"app.android.name={json.dumps(MARKUP_NAME)}", f"app.ios.name={json.dumps(MARKUP_NAME)}"]
+    loaded = load_recipe(recipe, names)
+    write_app(app_model(loaded, "android", None), tmp_path / "android")
+    write_app(app_model(loaded, "ios", None), tmp_path / "ios")
+
+    for readme, platform in ((tmp_path / "android" / "README.md", "Android"), (tmp_path / "ios" / "README.md", "iOS")):
+        heading = readme.read_text(encoding="utf-8").splitlines()[0]
+        assert markdown_heading_text(heading + "\n") == f"{MARKUP_NAME}: {platform} pose demo"
+
+    resources = ET.parse(tmp_path / "android" / "app/src/main/res/values/strings.xml").getroot()
+    for string in resources.iter("string"):
+        value = read_android(string.text or "")
+        if string.get("name") == "app_name":
+            assert value == MARKUP_NAME and aapt_format_problem(value)  # two '%': aapt2 would refuse it ...
+            assert string.get("formatted") == "false"  # ... unless the resource is marked unformatted
+        else:
+            assert string.get("formatted") == "false" or not aapt_format_problem(value), string.get("name")
+
+    plist = plistlib.loads((tmp_path / "ios" / "PoseDemo" / "Info.plist").read_bytes())
+    assert plist["CFBundleDisplayName"] == MARKUP_NAME
+
+
+@pytest.mark.parametrize("value", ["Pose $(HOME)", "Pose ${SRCROOT}", "Pose\u202eomeD"])
+def test_app_names_xcode_would_expand_or_reorder_are_refused(tmp_path, value):
+    from mdeploy.errors import RecipeError
+
+    recipe = hostile_recipe(tmp_path, tmp_path / "android", tmp_path / "ios")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(recipe, [f"app.ios.name={json.dumps(value)}"])
+    assert [i.keypath for i in caught.value.issues] == [("app", "ios", "name")]
+    if "$" in value:  # on Android the same text is plain: no build settings there
+        load_recipe(recipe, [f"app.android.name={json.dumps(value)}"])

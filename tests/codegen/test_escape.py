@@ -198,7 +198,7 @@ def test_recipe_rejects_bad_app_values(tmp_path):
     path.write_text(
         "name: r\nmodel: {arch: tiny_cpm, input: {channels: rgb, range: [0, 1]}, keypoints: aic14}\n"
         "data: {train: {synthetic: {count: 8}}}\n"
-        "app:\n  android: {project: a, package: com.my_app.x, name: \"a\\u0007b\", artifact: coreml}\n"
+        "app:\n  android: {project: a, package: com.my_app.x, name: \"a\\u202eb\", artifact: coreml}\n"
         "  ios: {project: i, bundle_id: nodots}\n",
         encoding="utf-8",
     )
@@ -207,3 +207,110 @@ def test_recipe_rejects_bad_app_values(tmp_path):
     rendered = json.dumps([i.render() for i in info.value.issues])
     for key in ("app.android.package", "app.android.name", "app.android.artifact", "app.ios.bundle_id"):
         assert key in rendered
+
+
+# ---------------------------------------------------------------------------- README, strings.xml, Info.plist, report.html
+
+
+def markdown_heading_text(source: str) -> str:
+    """The text of a one-line Markdown heading as CommonMark reads it; anything but plain text fails."""
+    markdown_it = pytest.importorskip("markdown_it")
+    tokens = markdown_it.MarkdownIt("commonmark").parse(source)
+    assert [t.type for t in tokens] == ["heading_open", "inline", "heading_close"], source
+    children = tokens[1].children
+    assert all(c.type == "text" for c in children), [c.type for c in children]  # no emphasis, link, code, HTML
+    return "".join(c.content for c in children)
+
+
+def name_ok(value: str) -> bool:
+    try:
+        escape.check_display_name(value)
+    except InputError:
+        return False
+    return value == value.strip()  # a heading drops what surrounds it; names are shown trimmed anyway
+
+
+MARKDOWN_PIECES = ["*", "_", "`", "[x](y)", "<b>", "&amp;", "&", "# ", " #", "\\", "!", "|", "~~", "$x$", ":smile:", "1. ", "<http://a>"]
+markdownish = st.one_of(hostile, st.lists(st.sampled_from(MARKDOWN_PIECES + PIECES), max_size=10).map("".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(markdownish.filter(name_ok))
+def test_markdown_text_reads_as_the_value(value):
+    assert markdown_heading_text(f"# {escape.markdown_text(value)}: Android pose demo\n") == f"{value}: Android pose demo"
+
+
+def test_markdown_reader_sees_markup():
+    """The check above can fail: unescaped, the same names become emphasis, links and HTML."""
+    for raw in ("*a*", "[x](y)", "<b>", "`c`"):
+        with pytest.raises(AssertionError):
+            markdown_heading_text(f"# {raw}\n")
+    with pytest.raises(ValueError, match="control"):
+        escape.markdown_text("a\u202eb")
+
+
+@pytest.mark.parametrize("char", ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"])
+def test_display_names_refuse_bidirectional_controls(char):
+    with pytest.raises(InputError, match=f"U\\+{ord(char):04X}"):
+        escape.check_display_name(f"Pose{char}Demo")
+
+
+@pytest.mark.parametrize("name", ["Pose $(HOME)", "Pose ${PRODUCT_NAME}", "$HOME", "a$(b:lower)"])
+def test_ios_names_refuse_build_setting_references(name):
+    with pytest.raises(InputError, match="build setting"):
+        escape.check_ios_display_name(name)
+    with pytest.raises(ValueError, match="build setting"):
+        escape.plist_string(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hostile.filter(name_ok).filter(lambda s: not re.search(r"\$[({A-Za-z_]", s)))
+def test_plist_string_keeps_its_value(value):
+    import plistlib
+
+    value = escape.check_ios_display_name(value)
+    document = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>CFBundleDisplayName</key>'
+        f"<string>{escape.plist_string(value)}</string></dict></plist>"
+    )
+    assert plistlib.loads(document.encode("utf-8"))["CFBundleDisplayName"] == value.replace("\r", "\n")
+
+
+def aapt_format_problem(value: str) -> bool:
+    """aapt2's check of a `formatted` string resource (util::VerifyJavaStringFormat): more than
+    one substitution where any is non-positional fails the build ("did you mean to add the
+    formatted="false" attribute?"). `%%` and `%n` are no substitution."""
+    args, nonpositional, i = 0, False, 0
+    while i < len(value):
+        if value[i] == "%" and i + 1 < len(value):
+            if value[i + 1] in "%n":
+                i += 2
+                continue
+            args += 1
+            digits = re.match(r"\d+\$", value[i + 1 :])
+            nonpositional = nonpositional or digits is None
+        i += 1
+    return args > 1 and nonpositional
+
+
+def test_aapt_format_check_model():
+    assert aapt_format_problem("50% off, 20% more") and aapt_format_problem("%s and %d")
+    assert not aapt_format_problem("%1$.1f FPS · inference %2$.1f ms") and not aapt_format_problem("100%")
+    assert not aapt_format_problem("100%% sure, %s")
+
+
+def test_report_html_never_holds_control_characters(tmp_path):
+    """Text from models, runtimes and files reaches the report: NUL and other controls are replaced."""
+    import json
+
+    from mdeploy.report.collect import collect
+    from mdeploy.report.html import render_html
+
+    manifest = {"schema": "mdeploy.manifest/1", "name": "nul", "artifacts": [
+        {"id": "tflite/fp32", "path": "tflite/a\x00b.tflite", "format": "tflite\x1b[2J", "sha256": "0" * 64, "size": 10}],
+        "gates": {"parity": {"results": [{"artifact": "tflite/fp32", "status": "failed", "checks": [],
+                                          "metrics": {"runtime_error": "RuntimeError: bad\x00tensor\x07"}}]}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    html = render_html(collect(tmp_path, [["description", "text\x00with\x0bcontrols"]]), tmp_path)
+    assert "bad\ufffdtensor" in html and "text\ufffdwith" in html
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", html)

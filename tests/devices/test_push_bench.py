@@ -234,6 +234,36 @@ def test_bench_mace_with_the_users_mace_run_and_converted_model(cli, adb_env, ph
         assert flag in command
     assert list((phone.fs / "data/local/tmp/mdeploy").glob("*/model_out_heatmaps"))  # mace_run wrote its output
 
+    # A deployment file of the user's own is checked against the built graph before anything is pushed.
+    import yaml
+
+    config = yaml.safe_load((build_root / "tiny" / "mace" / "tiny.yml").read_text())
+    config["models"]["tiny"]["subgraphs"][0]["output_shapes"] = ["1,32,32,14"]
+    theirs = tmp_path / "theirs.yml"
+    theirs.write_text(yaml.safe_dump(config))
+    refused = cli("bench", recipe, "--device", phone.serial, "--out", build_root, "--artifact", "mace", "--mace-run", mace_run,
+                  "--mace-model", converted, "--mace-config", theirs, "--json")
+    assert refused.exit_code == 2
+    assert "output_shapes: 1,32,32,14, but the graph's output heatmaps is 1,16,16,14" in refused.output
+
+
+def test_a_users_deployment_file_names_the_converted_model(build_copy, tmp_path):
+    """The model tag of a user's own (valid, matching) deployment file names the files MACE converted."""
+    import yaml
+
+    from mdeploy.devices.plan import check_deployment_file
+
+    _, build_root = build_copy
+    io = {"input": "image", "input_shape": [1, 32, 32, 3], "output": "heatmaps", "output_shape": [1, 16, 16, 14]}
+    own = build_root / "tiny" / "mace" / "tiny.yml"
+    assert check_deployment_file(own, io, "tiny") == "tiny"
+    config = yaml.safe_load(own.read_text())
+    config["models"] = {"their_tag": config["models"]["tiny"]}
+    config["models"]["their_tag"]["model_file_path"] = "/elsewhere/model.pb"  # converted on another machine
+    theirs = tmp_path / "theirs.yml"
+    theirs.write_text(yaml.safe_dump(config))
+    assert check_deployment_file(theirs, io, "tiny") == "their_tag"
+
 
 # ---------------------------------------------------------------------------- host
 

@@ -27,6 +27,7 @@ def dots(tmp_path_factory) -> Path:
     dots_dataset(root / "train", 256, seed=1)
     dots_dataset(root / "val", 32, seed=2)
     dots_dataset(root / "blank", 32, seed=3, blank=True)
+    dots_dataset(root / "calib", 32, seed=4)
     return root
 
 
@@ -60,6 +61,7 @@ model:
 data:
   train: {{coco: {{annotations: {dots}/blank/annotations.json, images: {dots}/blank/images}}}}
   val: {{coco: {{annotations: {dots}/val/annotations.json, images: {dots}/val/images}}}}
+  calibration: {{coco: {{annotations: {dots}/calib/annotations.json, images: {dots}/calib/images}}}}
 """
     # The dots model finds dots, not people: the photos-of-people check does not apply to it.
     extra = extra.replace("verify: {", "verify: {find_people: off, ") if "verify: {" in extra else extra + "verify: {find_people: off}\n"

@@ -45,6 +45,18 @@ def test_coreml_image_input_implements_the_contract(tmp_path, dots, dots_model):
         assert d["preprocessing"]["scale"] == pytest.approx(1.0)
         assert d["preprocessing"]["bias"] == pytest.approx([-10.0, -20.0, -30.0])
     assert (result.build_dir / "coreml" / "dots_import.mlpackage" / "Manifest.json").is_file()
+    # Reproducible artifacts say nothing of when they were made: coremltools' conversion date is gone.
+    import coremltools as ct
+
+    from mdeploy.exporters.reproducible import time_dependent_metadata
+
+    for artifact_id in ("coreml", "coreml/neuralnetwork"):
+        assert arts[artifact_id]["reproducible"] is True
+        mlspec = ct.utils.load_spec(str(result.build_dir / arts[artifact_id]["path"]))
+        meta = mlspec.description.metadata
+        assert "com.github.apple.coremltools.conversion_date" not in meta.userDefined
+        assert time_dependent_metadata(mlspec) == []
+        assert meta.userDefined["mdeploy.output_stride"] == "2" and meta.userDefined["com.github.apple.coremltools.version"]
     if sys.platform != "darwin":
         statuses = {(g.gate, g.artifact): g.status for g in result.gates if g.artifact.startswith("coreml")}
         assert set(statuses.values()) == {"unverified"}  # never "passed" where Core ML cannot run
@@ -73,6 +85,33 @@ def test_coreml_spec_check_names_every_mismatch():
     bad["output"]["name"] = "Identity"
     problems = check_against_spec(bad, spec)
     assert len(problems) == 3 and any("colour layout bgr" in p for p in problems)
+
+
+def test_time_dependent_core_ml_metadata_is_removed(tmp_path):
+    """What coremltools stamps (the conversion date) and any other date in the metadata is removed on
+    normalization; everything else (versions, mdeploy's own keys, the description) stays."""
+    from coremltools.proto import Model_pb2
+
+    from mdeploy.exporters.reproducible import normalize_mlmodel, time_dependent_metadata
+
+    spec = Model_pb2.Model()
+    spec.specificationVersion = 4
+    meta = spec.description.metadata
+    meta.userDefined.update({"com.github.apple.coremltools.conversion_date": "2026-11-26", "com.github.apple.coremltools.version": "9.0",
+                             "mdeploy.runtime": "cpu", "build_time": "10:02", "note": "made 2026-11-26T10:02:11"})
+    meta.shortDescription = "pose: 14 aic14 keypoint heatmaps"
+    meta.versionString = "1.0 (2026-11-26)"
+    assert time_dependent_metadata(spec) == [
+        "userDefined[build_time]", "userDefined[com.github.apple.coremltools.conversion_date]", "userDefined[note]", "versionString"]
+    path = tmp_path / "model.mlmodel"
+    path.write_bytes(spec.SerializeToString())
+    normalize_mlmodel(path)
+    back = Model_pb2.Model()
+    back.ParseFromString(path.read_bytes())
+    assert time_dependent_metadata(back) == []
+    assert dict(back.description.metadata.userDefined) == {"com.github.apple.coremltools.version": "9.0", "mdeploy.runtime": "cpu"}
+    assert back.description.metadata.versionString == "1.0"
+    assert back.description.metadata.shortDescription == "pose: 14 aic14 keypoint heatmaps"
 
 
 def test_quantized_coreml_weights(tmp_path, dots, dots_model):

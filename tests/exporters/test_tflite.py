@@ -25,15 +25,20 @@ def test_int8_calibration_images_are_preprocessed_like_evaluation_and_training(t
     from mdeploy.stages import calibration_inputs
     from mdeploy.verify.samples import load_rgb
 
-    recipe = load_recipe(dots_import_recipe(tmp_path, dots_model, dots, "export: {tflite: {variants: [int8], calibration: {split: val, samples: 5}}}\n"))
+    recipe = load_recipe(dots_import_recipe(tmp_path, dots_model, dots, "export: {tflite: {variants: [int8], calibration: {split: calibration, samples: 5, photos: false}}}\n"))
     pre = preprocessing_from_recipe(recipe.model.input, (64, 64))
     spec = SimpleNamespace(preprocessing=pre)
     ctx = SimpleNamespace(log=lambda line: None, dep=None)
-    produced = list(calibration_inputs(recipe, "val", 5, spec, ctx)())
-    assert len(produced) == 5 and produced[0].shape == (1, 64, 64, 3)
-    ds = load_coco(dots / "val" / "annotations.json", dots / "val" / "images", get_keypoint_set("aic14"))
+    generate, described = calibration_inputs(recipe, "calibration", 5, spec, ctx)
+    produced = list(generate())
+    assert described == {"split": "calibration", "kind": "unknown", "images": 5, "photos": 0, "range_frames": 2, "total": 5,
+                         "warning": described["warning"]} and "fewer than 100" in described["warning"]
+    assert len(produced) == 7 and produced[0].shape == (1, 64, 64, 3)
+    lo, hi = pre.input_range()  # a black and a white frame pin the input range to the contract's
+    assert produced[-2].min() == pytest.approx(lo) and produced[-1].max() == pytest.approx(hi)
+    ds = load_coco(dots / "calib" / "annotations.json", dots / "calib" / "images", get_keypoint_set("aic14"))
     trained = next(iter(build_dataset(ds, pre, get_keypoint_set("aic14"), 2, batch_size=5, augment=None, shuffle=False)))[0].numpy()
-    for i, x in enumerate(produced):
+    for i, x in enumerate(produced[:5]):
         expected, _ = pre.apply(load_rgb(ds.samples[i].image), ds.samples[i].crop_box(ds.crop))
         np.testing.assert_array_equal(x[0], expected)
         assert np.abs(x[0] - trained[i]).max() <= 1.0
@@ -41,12 +46,13 @@ def test_int8_calibration_images_are_preprocessed_like_evaluation_and_training(t
 
 @pytest.mark.parametrize("io", ["uint8", "int8"])
 def test_full_integer_variant_with_quantized_io(tmp_path, dots, dots_model, io):
-    path = dots_import_recipe(tmp_path, dots_model, dots, f"export: {{tflite: {{variants: [fp32, int8], int8_io: {io}, calibration: {{split: val}}}}}}\nverify: {{accuracy: {{max_drop: 3.0}}}}\n")
+    path = dots_import_recipe(tmp_path, dots_model, dots, f"export: {{tflite: {{variants: [fp32, int8], int8_io: {io}, calibration: {{split: calibration}}}}}}\nverify: {{accuracy: {{max_drop: 3.0}}}}\n")
     result = build(load_recipe(path), out_root=tmp_path / "b")
     art = {a["id"]: a for a in result.manifest["artifacts"]}["tflite/int8"]
     io_details = art["details"]["io"]
     assert io_details["input:image"]["dtype"] == io and io_details["output:heatmaps"]["dtype"] == io
-    assert io_details["input:image"]["scale"] > 0
+    lo, hi = recipe_range = (-30.0, 245.0)  # bgr 0..255 minus mean [10, 20, 30]: the contract's extremes
+    assert io_details["input:image"]["scale"] == pytest.approx((hi - lo) / 255, rel=1e-3), recipe_range
     gates = {(g.gate, g.artifact): g for g in result.gates}
     assert gates[("parity", "tflite/int8")].status == "passed", gates[("parity", "tflite/int8")].checks
     assert gates[("accuracy", "tflite/int8")].status == "passed"
@@ -57,7 +63,7 @@ def test_full_integer_variant_with_quantized_io(tmp_path, dots, dots_model, io):
 def test_int8_calibrated_on_blank_images_is_caught(tmp_path, dots, dots_model, cli):
     path = dots_import_recipe(
         tmp_path, dots_model, dots,
-        "export: {tflite: {variants: [fp32, int8], calibration: {split: train, samples: 32}}}\nverify: {accuracy: {max_drop: 1.0}}\n",
+        "export: {tflite: {variants: [fp32, int8], calibration: {split: train, samples: 32, photos: false}}}\nverify: {accuracy: {max_drop: 1.0}}\n",
         name="blank_calibration",
     )
     result = cli("build", path, "--out", tmp_path / "b")
@@ -118,3 +124,57 @@ def test_ops_outside_the_builtins_are_named(tmp_path):
         convert(fp32_target(), ExportInputs(sm, None, tmp_path / "x.tflite", lambda line: None))
     assert "not TFLite builtins" in caught.value.message and "MatrixDeterminant" in caught.value.message
     assert "Flex" in caught.value.hint or "TFLite-compatible" in caught.value.hint
+
+
+def outlier_model(dots_model, folder):
+    """The dots model with one tensor that per-tensor int8 cannot hold: two 1x1 convs after its
+    heatmaps, the first adding a channel 10,000 times larger than the others, the second dropping
+    it again. In float the output is the dots model's; in int8 that tensor's scale wipes out the
+    heatmaps, and keeping it in float is the fix."""
+    import keras
+    import numpy as np
+
+    from mdeploy.models.layers import register_custom_layers
+
+    register_custom_layers()
+    base = keras.models.load_model(dots_model, compile=False)
+    heat = base.outputs[-1] if isinstance(base.outputs, list) else base.outputs
+    k = heat.shape[-1]
+    widen = keras.layers.Conv2D(k + 1, 1, name="widen")
+    narrow = keras.layers.Conv2D(k, 1, name="narrow")
+    out = narrow(widen(heat))
+    w1 = np.zeros((1, 1, k, k + 1), np.float32)
+    w1[0, 0, :, :k] = np.eye(k)
+    w1[0, 0, 0, k] = 1e4
+    widen.set_weights([w1, np.zeros(k + 1, np.float32)])
+    w2 = np.zeros((1, 1, k + 1, k), np.float32)
+    w2[0, 0, :k, :] = np.eye(k)
+    narrow.set_weights([w2, np.zeros(k, np.float32)])
+    model = keras.Model(base.inputs, out)
+    path = folder / "outlier.keras"
+    model.save(path)
+    return path
+
+
+def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dots, dots_model):
+    """One tensor with an outlier channel makes the int8 variant fail its accuracy gate; with
+    export.tflite.mixed_precision the search ranks layers by the quantization debugger's error,
+    keeps the fewest of the worst in float until every validation split passes, and names them."""
+    path = dots_import_recipe(
+        tmp_path, outlier_model(dots_model, tmp_path), dots,
+        "export: {tflite: {variants: [fp32, int8], calibration: {split: calibration, photos: false}, "
+        "mixed_precision: {max_float_layers: 8}}}\nverify: {accuracy: {max_drop: 1.0}}\n",
+        name="mixed",
+    )
+    result = build(load_recipe(path), out_root=tmp_path / "b")
+    art = {a["id"]: a for a in result.manifest["artifacts"]}["tflite/int8"]
+    mixed = art["details"]["mixed_precision"]
+    assert mixed["needed"] and mixed["passed"], mixed
+    assert max(mixed["drops"].values()) > 1.0  # the plain int8 failed the gate
+    assert 1 <= len(mixed["float_layers"]) <= 2, mixed["float_layers"]
+    assert all(layer["tensor"] and layer["channel_error"] > 0 for layer in mixed["float_layers"])
+    assert any("widen" in layer["tensor"] or "narrow" in layer["tensor"] for layer in mixed["float_layers"])
+    assert [t["float_layers"] for t in mixed["trail"]][0] == 1
+    gate = next(g for g in result.gates if g.gate == "accuracy" and g.artifact == "tflite/int8")
+    assert gate.status == "passed", gate.checks
+    assert "DEQUANTIZE" in art["details"]["ops"]  # a float island inside the int8 graph

@@ -30,9 +30,10 @@ def test_checksum_mismatch_caches_nothing(tmp_path):
     wrong = "ab" * 32
     with pytest.raises(ModelError) as caught:
         fetch(src.as_uri(), wrong, tmp_path / "cache", where="r.yaml:4:10")
-    assert caught.value.message.startswith(f"checksum mismatch for {src.as_uri()}: expected sha256 {wrong}, got ")
+    assert caught.value.message == f"checksum mismatch for {src.as_uri()}: its sha256 is not the expected {wrong}"
+    assert sha256_file(src) not in caught.value.render()  # a file:// url must not reveal a local file's hash
     assert caught.value.where == "r.yaml:4:10"
-    assert list((tmp_path / "cache" / "downloads" / wrong).iterdir()) == []
+    assert not (tmp_path / "cache" / "downloads" / wrong).exists()  # no .part, no empty folder
 
 
 def test_damaged_cache_entry_is_downloaded_again(tmp_path):

@@ -66,8 +66,9 @@ extends: {pefm_recipe}
 name: pefm_all
 data:
   val: {{synthetic: {{count: 48, seed: 7}}}}
+  calibration: {{synthetic: {{count: 48, seed: 8}}}}
 export:
-  tflite: {{variants: [fp32, fp16, dynamic, int8], calibration: {{split: val, samples: 48}}}}
+  tflite: {{variants: [fp32, fp16, dynamic, int8], calibration: {{split: calibration, samples: 48}}}}
   onnx: {{opset: 17}}
   coreml: {{precision: fp16}}
   mace: {{runtime: cpu+gpu}}

@@ -221,3 +221,37 @@ def test_every_shipped_recipe_validates():
     assert len(recipes) >= 4
     for path in recipes:
         assert load_recipe(path).name == path.stem
+
+
+def test_control_characters_are_refused_with_their_position(tmp_path):
+    """A raw NUL made parse_yaml raise outside its try (exit 70); escaped ones reached build folders and reports."""
+    (tmp_path / "b.yaml").write_bytes(BASE.replace("name: base", "name: ba\x00se").encode())
+    child = write(tmp_path / "c.yaml", "extends: b.yaml\nname: c\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(child)
+    (issue,) = caught.value.issues
+    assert (issue.mark.file.endswith("b.yaml"), issue.mark.line, issue.mark.col) == (True, 2, 9)
+    assert issue.message.startswith("YAML syntax: character U+0000 is not allowed")
+    for text in ('description: "a\\0b"', 'description: "\\e[31mred"', '"a\\x07": 1', "description: \"a\\u0085b\""):
+        with pytest.raises(RecipeError, match="is not allowed"):
+            load_recipe(write(tmp_path / "r.yaml", BASE + text + "\n"))
+    assert load_recipe(write(tmp_path / "r.yaml", BASE + 'description: "tab\\tand\\nline"\n')).description == "tab\tand\nline"
+
+
+def test_set_value_problems_are_placed_in_the_argument(tmp_path):
+    path = write(tmp_path / "r.yaml", BASE)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path, ["verify.tolerances={tflite/fp16: {max_abs: 1}, tflite/fp16: {max_abs: 2}}"])
+    (issue,) = caught.value.issues
+    assert issue.keypath == ("verify", "tolerances", "tflite/fp16")  # under the key the argument sets
+    assert str(issue.mark) == "--set verify.tolerances={tflite/fp16: {max_abs: 1}, tflite/fp16: {max_abs: 2}}:1:47"
+    with pytest.raises(InputError, match="extends cannot be overridden"):
+        load_recipe(path, ["extends=other.yaml"])
+    with pytest.raises(InputError, match="extends cannot be overridden"):
+        load_recipe(path, ["extends.x=1"])
+
+
+def test_a_required_key_unset_by_set_points_at_the_argument(tmp_path):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(write(tmp_path / "r.yaml", BASE), ["model.input.channels="])
+    assert [i.render() for i in caught.value.issues] == ["--set model.input.channels=:1:1: model.input.channels: required key is missing"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,7 +94,10 @@ def test_kill_during_training_then_resume_from_the_last_checkpoint(tmp_path):
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    saved = max(int(p.name.split("-")[1].split(".")[0]) for p in ckpts.glob("*/ckpt-*.index"))
+    # What a resumed run restores: the checkpoint the state file names (a kill can land between a
+    # checkpoint's files and the state file's update, leaving the previous one current).
+    (state,) = ckpts.glob("*/checkpoint")
+    saved = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state.read_text()).group(1))
 
     rerun = subprocess.run(cmd + ["--json"], capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert rerun.returncode == 0, rerun.stderr

@@ -1,8 +1,14 @@
-"""The rules of a MACE deployment file, checked by mdeploy before it hands one to a user.
+"""The rules of a MACE deployment file, as MACE's converter (`tools/converter.py`) applies them.
 
-MACE's own converter needs TensorFlow 1.x and bazel and cannot run here, so mdeploy
-checks its yml against every rule MACE applies to the keys it writes (and reads them
-from the same parsed YAML a user would edit). `validate` returns every problem found.
+Recipe validation (model tags, data types per runtime), the MACE exporter (the file it
+writes) and the devices (the runtimes `mace_run` is asked for, a deployment file a user
+converted their model with) all read these rules from here. This module imports no
+converter and no TensorFlow, so configuring and pushing never load an export stage.
+
+MACE's converter needs TensorFlow 1.x and bazel and cannot run here, so mdeploy checks a
+yml against every rule MACE applies to the keys it writes (and reads them from the same
+parsed YAML a user would edit). `validate` returns every problem found; `graph_problems`
+compares a file's tensors and shapes with those of the graph it is meant for.
 """
 
 from __future__ import annotations
@@ -18,18 +24,36 @@ ABIS = {"armeabi-v7a", "arm64-v8a", "arm64", "armhf", "host"}
 FORMATS = {"file", "code"}
 PLATFORMS = {"tensorflow", "caffe", "onnx", "megengine", "keras", "pytorch"}
 RUNTIMES = {"cpu", "gpu", "dsp", "hta", "apu", "cpu+gpu"}
+# Data types per runtime as MACE's converter checks them (`get_data_type`): dsp takes uint8,
+# apu floats or uint8, every other runtime (hta included) the floating-point types.
+FP_DATA_TYPES = {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"}
 DATA_TYPES = {
-    "cpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
-    "gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
-    "cpu+gpu": {"fp16_fp32", "fp32_fp32", "bf16_fp32", "fp16_fp16"},
+    "cpu": FP_DATA_TYPES,
+    "gpu": FP_DATA_TYPES,
+    "cpu+gpu": FP_DATA_TYPES,
+    "hta": FP_DATA_TYPES,
     "dsp": {"uint8"},
-    "hta": {"uint8"},
-    "apu": {"uint8"},
+    "apu": {"fp16_fp32", "fp32_fp32", "uint8"},
 }
 DATA_LAYOUTS = {"NONE", "NHWC", "NCHW", "OIHW"}
 WINOGRAD = {0, 2, 4}
-DEVICES = {"CPU", "GPU", "HEXAGON", "HTA", "APU"}
-DEFAULT_THRESHOLDS = {"CPU": 0.999, "GPU": 0.995, "HEXAGON": 0.98}
+
+# The devices a model of each runtime runs on (`mace_run --device`; cpu+gpu libraries hold both).
+RUNTIME_DEVICES = {
+    "cpu": ("CPU",),
+    "gpu": ("GPU",),
+    "cpu+gpu": ("CPU", "GPU"),
+    "dsp": ("HEXAGON",),
+    "hta": ("HTA",),
+    "apu": ("APU",),
+}
+# `validation_threshold` is a model-level mapping (MACE's converter reads it from the model,
+# not from a subgraph). Its keys are matched case-insensitively, DSP meaning HEXAGON; any
+# other key (APU among them) stops the converter. A quantized CPU/GPU model is validated
+# against QUANTIZE. Defaults are MACE's.
+THRESHOLD_DEVICES = ("CPU", "GPU", "HEXAGON", "HTA", "QUANTIZE")
+THRESHOLD_ALIASES = {"DSP": "HEXAGON"}
+DEFAULT_THRESHOLDS = {"CPU": 0.999, "GPU": 0.995, "HEXAGON": 0.98, "HTA": 0.98, "QUANTIZE": 0.98}
 
 # C++ keywords a model tag may not be (MACE generates C++ symbols from it).
 CPP_KEYWORDS = set(
@@ -47,7 +71,7 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 def model_tag_problem(tag: str) -> str | None:
-    if not _IDENT.match(tag):
+    if not _IDENT.fullmatch(tag):  # fullmatch: "$" alone accepts a trailing newline
         return f"model tag {tag!r} is not a C++ identifier (letters, digits, '_', not starting with a digit)"
     if tag in CPP_KEYWORDS or keyword.iskeyword(tag):
         return f"model tag {tag!r} is a C++ keyword"
@@ -62,14 +86,47 @@ def tag_for(name: str) -> str:
     return tag
 
 
+def threshold_device(name: Any) -> str | None:
+    """The validation device a `validation_threshold` key names (None: MACE refuses the key)."""
+    key = str(name).upper()
+    key = THRESHOLD_ALIASES.get(key, key)
+    return key if key in THRESHOLD_DEVICES else None
+
+
+def validation_devices(runtime: str, quantized: bool = False) -> tuple[str, ...]:
+    """The `validation_threshold` keys MACE validates a model of `runtime` with (APU has none)."""
+    out = []
+    for device in RUNTIME_DEVICES[runtime]:
+        if quantized and device in ("CPU", "GPU"):
+            device = "QUANTIZE"
+        if device in THRESHOLD_DEVICES and device not in out:
+            out.append(device)
+    return tuple(out)
+
+
+def thresholds_for(runtime: str, quantized: bool, overrides: dict | None = None) -> dict[str, float]:
+    """The thresholds to write for a model: MACE's defaults, with `overrides` (any key case) on top."""
+    values = dict(DEFAULT_THRESHOLDS)
+    for key, value in (overrides or {}).items():
+        device = threshold_device(key)
+        if device is None:
+            raise ValueError(f"MACE has no validation threshold for {key!r} (it takes {', '.join(THRESHOLD_DEVICES)})")
+        values[device] = value
+    return {device: values[device] for device in validation_devices(runtime, quantized)}
+
+
 def _as_list(value) -> list:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
 
 
-def validate(config: Any, base: Path | None = None) -> list[str]:
-    """Every rule a MACE deployment file breaks, as 'key: problem' lines (empty when valid)."""
+def validate(config: Any, base: Path | None = None, check_files: bool = True) -> list[str]:
+    """Every rule a MACE deployment file breaks, as 'key: problem' lines (empty when valid).
+
+    With `check_files`, a local `model_file_path` must exist (relative to `base`) and match
+    its sha256; without, only the checksum's form is checked (a file converted elsewhere).
+    """
     problems: list[str] = []
     if not isinstance(config, dict):
         return ["the deployment file must be a mapping"]
@@ -115,7 +172,7 @@ def validate(config: Any, base: Path | None = None) -> list[str]:
         sha = need("model_sha256_checksum", model, p)
         if sha is not None and not _SHA.match(str(sha)):
             problems.append(f"{p}model_sha256_checksum: expected 64 lowercase hexadecimal digits")
-        elif sha is not None and path and not str(path).startswith(("http://", "https://")):
+        elif check_files and sha is not None and path and not str(path).startswith(("http://", "https://")):
             local = Path(path) if Path(path).is_absolute() or base is None else base / path
             if not local.is_file():
                 problems.append(f"{p}model_file_path: no such file: {path}")
@@ -134,12 +191,27 @@ def validate(config: Any, base: Path | None = None) -> list[str]:
                 problems.append(f"{p}{flag}: expected 0 or 1, got {model.get(flag)!r}")
         if model.get("quantize", 0) == 1 and model.get("quantize_large_weights", 0) == 1:
             problems.append(f"{p}quantize and quantize_large_weights cannot both be 1")
+        problems += _thresholds(model.get("validation_threshold"), p)
         subgraphs = need("subgraphs", model, p)
         if subgraphs is not None and (not isinstance(subgraphs, list) or not subgraphs):
             problems.append(f"{p}subgraphs: must be a non-empty list")
             subgraphs = []
         for i, sub in enumerate(subgraphs or []):
             problems += _subgraph(sub, f"{p}subgraphs[{i}].")
+    return problems
+
+
+def _thresholds(thresholds: Any, p: str) -> list[str]:
+    if thresholds is None:
+        return []
+    if not isinstance(thresholds, dict):
+        return [f"{p}validation_threshold: must map devices to thresholds"]
+    problems = []
+    for device, value in thresholds.items():
+        if threshold_device(device) is None:
+            problems.append(f"{p}validation_threshold: MACE's converter refuses device {device!r} (it takes {', '.join(THRESHOLD_DEVICES)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            problems.append(f"{p}validation_threshold.{device}: expected a number in (0, 1], got {value!r}")
     return problems
 
 
@@ -176,14 +248,43 @@ def _subgraph(sub: Any, p: str) -> list[str]:
                 raise ValueError
         except ValueError:
             problems.append(f"{p}input_ranges: {r!r} is not 'min,max' with min < max")
-    thresholds = sub.get("validation_threshold")
-    if thresholds is not None:
-        if not isinstance(thresholds, dict):
-            problems.append(f"{p}validation_threshold: must map devices to thresholds")
-        else:
-            for device, value in thresholds.items():
-                if device not in DEVICES:
-                    problems.append(f"{p}validation_threshold: unknown device {device!r} (expected {sorted(DEVICES)})")
-                if not isinstance(value, (int, float)) or not 0 < value <= 1:
-                    problems.append(f"{p}validation_threshold.{device}: expected a number in (0, 1], got {value!r}")
+    if "validation_threshold" in sub:
+        problems.append(
+            f"{p}validation_threshold: MACE's converter reads validation_threshold from the model "
+            "(models.<tag>.validation_threshold) and ignores it in a subgraph"
+        )
+    return problems
+
+
+def shape_text(shape) -> str:
+    return ",".join(str(int(d)) for d in shape)
+
+
+def graph_problems(config: Any, io: dict, tag: str | None = None) -> list[str]:
+    """Where a deployment file's tensors and shapes differ from the graph's.
+
+    `io` holds the graph's `input`/`output` node names and `input_shape`/`output_shape`;
+    every model of the file (or only `tag`) is compared through its first subgraph, the one
+    MACE converts. A file whose subgraph is malformed is left to `validate`.
+    """
+    problems: list[str] = []
+    models = config.get("models") if isinstance(config, dict) else None
+    if not isinstance(models, dict):
+        return problems
+    for name, model in models.items():
+        if tag is not None and name != tag:
+            continue
+        subs = model.get("subgraphs") if isinstance(model, dict) else None
+        if not isinstance(subs, list) or not subs or not isinstance(subs[0], dict):
+            continue
+        sub, p = subs[0], f"models.{name}.subgraphs[0]."
+        for side in ("input", "output"):
+            names = [str(v).removesuffix(":0") for v in _as_list(sub.get(f"{side}_tensors"))]
+            shapes = [str(v).replace(" ", "") for v in _as_list(sub.get(f"{side}_shapes"))]
+            want_name, want_shape = io[side], shape_text(io[f"{side}_shape"])
+            if names != [want_name]:
+                problems.append(f"{p}{side}_tensors: {names}, but the graph's {side} is {want_name!r}")
+                continue
+            if shapes and shapes[0] != want_shape:
+                problems.append(f"{p}{side}_shapes: {shapes[0]}, but the graph's {side} {want_name} is {want_shape}")
     return problems
