@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from mdeploy.units import human_size  # noqa: F401 (the CLI's size format, re-exported)
+
 INTERNAL_ERROR = 70
 
 
@@ -94,14 +96,6 @@ def _parents_are_folders(path: Path, option: str) -> None:
                 raise InputError(f"{option} {path}: {parent} is not a folder")
             return
 
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

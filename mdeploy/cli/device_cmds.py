@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, stderr, table
+from mdeploy.cli.common import emit_json, guarded, human_size, stderr, table
 from mdeploy.cli.recipe_cmds import SET_HELP
 
 DEVICE_HELP = "Profile alias from devices.yaml, a serial, or host. Repeatable."
@@ -60,6 +60,10 @@ def devices(json_output: bool = typer.Option(False, "--json", help="Print JSON."
             table_rows.append([r["serial"], r["state"], r.get("model") or "-", r.get("android") or "-", r.get("abi") or "-",
                                r.get("soc") or "-", battery, ", ".join(r["profiles"]) or "-"])
         typer.echo(table(["serial", "state", "model", "android", "abi", "soc", "battery", "profiles"], table_rows))
+        if not rows:
+            from mdeploy.devices.targets import NO_PHONE_HINT
+
+            typer.echo(f"no phone found: {NO_PHONE_HINT}")
         for r in rows:
             if r.get("hint"):
                 typer.echo(f"{r['serial']} is {r['state']}: {r['hint']}")
@@ -89,7 +93,7 @@ class _Progress:
             self.last = now
             width = 24
             filled = int(width * done / total) if total else width
-            sys.stderr.write(f"\r  {name[:40]:40s} [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:6.2f}/{total / 1e6:.2f} MB")
+            sys.stderr.write(f"\r  {name[:40]:40s} [{'#' * filled}{'.' * (width - filled)}] {human_size(done):>10s}/{human_size(total)}")
             if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()
@@ -145,7 +149,7 @@ def push(
                 {"device": o.target.name, "serial": o.target.serial, "ok": o.ok, "error": o.error, "hint": o.hint,
                  "files": [p.to_json() for p in o.pushed]} for o in outcomes]})
         else:
-            rows = [[o.target.name, p.local.name, p.remote, f"{p.size / 1e6:.2f} MB", "skipped (same hash)" if p.skipped else f"{p.seconds:.2f} s"]
+            rows = [[o.target.name, p.local.name, p.remote, human_size(p.size), "skipped (same hash)" if p.skipped else f"{p.seconds:.2f} s"]
                     for o in outcomes for p in o.pushed]
             if rows:
                 typer.echo(table(["device", "file", "on the device", "size", "pushed"], rows))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, table
+from mdeploy.cli.common import emit_json, guarded, human_size, table
 
 
 def _build_folder(path: Path, what: str) -> Path:
@@ -47,7 +47,7 @@ def report(
         typer.echo(f"report: {display_path(build_dir / 'report' / 'report.html')} ({'all gates passed' if doc['ok'] else 'a gate failed'})")
         c = doc.get("compare")
         if c:
-            rows = [[a["id"], f"{a['size_delta'] / 1e6:+.3f} MB", "-" if a["pckh_delta"] is None else f"{a['pckh_delta']:+.2f}",
+            rows = [[a["id"], human_size(a["size_delta"], signed=True), "-" if a["pckh_delta"] is None else f"{a['pckh_delta']:+.2f}",
                      "same bytes" if a["same_bytes"] else ""] for a in c["artifacts"]]
             typer.echo(table(["artifact", "size", "PCKh@0.5", ""], rows))
             if c["latency"]:

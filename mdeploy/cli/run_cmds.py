@@ -119,6 +119,12 @@ def _evaluate_target(target, data, images, kind, spec, limit, overrides, out) ->
         if data is None:
             if not recipe.val_splits():
                 raise InputError("the recipe has no data.val split; pass --data", where=recipe.where("data"))
+            if not (Path(out) / recipe.name / "manifest.json").is_file():
+                what = "trains its model first (minutes to hours)" if recipe.model.arch else "imports and converts its model first"
+                raise InputError(
+                    f"{target} has no build in {Path(out) / recipe.name}: `mdeploy eval` scores a build's artifacts",
+                    hint=f"run `mdeploy build {target}` (it {what}), then `mdeploy eval {target}` again",
+                )
             result = run_build(recipe, out_root=out, only=["accuracy"], progress=stderr)
             splits = []
             for name, section, _ in recipe.val_splits():

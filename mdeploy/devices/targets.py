@@ -113,7 +113,10 @@ def _connect(server: Server, serial: str) -> None:
                           hint="check that the phone has wireless debugging on and is reachable")
 
 
+NO_PHONE_HINT = "plug in the phone with USB debugging on (or `adb connect HOST:PORT`)"
+
+
 def _connected_hint(listed: dict) -> str:
     if not listed:
-        return "no device is connected: plug in the phone with USB debugging on (or `adb connect HOST:PORT`); `mdeploy devices` lists what adb sees"
+        return f"no device is connected: {NO_PHONE_HINT}; `mdeploy devices` lists what adb sees"
     return "connected: " + ", ".join(f"{d.serial} ({d.state})" for d in listed.values()) + "; `mdeploy devices` shows details"

@@ -23,8 +23,10 @@ def _environment():
     from mdeploy.codegen.render import sandboxed
 
     env = sandboxed(html=True)
-    env.filters["mb"] = lambda n: f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
-    env.filters["signed_mb"] = lambda n: f"{n / 1e6:+.3f} MB"
+    from mdeploy.units import human_size
+
+    env.filters["size"] = human_size  # the CLI's units, exact bytes on hover (the template)
+    env.filters["signed_size"] = lambda n: human_size(n, signed=True)
     return env
 
 

@@ -166,3 +166,21 @@ def test_reference_model_draws_a_plausible_pose_on_a_real_photo(tmp_path, cli, p
     assert kp["neck"]["confidence"] > 0.3
     drawn = np.asarray(Image.open(tmp_path / "a.png")).astype(int)
     assert np.abs(drawn - package_photo("astronaut")).sum() > 0
+
+
+def test_eval_a_recipe_without_a_build_says_so_instead_of_training(tmp_path, cli):
+    """`mdeploy eval RECIPE` before any build: a message naming the build to run, exit 2, nothing trained."""
+    recipe = write(tmp_path / "tiny.yaml", TINY)
+    result = cli("eval", recipe, "--out", tmp_path / "build")
+    assert result.exit_code == 2
+    assert "has no build" in result.stderr and f"mdeploy build {recipe}" in result.stderr and "trains its model" in result.stderr
+    assert not (tmp_path / "build").exists()
+
+
+def test_eval_a_built_recipe_scores_every_split(cli, tiny_build):
+    recipe_path, build_dir = tiny_build
+    result = cli("eval", recipe_path, "--out", build_dir.parent, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [s["name"] for s in data["splits"]] == ["val"] and data["splits"][0]["kind"] == "synthetic"
+    assert set(data["results"]) == {"model", "tflite/fp32"}

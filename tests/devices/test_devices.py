@@ -111,3 +111,12 @@ def test_profiles_merge_user_and_project(tmp_path, monkeypatch):
     assert profiles.get("mine").serial == "MINE1"
     assert profiles.get("pixel").benchmark_binary == project / "tools" / "bm"
     assert profiles.get("host").is_host
+
+
+def test_devices_with_no_phone_says_so_with_the_push_hint(cli, adb_env):
+    from mdeploy.devices.targets import NO_PHONE_HINT
+
+    result = cli("devices")
+    assert result.exit_code == 0, result.output
+    assert f"no phone found: {NO_PHONE_HINT}" in result.stdout
+    assert result.stdout.splitlines()[2].split()[0] == "host"  # host is always a device

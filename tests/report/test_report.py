@@ -220,3 +220,21 @@ def test_bundle_is_reproducible_and_complete(report_build, tmp_path, cli):
     bad = cli("build", "nothing.yaml", "--bundle", tmp_path / "x.tar")
     assert bad.exit_code == 2 and "zip" in bad.output
     assert not Path(tmp_path / "x.tar").exists()
+
+
+def test_one_size_unit_everywhere():
+    """The CLI and the report write sizes alike, in binary units; the report shows exact bytes on hover."""
+    from mdeploy.units import human_size
+
+    assert human_size(7_222_813) == "6.9 MiB" and human_size(1536) == "1.5 KiB" and human_size(12) == "12 B"
+    assert human_size(-2048, signed=True) == "-2.0 KiB" and human_size(2048, signed=True) == "+2.0 KiB"
+
+
+def test_report_sizes_use_the_cli_units(report_build):
+    from mdeploy.units import human_size
+
+    _, build_dir = report_build
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    html = (build_dir / "report" / "report.html").read_text()
+    fp32 = next(a for a in manifest["artifacts"] if a["id"] == "tflite/fp32")
+    assert f'title="{fp32["size"]:,} bytes">{human_size(fp32["size"])}</td>' in html
