@@ -358,6 +358,109 @@ _add(
     )
 )
 
+# tf-openpose's COCO-18 parts in its models' heatmap channel order (FACTS §9): COCO-17 plus
+# the neck (the midpoint of the shoulders in its training targets), right side first.
+_COCO18 = (
+    "nose", "neck",
+    "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle",
+    "right_eye", "left_eye", "right_ear", "left_ear",
+)
+# The 19 limbs of the release, in the order its post-processing connects them (pafprocess's
+# COCOPAIRS). The last two (shoulder-ear) only join parts to people already started.
+_COCO18_LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+    (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (2, 16), (5, 17),
+)
+_add(
+    KeypointSet(
+        name="coco18",
+        names=_COCO18,
+        skeleton=_COCO18_LIMBS,
+        flip_pairs=_pairs(_COCO18),
+        title="COCO 18 (tf-openpose / OpenPose channel order, with the neck)",
+    )
+)
+
+
+@dataclass(frozen=True)
+class PafLayout:
+    """Which output channels of a multi-person PAF model mean what, as data.
+
+    The model's output concatenates `heatmaps` channels (one per part of `keypoints`, then
+    the background channel when `background` is set) and 2 x len(limbs) PAF channels.
+    `paf_channels[k]` is the (x, y) pair of limb k *within the PAF block*; `limbs[k]` are the
+    two parts it joins (index into the keypoint set), and a limb k >= `new_person_limbs` may
+    only extend a person, never start one.
+    """
+
+    name: str
+    keypoints: str  # a registered keypoint set
+    limbs: tuple[tuple[int, int], ...]
+    paf_channels: tuple[tuple[int, int], ...]
+    background: int | None  # heatmap channel of the background, if any
+    new_person_limbs: int
+    stride: int = 8
+
+    def __post_init__(self):
+        parts = len(KEYPOINT_SETS.get(self.keypoints))
+        if len(self.limbs) != len(self.paf_channels):
+            raise ValueError(f"PAF layout {self.name}: {len(self.limbs)} limbs but {len(self.paf_channels)} PAF channel pairs")
+        channels = sorted(c for pair in self.paf_channels for c in pair)
+        if channels != list(range(2 * len(self.limbs))):
+            raise ValueError(f"PAF layout {self.name}: the PAF channel pairs must use 0..{2 * len(self.limbs) - 1} once each")
+        for a, b in self.limbs:
+            if not (0 <= a < parts and 0 <= b < parts):
+                raise ValueError(f"PAF layout {self.name}: limb ({a}, {b}) outside the {parts} parts")
+
+    @property
+    def parts(self) -> int:
+        return len(KEYPOINT_SETS.get(self.keypoints))
+
+    @property
+    def heatmaps(self) -> int:
+        return self.parts + (1 if self.background is not None else 0)
+
+    @property
+    def pafs(self) -> int:
+        return 2 * len(self.limbs)
+
+    @property
+    def channels(self) -> int:
+        return self.heatmaps + self.pafs
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "keypoints": self.keypoints,
+            "limbs": [list(limb) for limb in self.limbs],
+            "paf_channels": [list(pair) for pair in self.paf_channels],
+            "background": self.background,
+            "new_person_limbs": self.new_person_limbs,
+            "stride": self.stride,
+            "heatmaps": self.heatmaps,
+            "pafs": self.pafs,
+        }
+
+
+# tf-openpose's released models (mobilenet_thin, mobilenet_v2_*, cmu): output
+# Openpose/concat_stage7 = 19 heatmaps (18 parts + background at 18), then 38 PAF channels;
+# pafprocess's COCOPAIRS_NET gives each limb's x/y channels within the PAF block.
+TF_OPENPOSE_COCO18 = PafLayout(
+    name="tf_openpose_coco18",
+    keypoints="coco18",
+    limbs=_COCO18_LIMBS,
+    paf_channels=(
+        (12, 13), (20, 21), (14, 15), (16, 17), (22, 23), (24, 25), (0, 1), (2, 3), (4, 5), (6, 7),
+        (8, 9), (10, 11), (28, 29), (30, 31), (34, 35), (32, 33), (36, 37), (18, 19), (26, 27),
+    ),
+    background=18,
+    new_person_limbs=17,
+    stride=8,
+)
+
 
 def get_keypoint_set(name: str) -> KeypointSet:
     return KEYPOINT_SETS.get(name)

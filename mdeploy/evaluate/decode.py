@@ -25,23 +25,31 @@ def gaussian_kernel(sigma: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def separable_blur(heatmaps: np.ndarray, kernel: np.ndarray, mode: str, dtype=np.float32) -> np.ndarray:
+    """Blur [..., H, W, K] maps over H and W with the 1-D `kernel`, in `dtype`.
+
+    `mode` is numpy.pad's border rule: "edge" repeats the border value, "symmetric" reflects
+    including it (scipy's "reflect"), "reflect" reflects without it (OpenCV's REFLECT_101).
+    """
+    r = len(kernel) // 2
+    out = np.asarray(heatmaps, dtype)
+    for axis in (-3, -2):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode=mode)
+        n = out.shape[axis]
+        acc = np.zeros_like(out)
+        for i, w in enumerate(kernel):
+            acc += dtype(w) * np.take(padded, np.arange(i, i + n), axis=axis)
+        out = acc
+    return out
+
+
 def smooth(heatmaps: np.ndarray, sigma: float) -> np.ndarray:
     """Separable Gaussian blur of [..., H, W, K] heatmaps; borders repeat the edge value."""
     if sigma <= 0:
         return heatmaps
-    k = gaussian_kernel(sigma)
-    r = len(k) // 2
-    out = heatmaps.astype(np.float32)
-    for axis in (-3, -2):
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (r, r)
-        padded = np.pad(out, pad, mode="edge")
-        n = out.shape[axis]
-        acc = np.zeros_like(out)
-        for i, w in enumerate(k):
-            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
+    return separable_blur(heatmaps, gaussian_kernel(sigma), "edge")
 
 
 def decode(heatmaps: np.ndarray, stride: int, sigma: float = 0.0, subpixel: bool = True) -> np.ndarray:
@@ -87,17 +95,7 @@ def decode_pefm_android(heatmaps: np.ndarray, stride: int) -> np.ndarray:
     if hm.ndim == 3:
         hm = hm[None]
     n, h, w, k = hm.shape
-    work = hm
-    r = len(BINOMIAL5) // 2
-    for axis in (1, 2):
-        pad = [(0, 0)] * 4
-        pad[axis] = (r, r)
-        padded = np.pad(work, pad, mode="reflect")
-        size = work.shape[axis]
-        acc = np.zeros_like(work)
-        for i, tap in enumerate(BINOMIAL5):
-            acc += tap * np.take(padded, np.arange(i, i + size), axis=axis)
-        work = acc
+    work = separable_blur(hm, BINOMIAL5, "reflect")
     around = np.pad(work, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
     peak = (
         (work > around[:, :-2, 1:-1]) & (work > around[:, 2:, 1:-1])

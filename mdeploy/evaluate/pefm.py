@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from mdeploy.evaluate.decode import separable_blur
 from mdeploy.spec import Affine
 
 SIGMA = 5.0
@@ -32,18 +33,7 @@ def reflect_smooth(heatmaps: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
     radius = int(TRUNCATE * sigma + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = np.asarray(heatmaps, np.float64)
-    for axis in (1, 2):
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (radius, radius)
-        padded = np.pad(out, pad, mode="symmetric")
-        n = out.shape[axis]
-        acc = np.zeros_like(out)
-        for i, w in enumerate(kernel):
-            acc += w * np.take(padded, np.arange(i, i + n), axis=axis)
-        out = acc
-    return out
+    return separable_blur(heatmaps, kernel / kernel.sum(), "symmetric", np.float64)
 
 
 def decode(heatmaps: np.ndarray, affines: list[Affine], input_size: tuple[int, int]) -> np.ndarray:
