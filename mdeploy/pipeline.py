@@ -298,12 +298,18 @@ class Runner:
         forced = {s.name for s in stages if s.selected_by(self.only)} if self.only else set(by_name)
         keys: dict[str, str] = {}
         outcome = Outcome()
-        total = len(stages)
-        for index, stage in enumerate(stages, start=1):
-            tag = f"[{index}/{total}] {stage.name}"
+        # With --only, the lines and the count cover what was asked for and what it needs; the
+        # stages left out are named once at the end, not one line each.
+        total = len(needed)
+        index = 0
+        for stage in stages:
+            if stage.name in needed:
+                index += 1
+            tag = f"[{index}/{total}] {stage.name}" if stage.name in needed else stage.name
             if any(d not in keys for d in stage.deps):
                 outcome.skipped.append(stage.name)
-                self.progress(f"{tag}: skipped (needs {', '.join(d for d in stage.deps if d not in keys)})")
+                if stage.name in needed:
+                    self.progress(f"{tag}: skipped (needs {', '.join(d for d in stage.deps if d not in keys)})")
                 continue
             key = stage_key(stage, {d: keys[d] for d in stage.deps})
             reusable = self.use_cache or stage.name not in forced
@@ -313,16 +319,19 @@ class Runner:
             if hit is not None:
                 keys[stage.name] = key
                 outcome.records[stage.name] = hit
-                self.progress(f"{tag}: cached")
+                if selected:
+                    self.progress(f"{tag}: cached")
                 continue
             if not selected:
                 outcome.skipped.append(stage.name)
-                self.progress(f"{tag}: skipped (--only)")
                 continue
             record = self._execute(stage, key, {d: outcome.records[d] for d in stage.deps}, tag)
             keys[stage.name] = key
             outcome.records[stage.name] = record
             self.progress(f"{tag}: done in {record.seconds:.1f}s")
+        left = [s.name for s in stages if s.name not in needed and s.name not in outcome.records]
+        if left:
+            self.progress(f"not run (not selected by --only): {', '.join(left)}")
         return outcome
 
     def _needed(self, stages: list[Stage], by_name: dict[str, Stage]) -> set[str]:

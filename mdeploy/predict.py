@@ -138,6 +138,63 @@ def is_video(path: Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+POSE_SUFFIX = "_pose"  # what `mdeploy predict` appends to a source's stem
+
+
+def expand_sources(args: list[Path]) -> list[Path]:
+    """The files `mdeploy predict` reads: each argument a file, a folder (the images directly in
+    it) or a glob pattern (for a shell that did not expand it). A folder or pattern leaves out
+    hidden files and earlier results (`*_pose.*`), so running twice does not draw on a drawing."""
+    import glob
+
+    def listed(paths) -> list[Path]:
+        return sorted(p for p in paths if p.is_file() and not p.name.startswith(".") and not p.stem.endswith(POSE_SUFFIX)
+                      and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+
+    out: list[Path] = []
+    for arg in args:
+        if arg.is_dir():
+            found = [p for p in listed(arg.iterdir()) if not is_video(p)]
+            if not found:
+                raise InputError(f"{arg} is a folder with no images in it ({', '.join(IMAGE_SUFFIXES)})")
+        elif arg.exists():
+            if not arg.is_file():
+                raise InputError(f"input {arg} is not a file")
+            found = [arg]
+        elif any(c in str(arg) for c in "*?["):
+            found = listed(Path(p) for p in glob.glob(str(arg)))
+            if not found:
+                raise InputError(f"no image or video matches {arg}")
+        else:
+            raise InputError(f"input not found: {arg}")
+        out += [p for p in found if p not in out]
+    videos = [p for p in out if is_video(p)]
+    if videos and len(out) > 1:
+        raise InputError(f"{videos[0]}: a video is predicted on its own; give one video at a time")
+    return out
+
+
+def result_paths(sources: list[Path], out: Path | None) -> list[Path]:
+    """Where each result goes: beside its source by default (<stem>_pose.png, or .mp4 for a video),
+    into --out when it is a folder (or several sources are given), else the file --out names."""
+    def name(src: Path) -> str:
+        return f"{src.stem}{POSE_SUFFIX}{'.mp4' if is_video(src) else '.png'}"
+
+    if out is None:
+        return [src.with_name(name(src)) for src in sources]
+    if not out.is_dir() and len(sources) == 1:
+        return [out]
+    targets = [out / name(src) for src in sources]
+    seen: dict[Path, Path] = {}
+    for src, target in zip(sources, targets):
+        if target in seen:
+            raise InputError(f"{seen[target]} and {src} would both be written to {target}",
+                             hint="predict them into different --out folders, or leave --out out to write each beside its source")
+        seen[target] = src
+    return targets
+
+
 def read_video(path: Path) -> tuple[Iterator[np.ndarray], float]:
     import av
 

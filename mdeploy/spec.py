@@ -228,6 +228,11 @@ class ModelSpec:
 SYNTHETIC_ONLY = "trained on synthetic figures only: do not expect it to find real people"
 
 
+def dims(shape) -> str:
+    """A tensor shape for log lines: 1x192x192x3 (no brackets inside the `[i/n] stage:` tag's line)."""
+    return "x".join(str(d) for d in shape)
+
+
 def provenance(source: dict) -> dict:
     """What a model was trained on, from its spec's `source`: the splits a build trained it on
     (kind, size, fingerprint), or, for an imported model, what its authors state (else unknown).

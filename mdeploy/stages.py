@@ -200,6 +200,7 @@ def canonical_runner(record: StageRecord):
 
 def _write_model(recipe: Recipe, loaded, ctx: StageContext) -> dict:
     from mdeploy.importers.canonical import input_size, make_spec, write_canonical
+    from mdeploy.spec import dims
 
     size = input_size(recipe, loaded, recipe.where)
     model_dir = ctx.out / "model"
@@ -207,7 +208,7 @@ def _write_model(recipe: Recipe, loaded, ctx: StageContext) -> dict:
     out_shape = write_canonical(loaded, size, model_dir / "saved_model")
     spec = make_spec(recipe, size, out_shape, loaded.source, recipe.where)
     spec.save(model_dir / "spec.json")
-    ctx.log(f"input {list(spec.input.shape)} -> {spec.output.name} {list(spec.output.shape)} (stride {spec.output_stride})")
+    ctx.log(f"input {dims(spec.input.shape)} -> {spec.output.name} {dims(spec.output.shape)} (stride {spec.output_stride})")
     return {
         "artifacts": [
             {"id": "model", "path": "model/saved_model", "format": "saved_model", "variant": None},

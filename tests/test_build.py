@@ -91,10 +91,20 @@ def test_no_cache_reruns_every_stage(tmp_path, tiny_models):
 
 
 def test_only_export_skips_verification(tmp_path, tiny_models):
-    result = build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["export"])
+    lines: list[str] = []
+    result = build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["export"], progress=lines.append)
     assert statuses(result) == {"model": "ran", "tflite/fp32": "ran"}
     assert result.outcome.skipped == ["people/model", "parity/tflite/fp32"]
     assert [g.status for g in result.gates if g.gate == "parity"] == ["not run"]
+    # The log counts and lists what ran or was needed; the stages left out are named once.
+    tagged = [line for line in lines if line.startswith("[")]
+    assert {line.split(":")[0] for line in tagged} == {"[1/2] model", "[2/2] tflite/fp32"}, lines
+    assert "not run (not selected by --only): people/model, parity/tflite/fp32" in lines
+    assert not [line for line in lines if "skipped" in line], lines
+    assert not [line for line in tagged if "[" in line.split("]", 1)[1]], lines  # no brackets inside a tagged line
+    again: list[str] = []
+    build(load_recipe(tiny_recipe(tmp_path, tiny_models)), out_root=tmp_path / "build", only=["tflite"], progress=again.append)
+    assert [line for line in again if line.startswith("[")] == ["[1/2] model: cached", "[2/2] tflite/fp32: cached"]
 
 
 def test_unknown_only_stage(tmp_path, tiny_models):

@@ -39,8 +39,14 @@ def validate(
         check_exports(loaded)  # what `build` would refuse at planning
         pending = pending_sections(loaded)
         rows = summarize(loaded)
+        missing = missing_model_files(loaded)
+        for warning in missing:  # a warning: the machine that builds may hold the file
+            where = f"{warning['where']}: " if warning["where"] else ""
+            stderr(f"warning: {where}{warning['message']}")
+            stderr(f"hint: {warning['hint']}")
         if json_output:
-            emit_json({"ok": True, "recipe": str(recipe), "summary": dict(rows), "not_built": [p.to_json() for p in pending]})
+            emit_json({"ok": True, "recipe": str(recipe), "summary": dict(rows), "not_built": [p.to_json() for p in pending],
+                       "warnings": missing})
             return 0
         typer.echo(f"ok: {recipe}")
         width = max(len(k) for k, _ in rows)
@@ -53,6 +59,27 @@ def validate(
         return 0
 
     guarded(body, json_output=json_output)
+
+
+def missing_model_files(loaded) -> list[dict]:
+    """The model files a recipe names by path (model.import.path, model.init.path) that are not there."""
+    from mdeploy.recipe.source import display_path
+
+    out = []
+    for key, what, kind in (("import", "model file", None), ("init", "release weights", "a TF1 frozen graph (.pb)")):
+        section = getattr(loaded.model, "import_" if key == "import" else key)
+        if section is None or section.path is None or Path(section.path).exists():
+            continue
+        kind = kind or f"a {section.format} file"
+        checksum = f" with sha256 {section.sha256}" if section.sha256 else ""
+        out.append({
+            "key": f"model.{key}.path",
+            "where": loaded.where("model", key, "path"),
+            "message": f"{what} not found: {display_path(Path(section.path))} (a build on this machine would stop here)",
+            "hint": f"model.{key}.path names {kind}{checksum}: copy it there, point the recipe at your copy "
+                    f"(--set model.{key}.path=FILE), or give model.{key}.url and its sha256 to download it once into the cache",
+        })
+    return out
 
 
 @app.command()

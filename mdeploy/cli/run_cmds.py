@@ -178,56 +178,84 @@ def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec
 @app.command()
 def predict(
     artifact: Path = typer.Argument(..., help="Model artifact (.tflite, .keras, SavedModel folder).", show_default=False),
-    source: Path = typer.Argument(..., help="An image or a video file.", show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Annotated image/video to write (default: <source>_pose.png/.mp4)."),
+    sources: list[Path] = typer.Argument(
+        ..., help="Images, folders of images, glob patterns ('photos/*.jpg'), or one video file.", show_default=False, metavar="SOURCE"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o",
+        help="Where results go: a folder (<source name>_pose.png/.mp4 in it), or a file name for one source. "
+             "Default: beside each source.",
+    ),
     spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
     window: int = typer.Option(3, min=1, help="Video: frames averaged per joint."),
-    json_output: bool = typer.Option(False, "--json", help="Print keypoints as JSON."),
+    json_output: bool = typer.Option(False, "--json", help="Print every result (keypoints, file written) as JSON."),
 ) -> None:
-    """Draw the predicted skeleton on an image (or every frame of a video) and print the keypoints."""
+    """Draw the predicted skeleton on images (or every frame of a video) and print the keypoints.
+
+    Each result is written beside its source as <source name>_pose.png (or .mp4), unless --out
+    names a folder or a file.
+    """
 
     def body() -> int:
-        from mdeploy.errors import InputError
-        from mdeploy.fsutil import atomic_write_bytes
-        from mdeploy.images import load_rgb
-        from mdeploy.predict import draw_pose, is_video, open_predictor, predict_video
+        from mdeploy.predict import expand_sources, is_video, open_predictor, predict_video, result_paths
 
-        if not source.is_file():
-            raise InputError(f"input not found: {source}")
-        output_file(out, "--out")
+        inputs = expand_sources(sources)
+        if out is not None and (out.is_dir() or len(inputs) > 1):
+            output_folder(out, "--out")
+        else:
+            output_file(out, "--out")
+        targets = result_paths(inputs, out)
         from mdeploy.spec import provenance
 
         predictor = open_predictor(artifact, spec)
-        kps = predictor.spec.keypoints
         note = provenance(predictor.spec.source)["note"]
         if note and not json_output:
             stderr(f"note: {note}")
-        if is_video(source):
-            target = out or Path(f"{source.stem}_pose.mp4")
-            frames = predict_video(predictor, source, target, window)
+        if is_video(inputs[0]):
+            targets[0].parent.mkdir(parents=True, exist_ok=True)
+            frames = predict_video(predictor, inputs[0], targets[0], window)
             if json_output:
-                emit_json({"ok": True, "frames": frames, "out": str(target), "note": note})
+                result = {"source": str(inputs[0]), "out": str(targets[0]), "frames": frames}
+                emit_json({"ok": True, "frames": frames, "out": str(targets[0]), "results": [result], "note": note})
             else:
-                typer.echo(f"wrote {target} ({frames} frames)")
+                typer.echo(f"wrote {targets[0]} ({frames} frames)")
             return 0
-        rgb = load_rgb(source)
-        points = predictor(rgb)
-        drawn = draw_pose(rgb, points, kps, predictor.spec.decode.threshold)
-        target = out or Path(f"{source.stem}_pose.png")
-        import io
-
-        from PIL import Image
-
-        buf = io.BytesIO()
-        fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-        Image.fromarray(drawn).save(buf, format=fmt)
-        atomic_write_bytes(target, buf.getvalue())
-        rows = [{"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)} for n, p in zip(kps.names, points)]
+        results = []
+        for source, target in zip(inputs, targets):
+            rows = _predict_image(predictor, source, target)
+            results.append({"source": str(source), "out": str(target), "keypoints": rows})
+            if not json_output and len(inputs) > 1:
+                mean = sum(r["confidence"] for r in rows) / max(len(rows), 1)
+                typer.echo(f"wrote {target} (mean confidence {mean:.2f})")
         if json_output:
-            emit_json({"ok": True, "out": str(target), "keypoints": rows, "note": note})
-        else:
+            single = {"out": results[0]["out"], "keypoints": results[0]["keypoints"]} if len(results) == 1 else {}
+            emit_json({"ok": True, **single, "results": results, "note": note})
+        elif len(results) == 1:
+            rows = results[0]["keypoints"]
             typer.echo(table(["joint", "x", "y", "confidence"], [[r["joint"], f"{r['x']:.1f}", f"{r['y']:.1f}", f"{r['confidence']:.3f}"] for r in rows]))
-            typer.echo(f"\nwrote {target}")
+            typer.echo(f"\nwrote {targets[0]}")
         return 0
 
     guarded(body, json_output=json_output)
+
+
+def _predict_image(predictor, source: Path, target: Path) -> list[dict]:
+    """Predict one image, write it with the skeleton drawn to `target`; its keypoints."""
+    import io
+
+    from PIL import Image
+
+    from mdeploy.fsutil import atomic_write_bytes
+    from mdeploy.images import load_rgb
+    from mdeploy.predict import draw_pose
+
+    kps = predictor.spec.keypoints
+    rgb = load_rgb(source)
+    points = predictor(rgb)
+    drawn = draw_pose(rgb, points, kps, predictor.spec.decode.threshold)
+    buf = io.BytesIO()
+    fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    Image.fromarray(drawn).save(buf, format=fmt)
+    atomic_write_bytes(target, buf.getvalue())
+    return [{"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)}
+            for n, p in zip(kps.names, points)]

@@ -89,6 +89,7 @@ def write_model(recipe, path: Path, ctx) -> dict:
     """The model stage of a .tflite import: the file as it is, and its checked ModelSpec."""
     from mdeploy.importers import LoadedModel
     from mdeploy.importers.canonical import input_size, make_spec
+    from mdeploy.spec import dims
 
     where = recipe.where
     section = recipe.model.import_
@@ -115,7 +116,7 @@ def write_model(recipe, path: Path, ctx) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(path, ctx.out / MODEL_FILE)
     spec.save(model_dir / "spec.json")
-    ctx.log(f"input {inp.name} {list(spec.input.shape)} -> {out.name} {list(spec.output.shape)} (stride {spec.output_stride}); kept as it is")
+    ctx.log(f"input {inp.name} {dims(spec.input.shape)} -> {out.name} {dims(spec.output.shape)} (stride {spec.output_stride}); kept as it is")
     return {
         "artifacts": [
             {"id": "model", "path": MODEL_FILE, "format": "tflite", "variant": None},

@@ -194,15 +194,12 @@ class DecodeSection(Section):
     )
 
 
-class _ImportSource(Section):
+class _FileSource(Section):
+    """A model file given by local path, or by url + sha256 (downloaded once into the cache)."""
+
     path: RecipePath | None = Field(None, description="local model file or folder")
     url: str | None = Field(None, description="http(s) address; needs sha256, downloaded once into the cache")
     sha256: Sha256 | None = Field(None, description="checksum the file must have (required with url)")
-    inputs: list[str] | None = Field(None, description="input tensor names (one)")
-    outputs: list[str] | None = Field(None, description="output tensor names (one: the final heatmaps)")
-    trained_on: str | None = Field(
-        None, description="what the model was trained on, as its authors state it (recorded in the spec and shown in reports)"
-    )
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -212,7 +209,19 @@ class _ImportSource(Section):
             if not re.match(r"^(https?|file)://", self.url):
                 raise PydanticCustomError("url", "expected an address starting with http://, https:// or file://", {"at": "url"})
             if self.sha256 is None:
-                raise PydanticCustomError("url_sha", "an import from a url needs 'sha256' to verify the download", {"at": "url"})
+                raise PydanticCustomError("url_sha", "a file from a url needs 'sha256' to verify the download", {"at": "url"})
+        return self
+
+
+class _ImportSource(_FileSource):
+    inputs: list[str] | None = Field(None, description="input tensor names (one)")
+    outputs: list[str] | None = Field(None, description="output tensor names (one: the final heatmaps)")
+    trained_on: str | None = Field(
+        None, description="what the model was trained on, as its authors state it (recorded in the spec and shown in reports)"
+    )
+
+    @model_validator(mode="after")
+    def _one_name(self):
         for key in ("inputs", "outputs"):
             names = getattr(self, key)
             if names is not None and len(names) != 1:
@@ -270,25 +279,11 @@ ImportSection = Annotated[
 ]
 
 
-class InitSection(Section):
+class InitSection(_FileSource):
     """Start `model.arch` from released weights (a TF1 frozen graph of the same architecture)."""
 
     format: Literal["frozen_pb"] = Field("frozen_pb", description="what the release is: a TF1 frozen graph")
-    path: RecipePath | None = Field(None, description="local frozen graph (.pb)")
-    url: str | None = Field(None, description="http(s) address; needs sha256, downloaded once into the cache")
-    sha256: Sha256 | None = Field(None, description="checksum the file must have (required with url)")
     output: str | None = Field(None, description="the graph node of the final heatmaps (default: the graph's one output)")
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.path is None) == (self.url is None):
-            raise PydanticCustomError("import_source", "give exactly one of 'path' or 'url'")
-        if self.url is not None:
-            if not re.match(r"^(https?|file)://", self.url):
-                raise PydanticCustomError("url", "expected an address starting with http://, https:// or file://", {"at": "url"})
-            if self.sha256 is None:
-                raise PydanticCustomError("url_sha", "weights from a url need 'sha256' to verify the download", {"at": "url"})
-        return self
 
 
 class ModelSection(Section):

@@ -7,6 +7,9 @@ both measurements' trials (`mdeploy.devices.stats.significant`).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from mdeploy.devices import stats
 
 
@@ -44,3 +47,37 @@ def compare(new: dict, old: dict, other: str) -> dict:
     return {"other": other, "other_name": old.get("name"), "artifacts": artifacts, "latency": latency,
             "only_here": sorted(set(a["id"] for a in new.get("artifacts", [])) - set(old_artifacts)),
             "only_there": sorted(set(old_artifacts) - set(a["id"] for a in new.get("artifacts", [])))}
+
+
+def model_identity(build_dir: Path) -> dict | None:
+    """What model a build holds, from its model/spec.json: where it came from (the architecture
+    trained, or the file imported), its keypoint set and input shape; None without a spec."""
+    from mdeploy.limits import read_build_file
+
+    try:
+        spec = json.loads(read_build_file(Path(build_dir) / "model" / "spec.json"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(spec, dict):
+        return None
+    source = spec.get("source") or {}
+    origin = f"{source['arch']} trained" if source.get("arch") else \
+        f"{source.get('format', '?')} {source['file']}" if source.get("file") else source.get("format")
+    return {"origin": origin, "keypoints": (spec.get("keypoints") or {}).get("name"),
+            "input": "x".join(str(d) for d in (spec.get("input") or {}).get("shape") or [])}
+
+
+def differences(build_dir: Path, other_dir: Path, new: dict, old: dict) -> list[str]:
+    """How two builds differ in what they are builds of (recipe name, model): empty when alike.
+
+    A field either build does not record (an older build, a build without a model stage) is
+    not called a difference."""
+    out = []
+    if new.get("name") != old.get("name"):
+        out.append(f"recipe {new.get('name')!r} here, {old.get('name')!r} there")
+    here, there = model_identity(build_dir), model_identity(other_dir)
+    if here and there:
+        for key, what in (("origin", "model"), ("keypoints", "keypoints"), ("input", "input")):
+            if here[key] and there[key] and here[key] != there[key]:
+                out.append(f"{what} {here[key]} here, {there[key]} there")
+    return out

@@ -79,9 +79,11 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
         report["plots"] = drawn
         report["overlays"] = _overlays(build_dir, staging, extra_images)
         if compare_with is not None:
-            from mdeploy.report.compare import compare
+            from mdeploy.report.compare import compare, differences
 
-            report["compare"] = compare(report, collect.collect(Path(compare_with)), str(compare_with))
+            other = collect.collect(Path(compare_with))
+            report["compare"] = compare(report, other, str(compare_with))
+            report["compare"]["different"] = differences(build_dir, Path(compare_with), report, other)
         write_json(staging / "report.json", report)
         atomic_write_text(staging / "report.html", render_html(report, staging))
         from mdeploy.report.junit import junit_xml

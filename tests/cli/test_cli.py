@@ -69,6 +69,33 @@ def test_validate_ok_prints_a_summary(tmp_path, cli, monkeypatch):
         "validated but not built by this version of mdeploy:\n"
         "  demo.yaml:7:1: train: not used: the model is imported, nothing is trained\n"
     )
+    # The model file is not here: a warning (the build machine may hold it), with where to get it.
+    assert result.stderr.splitlines() == [
+        "warning: demo.yaml:3:37: model file not found: m.pb (a build on this machine would stop here)",
+        "hint: model.import.path names a frozen_pb file: copy it there, point the recipe at your copy "
+        "(--set model.import.path=FILE), or give model.import.url and its sha256 to download it once into the cache",
+    ]
+    (tmp_path / "m.pb").write_bytes(b"")
+    assert cli("validate", "demo.yaml").stderr == ""
+
+
+def test_validate_warns_of_missing_release_weights(tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "ft.yaml", """
+        name: ft
+        model:
+          arch: tiny_cpm
+          init: {path: weights/model.pb, sha256: "%s"}
+          input: {size: [64, 64], channels: rgb, range: [-1, 1]}
+        data:
+          train: {synthetic: {count: 8}}
+        """ % ("ab" * 32))
+    result = cli("validate", "ft.yaml", "--json")
+    assert result.exit_code == 0, result.output
+    (warning,) = json.loads(result.stdout)["warnings"]
+    assert warning["key"] == "model.init.path" and warning["where"].startswith("ft.yaml:4:")
+    assert warning["message"] == f"release weights not found: {'weights/model.pb'} (a build on this machine would stop here)"
+    assert f"a TF1 frozen graph (.pb) with sha256 {'ab' * 32}" in warning["hint"]
 
 
 def test_validate_reports_every_problem_with_positions(tmp_path, cli, monkeypatch):
@@ -157,7 +184,7 @@ def test_build_prints_stage_lines_and_a_table(tmp_path, tiny_models):
     path = tiny_recipe(tmp_path, tiny_models)
     proc = run_cli("build", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.splitlines()[:2] == ["[1/4] model: import keras tiny.keras ...", "[1/4] model: input [1, 32, 32, 3] -> heatmaps [1, 16, 16, 14] (stride 2)"]
+    assert proc.stderr.splitlines()[:2] == ["[1/4] model: import keras tiny.keras ...", "[1/4] model: input 1x32x32x3 -> heatmaps 1x16x16x14 (stride 2)"]
     assert not [line for line in proc.stderr.splitlines() if not line.startswith("[")], proc.stderr  # no framework noise
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["artifact", "file", "size", "parity", "status"]

@@ -89,12 +89,15 @@ def test_predict_on_a_garbage_model_is_bad_input(cli, tmp_path, spec_and_image, 
     assert "internal error" not in result.stderr and not (tmp_path / "o.png").exists()
 
 
-def test_predict_out_that_is_a_folder(cli, tmp_path, spec_and_image):
+def test_predict_out_is_checked_before_the_model(cli, tmp_path, spec_and_image):
     spec, image = spec_and_image
     (tmp_path / "m.tflite").write_bytes(b"never opened")
-    (tmp_path / "pose.png").mkdir()
-    result = cli("predict", tmp_path / "m.tflite", image, "--spec", spec, "--out", tmp_path / "pose.png")
-    assert result.exit_code == 2 and "--out" in result.stderr and "is a folder" in result.stderr
+    # An existing folder is where results go (<name>_pose.png in it); wrong kinds of path fail first.
+    inside_a_file = cli("predict", tmp_path / "m.tflite", image, "--spec", spec, "--out", image / "pose.png")
+    assert inside_a_file.exit_code == 2 and f"--out {image / 'pose.png'}: {image} is not a folder" in inside_a_file.stderr
+    (tmp_path / "other.png").write_bytes(image.read_bytes())
+    several = cli("predict", tmp_path / "m.tflite", image, tmp_path / "other.png", "--spec", spec, "--out", tmp_path / "other.png")
+    assert several.exit_code == 2 and f"--out {tmp_path / 'other.png'} is not a folder" in several.stderr
 
 
 # ---------------------------------------------------------------------------- recipes and --set
@@ -203,6 +206,57 @@ def test_compare_against_a_manifest_missing_fields(cli, tmp_path):
     assert cli("report", tmp_path / "new", "--compare", tmp_path / "old").exit_code == 2
     (tmp_path / "old" / "manifest.json").write_text(json.dumps(good))
     assert cli("report", tmp_path / "new", "--compare", tmp_path / "old").exit_code == 0
+
+
+def test_compare_refuses_another_recipe_or_model_unless_asked(cli, tmp_path):
+    art = {"id": "tflite/fp32", "path": "tflite/b_fp32.tflite", "format": "tflite", "sha256": "0" * 64, "size": 10}
+    int8 = dict(art, id="tflite/int8", path="tflite/b_int8.tflite")
+    onnx = dict(art, id="onnx", path="onnx/b.onnx", format="onnx")
+
+    def manifest(folder, name, artifacts):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.json").write_text(json.dumps({"schema": "mdeploy.manifest/1", "name": name, "artifacts": artifacts}))
+
+    manifest("new", "b", [art, int8])
+    manifest("old", "b", [art, onnx])
+    manifest("other", "c", [art])
+    same = cli("report", tmp_path / "new", "--compare", tmp_path / "old")
+    assert same.exit_code == 0, same.output
+    assert f"added since {tmp_path / 'old'}: tflite/int8" in same.stdout.splitlines()
+    assert f"removed since {tmp_path / 'old'}: onnx" in same.stdout.splitlines()
+    html = (tmp_path / "new" / "report" / "report.html").read_text()
+    assert "Added since: <code>tflite/int8</code>" in html and "Removed since: <code>onnx</code>" in html
+
+    refused = cli("report", tmp_path / "new", "--compare", tmp_path / "other", "--json")
+    doc = failure_json(refused, 2)
+    assert doc["message"] == f"--compare {tmp_path / 'other'} is not a build of the same recipe and model: recipe 'b' here, 'c' there"
+    assert "--allow-different" in doc["hint"]
+    assert json.loads((tmp_path / "new" / "report" / "report.json").read_text())["compare"]["other"] == str(tmp_path / "old")  # untouched
+
+    allowed = cli("report", tmp_path / "new", "--compare", tmp_path / "other", "--allow-different", "--json")
+    assert allowed.exit_code == 0, allowed.output
+    compare = json.loads(allowed.stdout)["compare"]
+    assert compare["different"] == ["recipe 'b' here, 'c' there"]
+    assert compare["only_here"] == ["tflite/int8"] and compare["only_there"] == []
+
+
+def test_compare_tells_models_apart_by_their_spec(tmp_path):
+    from mdeploy.report.compare import differences
+
+    def spec(folder, source, keypoints="aic14"):
+        (tmp_path / folder / "model").mkdir(parents=True)
+        doc = {"keypoints": {"name": keypoints}, "input": {"shape": [1, 64, 64, 3]}, "source": source}
+        (tmp_path / folder / "model" / "spec.json").write_text(json.dumps(doc))
+
+    spec("a", {"format": "trained", "arch": "tiny_cpm"})
+    spec("retrained", {"format": "trained", "arch": "tiny_cpm", "trained_on": {"known": True}})
+    spec("imported", {"format": "frozen_pb", "file": "model.pb"}, keypoints="coco17")
+    (tmp_path / "no_spec").mkdir()
+    named = {"name": "b"}
+    assert differences(tmp_path / "a", tmp_path / "retrained", named, named) == []  # retrained: still the same model
+    assert differences(tmp_path / "a", tmp_path / "no_spec", named, named) == []  # unknown is not a difference
+    assert differences(tmp_path / "a", tmp_path / "imported", named, named) == [
+        "model tiny_cpm trained here, frozen_pb model.pb there", "keypoints aic14 here, coco17 there"]
 
 
 # ---------------------------------------------------------------------------- JSON on every failure

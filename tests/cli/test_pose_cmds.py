@@ -141,6 +141,54 @@ def test_predict_an_image_and_a_video(tmp_path, cli, tiny_build):
         assert sum(1 for _ in c.decode(video=0)) == 6
 
 
+def test_predict_many_images_a_folder_or_a_glob_writes_beside_each(tmp_path, cli, tiny_build, monkeypatch):
+    _, build_dir = tiny_build
+    tflite = build_dir / "tflite" / "tiny_cli_fp32.tflite"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, frame in enumerate(synthetic_frames(3)):
+        Image.fromarray(frame).save(photos / f"p{i}.png")
+    (photos / "notes.txt").write_text("not an image")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+    # One image: the result goes beside it (as the help says), not into the working folder.
+    one = cli("predict", tflite, photos / "p0.png")
+    assert one.exit_code == 0, one.output
+    assert (photos / "p0_pose.png").is_file() and not list(work.iterdir())
+    assert one.stdout.splitlines()[-1] == f"wrote {photos / 'p0_pose.png'}"
+
+    # A folder is read, not "not found"; its earlier results and other files are left alone.
+    folder = cli("predict", tflite, photos, "--json")
+    assert folder.exit_code == 0, folder.output
+    results = json.loads(folder.stdout)["results"]
+    assert [(r["source"], r["out"]) for r in results] == [(str(photos / f"p{i}.png"), str(photos / f"p{i}_pose.png")) for i in range(3)]
+    assert all(len(r["keypoints"]) == 14 for r in results)
+    assert sorted(p.name for p in photos.iterdir()) == ["notes.txt", "p0.png", "p0_pose.png", "p1.png", "p1_pose.png", "p2.png", "p2_pose.png"]
+
+    # A quoted glob and several sources into an --out folder, one line each.
+    many = cli("predict", tflite, str(photos / "p[12].png"), photos / "p0.png", "--out", tmp_path / "drawn")
+    assert many.exit_code == 0, many.output
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["p0_pose.png", "p1_pose.png", "p2_pose.png"]
+    assert [line.split(" (")[0] for line in many.stdout.splitlines() if line.startswith("wrote")] == [
+        f"wrote {tmp_path / 'drawn' / n}" for n in ("p1_pose.png", "p2_pose.png", "p0_pose.png")]
+
+    missing = cli("predict", tflite, photos / "nope.png")
+    assert missing.exit_code == 2 and f"input not found: {photos / 'nope.png'}" in missing.stderr
+    assert cli("predict", tflite, str(photos / "*.jpg")).exit_code == 2
+    (tmp_path / "empty").mkdir()
+    empty = cli("predict", tflite, tmp_path / "empty")
+    assert empty.exit_code == 2 and "is a folder with no images in it" in empty.stderr
+    (tmp_path / "other").mkdir()
+    Image.fromarray(synthetic_frames(1)[0]).save(tmp_path / "other" / "p0.png")
+    clash = cli("predict", tflite, photos / "p0.png", tmp_path / "other" / "p0.png", "--out", tmp_path / "drawn")
+    assert clash.exit_code == 2 and "would both be written to" in clash.stderr
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    video = cli("predict", tflite, photos / "p0.png", tmp_path / "clip.mp4")
+    assert video.exit_code == 2 and "give one video at a time" in video.stderr
+
+
 def test_predict_needs_a_spec_it_can_find(tmp_path, cli, tiny_build):
     _, build_dir = tiny_build
     lone = tmp_path / "lone.tflite"
