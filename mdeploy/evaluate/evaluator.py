@@ -87,16 +87,9 @@ def predict_split(
     return std, lenient
 
 
-def evaluate(
-    runner: Callable[[np.ndarray], np.ndarray],
-    spec: ModelSpec,
-    ds: Dataset,
-    *,
-    batch_size: int = 16,
-    limit: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> EvalResult:
-    std, lenient = predict_split(runner, spec, ds, batch_size=batch_size, limit=limit, progress=progress)
+def evaluate(runner: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, ds: Dataset, **options) -> EvalResult:
+    """Score a runner on a split; `options` as `predict_split` takes them (batch_size, limit, progress)."""
+    std, lenient = predict_split(runner, spec, ds, **options)
     return score(std, lenient, ds, spec)
 
 

@@ -104,14 +104,9 @@ def consumers(flatbuffer: bytes, tensors: list[str]) -> list[str]:
 
 
 def convert_keeping_float(saved_model: Path, calibration: Callable, int8_io: str, tensors: list[str]) -> bytes:
-    """The int8 model with `tensors` (their producers and consumers) left in float."""
+    """The int8 model with the ops that produce `tensors` left in float (see `consumers`)."""
     import tensorflow as tf
 
-    if tensors:
-        import tensorflow as tf
-
-        floating = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"]).convert()
-        tensors = consumers(floating, tensors)
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(tensors), fully_quantize=int8_io != "float")
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_converter(saved_model, calibration, int8_io, mixed=True),
@@ -136,7 +131,11 @@ def search(
     chosen flatbuffer (None when no prefix within the limit passes), the layers kept in float
     with their error, and every measurement of the search.
     """
+    import tensorflow as tf
+
     ranked = rank_layers(saved_model, calibration, int8_io, probe)
+    # The float graph's tensor names (those the debugger's denylist takes), read once.
+    floating = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"]).convert()
     limit = min(max_float_layers, len(ranked))
     trail: list[dict] = []
     cache: dict[int, tuple[bool, bytes]] = {}
@@ -144,7 +143,8 @@ def search(
     def attempt(k: int) -> bool:
         if k not in cache:
             try:
-                flatbuffer = convert_keeping_float(saved_model, calibration, int8_io, [r["tensor"] for r in ranked[:k]])
+                kept = consumers(floating, [r["tensor"] for r in ranked[:k]])
+                flatbuffer = convert_keeping_float(saved_model, calibration, int8_io, kept)
             except Exception as err:  # the converter refuses some splits of a graph: that candidate fails
                 log(f"mixed precision: {k} layer(s) in float: cannot convert ({' '.join(str(err).split())[:200]})")
                 trail.append({"float_layers": k, "passed": False, "error": " ".join(str(err).split())[:400]})
