@@ -266,6 +266,18 @@ def stage_key(stage: Stage, dep_keys: dict[str, str]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class StageEvent:
+    """What a live progress view needs to know, besides the log lines (see `Runner`)."""
+
+    kind: str  # "start" | "ran" | "cached" | "skipped"
+    index: int  # 1-based position among the stages this build runs or needs
+    total: int
+    name: str
+    describe: str = ""
+    seconds: float = 0.0
+
+
 @dataclass
 class Outcome:
     """The result of running a list of stages."""
@@ -275,7 +287,12 @@ class Outcome:
 
 
 class Runner:
-    """Runs stages in order, taking each from the cache when its key is unchanged."""
+    """Runs stages in order, taking each from the cache when its key is unchanged.
+
+    `progress` gets one plain line per event (what logs and CI show). When it also has a
+    `stage_event` method (the CLI's live view on a terminal), that is called with a
+    `StageEvent` as each selected stage starts and ends, so the view needs not parse lines.
+    """
 
     def __init__(
         self,
@@ -289,6 +306,11 @@ class Runner:
         self.use_cache = use_cache
         self.only = only
         self.progress = progress
+        self._events = getattr(progress, "stage_event", None)
+
+    def _event(self, kind: str, index: int, total: int, stage: Stage, seconds: float = 0.0) -> None:
+        if self._events is not None:
+            self._events(StageEvent(kind, index, total, stage.name, stage.describe, seconds))
 
     def run(self, stages: list[Stage]) -> Outcome:
         self.cache.prune_stale()
@@ -310,6 +332,7 @@ class Runner:
                 outcome.skipped.append(stage.name)
                 if stage.name in needed:
                     self.progress(f"{tag}: skipped (needs {', '.join(d for d in stage.deps if d not in keys)})")
+                    self._event("skipped", index, total, stage)
                 continue
             key = stage_key(stage, {d: keys[d] for d in stage.deps})
             reusable = self.use_cache or stage.name not in forced
@@ -321,14 +344,17 @@ class Runner:
                 outcome.records[stage.name] = hit
                 if selected:
                     self.progress(f"{tag}: cached")
+                    self._event("cached", index, total, stage)
                 continue
             if not selected:
                 outcome.skipped.append(stage.name)
                 continue
+            self._event("start", index, total, stage)
             record = self._execute(stage, key, {d: outcome.records[d] for d in stage.deps}, tag)
             keys[stage.name] = key
             outcome.records[stage.name] = record
             self.progress(f"{tag}: done in {record.seconds:.1f}s")
+            self._event("ran", index, total, stage, record.seconds)
         left = [s.name for s in stages if s.name not in needed and s.name not in outcome.records]
         if left:
             self.progress(f"not run (not selected by --only): {', '.join(left)}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import typer
 
+from mdeploy.cli.usage import MdeployGroup
+
 app = typer.Typer(
     name="mdeploy",
+    cls=MdeployGroup,
     help="Build, verify and deploy on-device pose models from a YAML recipe.",
     add_completion=False,
     no_args_is_help=True,
@@ -49,4 +52,4 @@ def main() -> None:
     from mdeploy.cli.quiet import filtered_stderr
 
     with filtered_stderr():
-        app()
+        app(prog_name="mdeploy")

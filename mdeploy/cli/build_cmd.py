@@ -8,14 +8,24 @@ from pathlib import Path
 import typer
 
 from mdeploy.cli import app
-from mdeploy.cli.common import emit_json, guarded, human_size, output_file, output_folder, stderr, table
+from mdeploy.cli.common import (
+    emit_json,
+    fit_lines,
+    guarded,
+    human_size,
+    output_file,
+    output_folder,
+    stderr,
+    stdout_width,
+    table,
+)
 from mdeploy.cli.recipe_cmds import SET_HELP
 
 
 @app.command()
 def build(
     recipe: Path = typer.Argument(..., help="Recipe file.", show_default=False),
-    only: list[str] = typer.Option([], "--only", help="Run only this stage or group (model, export, tflite, verify, ...). Repeatable."),
+    only: list[str] = typer.Option([], "--only", metavar="STAGE", help="Run only this stage or group (model, export, tflite, verify, ...). Repeatable."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
     no_cache: bool = typer.Option(False, "--no-cache", help="Re-run every selected stage even when cached."),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
@@ -35,6 +45,7 @@ def build(
 
     def body() -> int:
         from mdeploy.build import build as run_build
+        from mdeploy.cli.progress import build_progress
         from mdeploy.errors import MdeployError
         from mdeploy.recipe import load_recipe
 
@@ -46,7 +57,8 @@ def build(
         output_file(junit, "--junit")
         output_file(bundle, "--bundle")
         loaded = load_recipe(recipe, set_)
-        result = run_build(loaded, out_root=out, use_cache=not no_cache, only=only or None, progress=stderr)
+        with build_progress(ci_mode) as progress:
+            result = run_build(loaded, out_root=out, use_cache=not no_cache, only=only or None, progress=progress)
         for pending in result.plan.pending:
             stderr(f"warning: {pending.render()}")
         extras = {"report": str(result.build_dir / "report" / "report.html")}
@@ -62,9 +74,10 @@ def build(
         if json_output:
             emit_json(dict(summary_json(result), **extras))
         else:
-            typer.echo(render_summary(result))
+            width = stdout_width()
+            typer.echo(fit_lines(render_summary(result, width=width), width))
             for kind, path in extras.items():
-                typer.echo(f"{kind}: {_rel(Path(path))}")
+                typer.echo(fit_lines(f"{kind}: {_rel(Path(path))}", width))
         try:
             result.raise_for_gates()
         except MdeployError as err:
@@ -99,7 +112,8 @@ def _parity_cell(gate) -> str:
     return cell
 
 
-def render_summary(result) -> str:
+def render_summary(result, width: int | None = None) -> str:
+    """The build's tables and notes; with `width` (a terminal's) every table fits in it."""
     from mdeploy.evaluate.metrics import LABELS
 
     parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
@@ -131,7 +145,8 @@ def render_summary(result) -> str:
     for platform, files in glue.items():
         size = human_size(sum(f["size"] for f in files))
         rows.append([f"glue/{platform}", f"glue/{platform}/ ({len(files)} sources)", size, "-", *["-"] * len(splits), "ok"])
-    lines = [table(["artifact", "file", "size", "parity", *headers, "status"], rows)]
+    # At a terminal's width the file column goes first (the artifact id names it; the report lists paths).
+    lines = [table(["artifact", "file", "size", "parity", *headers, "status"], rows, width=width, drop=(1,))]
     if splits:
         lines.append(_splits_line(result, splits))
     note = (result.manifest.get("provenance") or {}).get("note")
@@ -146,6 +161,7 @@ def render_summary(result) -> str:
                 ["artifact", "split", "metric", "value", "reference", "drop", "limit"],
                 [[g.artifact, g.split, LABELS.get(g.metrics.get("metric"), "-"), _fmt((g.metrics.get("metrics") or {}).get(g.metrics.get("metric"))),
                   _fmt(g.metrics.get("reference")), _fmt(g.metrics.get("drop")), _fmt(g.checks[0]["limit"])] for g in accuracy_failures],
+                width=width,
             )
         )
     failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
@@ -157,7 +173,7 @@ def render_summary(result) -> str:
             for c in g.checks:
                 if not c["ok"]:
                     problem_rows.append([g.artifact, c["check"], _fmt(c["value"]), _fmt(c["limit"]), c["detail"]])
-        lines.append(table(["artifact", "check", "value", "limit", "detail"], problem_rows))
+        lines.append(table(["artifact", "check", "value", "limit", "detail"], problem_rows, width=width))
         dis = [(g.artifact, d) for g in failing for d in g.metrics.get("disagreements", [])]
         if dis:
             lines.append("")
@@ -165,7 +181,8 @@ def render_summary(result) -> str:
             lines.append(
                 table(
                     ["artifact", "sample", "keypoint", "reference (row, col)", "artifact (row, col)"],
-                    [[a, d["sample"], d["keypoint"], str(tuple(d["reference_cell"])), str(tuple(d["artifact_cell"]))] for a, d in dis[:12]],
+                    [[a, d["sample"], d["keypoint"], _cell(d.get("reference_cell")), _cell(d.get("artifact_cell"))] for a, d in dis[:12]],
+                    width=width,
                 )
             )
     lines += quantization_lines(result.manifest)
@@ -178,7 +195,7 @@ def render_summary(result) -> str:
     lines.append("")
     lines.append(f"build {state}: {_rel(result.build_dir)}")
     lines += [app_line(update) for update in result.apps]
-    lines += bench_lines(result)
+    lines += bench_lines(result, width)
     return "\n".join(lines)
 
 
@@ -203,7 +220,7 @@ def quantization_lines(manifest: dict) -> list[str]:
     return [""] + out if out else []
 
 
-def bench_lines(result) -> list[str]:
+def bench_lines(result, width: int | None = None) -> list[str]:
     if result.bench_error is not None:
         return [f"bench: not run ({result.bench_error.message})"]
     if result.bench_skipped:
@@ -218,7 +235,7 @@ def bench_lines(result) -> list[str]:
     for g in gates:
         limit = g.checks[0]["limit"] if g.checks else None
         rows.append([g.artifact, f"{g.metrics['median_ms']:.2f}", "-" if limit is None else f"{limit:g}", g.status])
-    out.append(table(["benchmark (artifact@device)", "median ms", "limit ms", "status"], rows))
+    out.append(table(["benchmark (artifact@device)", "median ms", "limit ms", "status"], rows, width=width))
     if result.bench["cached"]:
         out.append(f"bench: results reused for {', '.join(result.bench['cached'])} (same artifacts and settings; --no-cache re-measures)")
     for o in result.bench_failures:
@@ -317,3 +334,8 @@ def summary_json(result) -> dict:
         "bench_skipped": result.bench_skipped,
         "bench_error": result.bench_error.to_json() if result.bench_error is not None else None,
     }
+
+
+def _cell(value) -> str:
+    """An output cell (row, col) of a disagreement, or what stands in for it ("not found")."""
+    return str(tuple(value)) if isinstance(value, (list, tuple)) else str(value or "-")

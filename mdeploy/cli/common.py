@@ -21,7 +21,24 @@ def emit_json(data: Any) -> None:
 
 
 def stderr(line: str) -> None:
-    typer.echo(line, err=True)
+    """A message on stderr; on a terminal, long lines wrap between words, not mid-word."""
+    typer.echo(fit_lines(line, _stderr_width()), err=True)
+
+
+def _stderr_width() -> int | None:
+    if sys.stderr is not sys.__stderr__:  # captured (tests) or replaced: leave lines as they are
+        return None
+    from mdeploy.cli.quiet import terminal_fd
+
+    fd = terminal_fd()
+    try:
+        if not os.isatty(fd):
+            return None
+    except OSError:
+        return None
+    from mdeploy.cli.progress import terminal_width
+
+    return terminal_width(fd)
 
 
 def guarded(fn: Callable[[], int | None], *, json_output: bool = False) -> None:
@@ -98,14 +115,81 @@ def _parents_are_folders(path: Path, option: str) -> None:
 
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """A plain, aligned text table (stable for logs, CI and tests)."""
+def table(headers: list[str], rows: list[list[str]], width: int | None = None, drop: tuple[int, ...] = ()) -> str:
+    """A plain, aligned text table (stable for logs, CI and tests).
+
+    With `width` (a terminal's columns) a table wider than that first loses the columns
+    listed in `drop` (by position, for what the other columns already say), then wraps the
+    cells of its widest columns between words, so no line is longer than `width` and no word
+    is cut (unless one word alone is wider than its share)."""
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    if width is not None and _line_width(widths) > width:
+        keep = [i for i in range(len(headers)) if i not in drop]
+        cells = [[row[i] for i in keep] for row in cells]
+        widths = [widths[i] for i in keep]
+        widths = _fit(cells, widths, width)
+    lines = []
+    for n, row in enumerate(cells):
+        wrapped = [_cell_lines(c, w) for c, w in zip(row, widths)]
+        for k in range(max(len(w) for w in wrapped)):
+            lines.append("  ".join((w[k] if k < len(w) else "").ljust(wd) for w, wd in zip(wrapped, widths)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
+def _line_width(widths: list[int]) -> int:
+    return sum(widths) + 2 * (len(widths) - 1)
+
+
+def _fit(cells: list[list[str]], widths: list[int], width: int) -> list[int]:
+    """Narrow the widest columns, one column at a time, down to their longest word."""
+    floors = [max(max((len(word) for word in row[i].split()), default=1) for row in cells) for i in range(len(widths))]
+    widths = list(widths)
+    while _line_width(widths) > width:
+        shrinkable = [i for i in range(len(widths)) if widths[i] > floors[i]]
+        if not shrinkable:
+            break
+        widths[max(shrinkable, key=lambda j: widths[j])] -= 1
+    return widths
+
+
+def _cell_lines(text: str, width: int) -> list[str]:
+    if len(text) <= width:
+        return [text]
+    import textwrap
+
+    return textwrap.wrap(text, width=width, break_on_hyphens=False, break_long_words=True) or [""]
+
+
+def fit_lines(text: str, width: int | None) -> str:
+    """Wrap the lines of `text` longer than `width` between words, continuing indented."""
+    if width is None:
+        return text
+    from mdeploy.cli.progress import wrap
+
+    return "\n".join(piece for line in text.split("\n") for piece in wrap(line, width))
+
+
+def stdout_width() -> int | None:
+    """The columns of the terminal stdout is, or None when it is a pipe or a file."""
+    try:
+        if not sys.stdout.isatty():
+            return None
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    from mdeploy.cli.progress import terminal_width
+
+    return terminal_width(fd)
+
+
 def is_tty() -> bool:
-    return sys.stderr.isatty()
+    """Whether the user's stderr is a terminal (fd 2 itself is the noise filter's pipe)."""
+    from mdeploy.cli.quiet import terminal_fd
+
+    try:
+        return os.isatty(terminal_fd())
+    except OSError:
+        return False

@@ -105,9 +105,9 @@ class _Progress:
 @app.command()
 def push(
     sources: list[str] = typer.Argument(None, help="A recipe (its build's artifacts) or artifact files.", show_default=False),
-    device: list[str] = typer.Option([], "--device", help=DEVICE_HELP),
+    device: list[str] = typer.Option([], "--device", metavar="DEVICE", help=DEVICE_HELP),
     all_: bool = typer.Option(False, "--all", help="Every connected phone."),
-    artifact: list[str] = typer.Option([], "--artifact", help="Artifact id of the recipe's build, e.g. tflite/fp16. Repeatable."),
+    artifact: list[str] = typer.Option([], "--artifact", metavar="ID", help="Artifact id of the recipe's build, e.g. tflite/fp16. Repeatable."),
     benchmark_binary: Path | None = typer.Option(None, "--benchmark-binary", help="TFLite benchmark_model for the device's ABI."),
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
@@ -174,14 +174,14 @@ def _device_failures(failed, json_output: bool) -> int:
 @app.command()
 def bench(
     sources: list[str] = typer.Argument(None, help="A recipe (its build's artifacts) or artifact files.", show_default=False),
-    device: list[str] = typer.Option([], "--device", help=DEVICE_HELP + " Default: the recipe's devices, else host."),
+    device: list[str] = typer.Option([], "--device", metavar="DEVICE", help=DEVICE_HELP + " Default: the recipe's devices, else host."),
     all_: bool = typer.Option(False, "--all", help="Every connected phone."),
-    artifact: list[str] = typer.Option([], "--artifact", help="Artifact id of the recipe's build, e.g. tflite/fp16. Repeatable."),
+    artifact: list[str] = typer.Option([], "--artifact", metavar="ID", help="Artifact id of the recipe's build, e.g. tflite/fp16. Repeatable."),
     runs: int | None = typer.Option(None, "--runs", min=1, help="Timed runs per trial (recipe bench.runs, else 50)."),
     warmup: int | None = typer.Option(None, "--warmup", min=0, help="Untimed runs before each trial (else 5)."),
     trials: int | None = typer.Option(None, "--trials", min=1, help="Repeats of the measurement (else 3)."),
     threads: list[int] = typer.Option([], "--threads", min=1, help="Thread count. Repeatable (else recipe, else 1)."),
-    delegate: list[str] = typer.Option([], "--delegate", help="cpu, xnnpack, gpu or nnapi. Repeatable (else xnnpack)."),
+    delegate: list[str] = typer.Option([], "--delegate", metavar="NAME", help="cpu, xnnpack, gpu or nnapi. Repeatable (else xnnpack)."),
     benchmark_binary: Path | None = typer.Option(None, "--benchmark-binary", help="TFLite benchmark_model for the phones' ABI."),
     mace_run: Path | None = typer.Option(None, "--mace-run", help="MACE's mace_run for the phones' ABI (artifact mace)."),
     mace_model: Path | None = typer.Option(None, "--mace-model", help="Folder of MACE's converted <tag>.pb and <tag>.data."),

@@ -80,7 +80,7 @@ def convert(
     annotations: Path = typer.Argument(..., help="AI Challenger keypoint annotations (json).", show_default=False),
     out: Path = typer.Option(..., "--out", help="COCO-keypoints json to write."),
     images: Path | None = typer.Option(None, "--images", help="Image folder: sizes are read, missing images skipped."),
-    from_: str = typer.Option("aic", "--from", help="Source format (aic: AI Challenger)."),
+    from_: str = typer.Option("aic", "--from", metavar="FORMAT", help="Source format (aic: AI Challenger)."),
     json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Convert AI Challenger annotations to COCO keypoints (what recipes' data.*.coco read)."""

@@ -5,6 +5,11 @@ TensorFlow and LiteRT write INFO/WARNING lines straight to file descriptor 2 fro
 logging. The CLI routes fd 2 through a pipe and drops only lines matching known noise;
 everything else, including real errors, passes through in order. MDEPLOY_DEBUG=1
 turns the filter off.
+
+While the filter runs, fd 2 is a pipe: `terminal_fd()` is the descriptor the user's stderr
+really is (to ask whether it is a terminal, and for live progress to draw on), and
+`set_line_sink` lets the live view print the lines that pass the filter above its status
+line instead of through it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,21 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
+
+_saved_fd: int | None = None  # the user's stderr while fd 2 is the filter's pipe
+_sink: Callable[[bytes], None] | None = None
+
+
+def terminal_fd() -> int:
+    """The file descriptor of the user's stderr (2 unless the filter holds it)."""
+    return _saved_fd if _saved_fd is not None else 2
+
+
+def set_line_sink(sink: Callable[[bytes], None] | None) -> None:
+    """Send the lines that pass the filter to `sink` (None: straight to the user's stderr)."""
+    global _sink
+    _sink = sink
 
 NOISE = re.compile(
     r"^("
@@ -30,6 +50,7 @@ NOISE = re.compile(
 
 @contextlib.contextmanager
 def filtered_stderr():
+    global _saved_fd
     if os.environ.get("MDEPLOY_DEBUG") == "1":
         yield
         return
@@ -47,15 +68,25 @@ def filtered_stderr():
         with os.fdopen(read_fd, "rb") as pipe:
             for raw in pipe:
                 line = raw.decode("utf-8", "replace")
-                if not NOISE.match(line.rstrip("\n")):
+                if NOISE.match(line.rstrip("\n")):
+                    continue
+                sink = _sink
+                if sink is None:
                     os.write(saved, raw)
+                else:
+                    try:
+                        sink(raw)
+                    except Exception:  # the live view went away mid-line: the line still shows
+                        os.write(saved, raw)
 
     thread = threading.Thread(target=pump, name="mdeploy-stderr", daemon=True)
     thread.start()
+    _saved_fd = saved
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last writer: the pump drains and ends
         thread.join(timeout=5)
+        _saved_fd = None
         os.close(saved)

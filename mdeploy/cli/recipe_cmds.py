@@ -117,18 +117,18 @@ def init(
     import_path: Path = typer.Option(
         ..., "--import", help="Model to import: .keras file, SavedModel folder, frozen .pb or .tflite."
     ),
-    input_name: str | None = typer.Option(None, "--input", help="Input tensor name (default: the model's image input)."),
+    input_name: str | None = typer.Option(None, "--input", metavar="NAME", help="Input tensor name (default: the model's image input)."),
     output_name: str | None = typer.Option(
-        None, "--output", help="Output tensor name (default: the deepest heatmap-like output, as listed)."
+        None, "--output", metavar="NAME", help="Output tensor name (default: the deepest heatmap-like output, as listed)."
     ),
-    channels: str | None = typer.Option(None, help="Channel order the model expects: rgb or bgr (default: probed)."),
+    channels: str | None = typer.Option(None, metavar="rgb|bgr", help="Channel order the model expects: rgb or bgr (default: probed)."),
     value_range: str | None = typer.Option(
-        None, "--range", help="Values of pixel 0 and 255, e.g. 0,255 or -1,1 (default: probed)."
+        None, "--range", metavar="LOW,HIGH", help="Values of pixel 0 and 255, e.g. 0,255 or -1,1 (default: probed)."
     ),
-    keypoints: str | None = typer.Option(None, help="Keypoint set of the output channels (default: from their count)."),
-    size: str | None = typer.Option(None, help="Input HEIGHT,WIDTH, for models that accept any size."),
+    keypoints: str | None = typer.Option(None, metavar="SET", help="Keypoint set of the output channels (default: from their count)."),
+    size: str | None = typer.Option(None, metavar="HEIGHT,WIDTH", help="Input HEIGHT,WIDTH, for models that accept any size."),
     probe_images: list[Path] = typer.Option(
-        [], "--probe-images", help="More photos of people (files or folders) for the preprocessing probe. Repeatable."
+        [], "--probe-images", metavar="PATH", help="More photos of people (files or folders) for the preprocessing probe. Repeatable."
     ),
     dest: Path = typer.Option(Path("."), help="Folder to write NAME.yaml into."),
     force: bool = typer.Option(False, help="Overwrite an existing recipe file."),

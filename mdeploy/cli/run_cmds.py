@@ -35,7 +35,10 @@ def train(
         loaded = load_recipe(recipe, set_)
         if loaded.model.arch is None:
             raise InputError("this recipe imports its model (model.import): there is nothing to train", where=loaded.where("model"))
-        result = run_build(loaded, out_root=out, use_cache=not no_cache, only=["train"], progress=stderr)
+        from mdeploy.cli.progress import build_progress, ci_from_environment
+
+        with build_progress(ci_from_environment() or json_output) as progress:
+            result = run_build(loaded, out_root=out, use_cache=not no_cache, only=["train"], progress=progress)
         summary = result.manifest.get("training") or {}
         if json_output:
             emit_json({"ok": True, "build_dir": str(result.build_dir), "training": summary})
@@ -60,7 +63,7 @@ def eval_(
     target: Path = typer.Argument(..., help="A recipe (its build's artifacts) or one artifact.", show_default=False),
     data: Path | None = typer.Option(None, "--data", help="Keypoints json: COCO or MPII layout (default: the recipe's data.val splits)."),
     images: Path | None = typer.Option(None, "--images", help="Image folder of --data (default: images/ beside it)."),
-    kind: str = typer.Option("unknown", "--kind", help="What --data holds, for the tables: real, synthetic or unknown."),
+    kind: str = typer.Option("unknown", "--kind", metavar="KIND", help="What --data holds, for the tables: real, synthetic or unknown."),
     spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score only the first N samples."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP, metavar="KEY=VALUE"),
@@ -247,15 +250,18 @@ def _predict_image(predictor, source: Path, target: Path) -> list[dict]:
 
     from mdeploy.fsutil import atomic_write_bytes
     from mdeploy.images import load_rgb
-    from mdeploy.predict import draw_pose
-
     kps = predictor.spec.keypoints
     rgb = load_rgb(source)
-    points = predictor(rgb)
-    drawn = draw_pose(rgb, points, kps, predictor.spec.decode.threshold)
+    people = predictor.people(rgb)
+    drawn = predictor.draw(rgb, people)
     buf = io.BytesIO()
     fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     Image.fromarray(drawn).save(buf, format=fmt)
     atomic_write_bytes(target, buf.getvalue())
-    return [{"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)}
-            for n, p in zip(kps.names, points)]
+    def row(n, p) -> dict:
+        return {"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)}
+
+    if not predictor.multi_person:
+        return [row(n, p) for n, p in zip(kps.names, people[0])]
+    # a multi-person model: each row says whose joint it is; parts not found are left out
+    return [{"person": i, **row(n, p)} for i, points in enumerate(people) for n, p in zip(kps.names, points) if p[2] >= 0]

@@ -44,7 +44,10 @@ def compare(new: dict, old: dict, other: str) -> dict:
                 "change_pct": round((b["median_ms"] - a["median_ms"]) / a["median_ms"] * 100, 2) if a["median_ms"] else 0.0,
                 "significant": stats.significant(a, b),
             })
+    from mdeploy.report.plots import metric_label
+
     return {"other": other, "other_name": old.get("name"), "artifacts": artifacts, "latency": latency,
+            "accuracy": metric_label(new).rpartition(", ")[0],  # what pckh_delta is a change of (points)
             "only_here": sorted(set(a["id"] for a in new.get("artifacts", [])) - set(old_artifacts)),
             "only_there": sorted(set(old_artifacts) - set(a["id"] for a in new.get("artifacts", [])))}
 

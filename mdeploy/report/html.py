@@ -31,14 +31,28 @@ def _environment():
 
 
 def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    kind = "jpeg" if path.suffix == ".jpg" else "png"  # overlay tiles are JPEG, plots PNG
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _png_width(path: Path) -> int:
+    """A PNG's width in pixels, from its header (IHDR follows the 8-byte signature)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    return int.from_bytes(head[16:20], "big") if head[12:16] == b"IHDR" else 0
 
 
 def render_html(report: dict, folder: Path) -> str:
-    images = {key: _data_uri(folder / rel) for key, rel in report.get("plots", {}).items()}
-    for o in report.get("overlays", []):
-        images[f"overlay:{o['sample']}"] = _data_uri(folder / "overlays" / o["image"])
-    return _environment().get_template("report/report.html.j2").render(r=report, images=images)
+    """report.html for `report`, its plots and overlay tiles read from `folder` and embedded.
+
+    Plots come in `plots.PLOTS` order, each with the caption its own numbers give; the
+    narrow ones (up to 700 px) pair up side by side where the page is wide enough."""
+    drawn = report.get("plots", {})
+    figures = [{"key": key, "uri": _data_uri(folder / drawn[key]), "caption": plots.caption(key, report),
+                "wide": _png_width(folder / drawn[key]) > 700} for key in plots.PLOTS if key in drawn]
+    overlays = [{**o, "tiles": [{**t, "uri": _data_uri(folder / "overlays" / t["image"])} for t in o.get("tiles", [])]}
+                for o in report.get("overlays", [])]
+    return _environment().get_template("report/report.html.j2").render(r=report, figures=figures, overlays=overlays)
 
 
 def previous_summary(build_dir: Path) -> list:
@@ -72,11 +86,8 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
     staging = unique_sibling(build_dir / REPORT_DIR, "tmp")
     try:
         staging.mkdir(parents=True)
-        drawn = {}
-        for key, fn in (("latency", plots.latency), ("tradeoff", plots.tradeoff), ("per_joint", plots.per_joint)):
-            if fn(report, staging / "plots" / f"{key}.png") is not None:
-                drawn[key] = f"plots/{key}.png"
-        report["plots"] = drawn
+        report["plots"] = {key: f"plots/{key}.png" for key in plots.PLOTS
+                           if plots.draw(key, report, staging / "plots" / f"{key}.png") is not None}
         report["overlays"] = _overlays(build_dir, staging, extra_images)
         if compare_with is not None:
             from mdeploy.report.compare import compare, differences

@@ -1,8 +1,11 @@
 """Keypoint overlays: the same images through every artifact, side by side.
 
-Each sample image becomes one PNG: a tile per artifact (the canonical model first) with the
+Each sample image becomes one tile per artifact (the canonical model first), a JPEG of the
 skeleton it finds drawn on the image, so what quantization or a runtime does to the poses is
-visible at a glance. Artifacts that cannot run on this host get a tile saying why.
+visible at a glance. The report lays the tiles out in a grid that wraps: at phone width
+they stay large enough to read instead of shrinking a whole strip into the screen, and
+their labels are text. Artifacts that cannot run on this host get a greyed tile and the
+reason beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from mdeploy.limits import is_plain
 from mdeploy.report.manifest import load_manifest
 
 TILE_HEIGHT = 256
-LABEL_HEIGHT = 22
+TILES = "tiles"  # overlays/tiles/, beside overlays/sources/
 SKIPPED_IDS = ("spec", "train/model", "model/keras")
 
 
@@ -48,17 +51,18 @@ def _runnable(build_dir: Path, manifest: dict) -> list[tuple[str, str, Path, str
 
 
 def render(build_dir: Path, out_dir: Path, images: list[tuple[str, np.ndarray]]) -> list[dict]:
-    """Write one overlay PNG per image into `out_dir`; returns their descriptions."""
-    from PIL import Image, ImageDraw, ImageFont
+    """Write a tile per image and artifact under `out_dir`; returns their descriptions.
 
-    from mdeploy.predict import Predictor, draw_pose
+    Tiles are named by position (tiles/<image nn>/<artifact nn>.jpg), never by an image's
+    file name, so no name of a user's file becomes a path in the report."""
+    from PIL import Image
+
+    from mdeploy.predict import Predictor
     from mdeploy.runners import open_runner
     from mdeploy.spec import ModelSpec
 
-    font = ImageFont.load_default(size=14)
     manifest = load_manifest(build_dir)
     spec = ModelSpec.load(build_dir / "model" / "spec.json")
-    threshold = spec.decode.threshold
     predictors = []
     for artifact_id, fmt, path, why in _runnable(build_dir, manifest):
         predictor = None
@@ -70,29 +74,20 @@ def render(build_dir: Path, out_dir: Path, images: list[tuple[str, np.ndarray]])
         predictors.append((artifact_id, predictor, why))
     out_dir.mkdir(parents=True, exist_ok=True)
     described = []
-    for name, rgb in images:
+    for number, (name, rgb) in enumerate(images):
         scale = TILE_HEIGHT / rgb.shape[0]
         width = max(1, int(round(rgb.shape[1] * scale)))
+        folder = out_dir / TILES / f"{number:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
         tiles = []
-        for artifact_id, predictor, why in predictors:
-            tile = Image.new("RGB", (width, TILE_HEIGHT + LABEL_HEIGHT), (250, 250, 250))
+        for index, (artifact_id, predictor, why) in enumerate(predictors):
             if predictor is not None:
-                points = predictor(rgb)
-                drawn = Image.fromarray(draw_pose(rgb, points, spec.keypoints, threshold)).resize((width, TILE_HEIGHT))
-                tile.paste(drawn, (0, LABEL_HEIGHT))
-            else:
-                grey = Image.fromarray(rgb).convert("L").convert("RGB").resize((width, TILE_HEIGHT))
-                tile.paste(grey, (0, LABEL_HEIGHT))
-                ImageDraw.Draw(tile).text((6, LABEL_HEIGHT + TILE_HEIGHT // 2), why or "", fill=(200, 0, 0), font=font)
-            ImageDraw.Draw(tile).text((6, 3), artifact_id, fill=(0, 0, 0), font=font)
-            tiles.append(tile)
-        strip = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), TILE_HEIGHT + LABEL_HEIGHT), (255, 255, 255))
-        x = 0
-        for tile in tiles:
-            strip.paste(tile, (x, 0))
-            x += tile.width + 4
-        file = out_dir / f"{name}.png"
-        strip.save(file, format="PNG")
-        described.append({"sample": name, "image": file.name, "artifacts": [a for a, _, _ in predictors],
+                tile = Image.fromarray(predictor.draw(rgb)).resize((width, TILE_HEIGHT))
+            else:  # what it would have run on, greyed: the reason is written beside it in the report
+                tile = Image.fromarray(rgb).convert("L").convert("RGB").resize((width, TILE_HEIGHT))
+            file = folder / f"{index:02d}.jpg"
+            tile.save(file, format="JPEG", quality=90, subsampling=0)  # a photo: a third of a PNG, lines still crisp
+            tiles.append({"artifact": artifact_id, "image": file.relative_to(out_dir).as_posix(), "why": why})
+        described.append({"sample": name, "tiles": tiles, "artifacts": [a for a, _, _ in predictors],
                           "unavailable": {a: why for a, _, why in predictors if why}})
     return described

@@ -14,43 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tests.helpers import write
-
-HOSTILE = 'Pose <b>bold</b> & <script>alert("x")</script> "quoted"'
-
-
-@pytest.fixture(scope="module")
-def report_build(tmp_path_factory):
-    """A tiny trained model with a validation split, every format, host benchmarks, its report."""
-    from mdeploy.build import build
-    from mdeploy.pipeline import Cache
-    from mdeploy.recipe import load_recipe
-
-    folder = tmp_path_factory.mktemp("report")
-    recipe = write(folder / "rep.yaml", f"""
-        name: rep
-        description: '{HOSTILE}'
-        model:
-          arch: tiny_cpm
-          input: {{size: [64, 64], channels: rgb, range: [-1, 1]}}
-          keypoints: aic14
-          decode: {{threshold: 0.05}}
-        data:
-          train: {{synthetic: {{count: 64, seed: 1, size: 64}}}}
-          val: {{synthetic: {{count: 8, seed: 2, size: 64}}}}
-        train: {{epochs: 2, batch_size: 8, optimizer: {{name: adam, lr: 4.0e-3}}, foreground_weight: 10}}
-        export:
-          tflite: {{variants: [fp32, fp16]}}
-          onnx: {{opset: 17}}
-          coreml: {{precision: fp16}}
-        verify: {{accuracy: {{max_drop: 50}}}}
-        bench: {{runs: 4, warmup: 1, trials: 2, threads: [1, 2], artifacts: [tflite/fp32, tflite/fp16]}}
-        """)
-    result = build(load_recipe(recipe), out_root=folder / "build", cache=Cache(folder / "cache"))
-    assert not result.failed_gates and result.report == "written"
-    return recipe, result.build_dir
+from tests.report.conftest import HOSTILE
 
 
 def test_report_json_holds_the_builds_numbers(report_build):
@@ -75,7 +40,7 @@ def test_report_json_holds_the_builds_numbers(report_build):
     assert ["description", HOSTILE] in report["recipe"]["summary"]
     host = report["bench"]["host"]
     assert {(r["artifact"], r["threads"]) for r in host["results"]} == {(a, t) for a in ("tflite/fp32", "tflite/fp16") for t in (1, 2)}
-    assert set(report["plots"]) == {"latency", "tradeoff", "per_joint"}
+    assert set(report["plots"]) == {"latency", "accuracy_size", "accuracy_latency", "per_joint"}
     assert [o["sample"] for o in report["overlays"]] == ["astronaut", "grace_hopper", "000000", "000001"]
     assert report["overlays"][0]["unavailable"] == {"coreml": "needs macOS"}
 
@@ -121,9 +86,9 @@ def test_report_renders_in_a_real_browser(report_build, tmp_path):
         browser.close()
     assert messages == [] and errors == []
     assert scripts == 0 and HOSTILE in text
-    assert len(images) == 7 and all(w > 100 and h > 100 for _, w, h in images)
-    assert set(shots) == {"plot-latency", "plot-tradeoff", "plot-per_joint", "overlay-astronaut", "overlay-grace_hopper",
-                          "overlay-000000", "overlay-000001"}
+    assert len(images) == 4 + 4 * 5 and all(w > 100 and h > 100 for _, w, h in images)  # 4 plots, 4 images x 5 artifacts
+    assert set(shots) == {"plot-latency", "plot-accuracy_size", "plot-accuracy_latency", "plot-per_joint", "overlay-astronaut",
+                          "overlay-grace_hopper", "overlay-000000", "overlay-000001"}
     for name, path in shots.items():
         pixels = np.asarray(Image.open(path).convert("L"), dtype=np.float32)
         assert pixels.shape[0] > 150 and pixels.shape[1] > 300, name
