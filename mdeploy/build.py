@@ -38,7 +38,6 @@ from mdeploy.recipe import Recipe
 from mdeploy.registry import closest
 from mdeploy.report.manifest import build_manifest, manifest_matches
 from mdeploy.stages import MODEL_STAGE, TRAIN_STAGE, data_stage_name
-from mdeploy.verify.parity import evaluate
 
 PARITY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow", "scikit-image", "matplotlib")
 ACCURACY_TOOLS = ("tensorflow", "ai-edge-litert", "numpy", "pillow")
@@ -437,9 +436,18 @@ def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
 # ---------------------------------------------------------------------------- gates
 
 
+def _family(records: dict[str, StageRecord]):
+    """The model's family (from its spec), which judges parity and people; heatmap before the model exists."""
+    from mdeploy.families import family_of, get_family
+
+    model = records.get(MODEL_STAGE)
+    return family_of(fn.spec_of(model)) if model is not None else get_family("heatmap")
+
+
 def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
     recipe = plan.recipe
     gates = []
+    family = _family(records)
     for target in plan.targets:
         record = records.get(f"parity/{target.artifact_id}")
         if record is None:
@@ -457,7 +465,7 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
         if "runtime_error" in metrics:
             gates.append(GateResult("parity", target.artifact_id, "failed", [runtime_check(metrics)], metrics))
             continue
-        checks = evaluate(metrics, max_abs, min_agree)
+        checks = family.parity_checks(metrics, max_abs, min_agree)
         ok = all(c.ok for c in checks)
         status = "passed" if ok else ("warned" if recipe.verify.parity == "warn" else "failed")
         gates.append(GateResult("parity", target.artifact_id, status, [c.to_json() for c in checks], metrics))
@@ -466,8 +474,6 @@ def parity_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
 
 def people_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
     """The canonical model must find a person on the photos (verify.find_people)."""
-    from mdeploy.verify.people import people_check
-
     policy = plan.recipe.verify.find_people
     if policy == "off":
         return []
@@ -475,7 +481,7 @@ def people_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult
     if record is None:
         return [GateResult("people", MODEL_STAGE, "not run")]
     metrics = record.results["people"]
-    check = people_check(metrics)
+    check = _family(records).people_check(metrics)
     status = "passed" if check["ok"] else ("failed" if policy == "fail" else "warned")
     return [GateResult("people", MODEL_STAGE, status, [check], metrics)]
 
@@ -510,6 +516,9 @@ def ops_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
 def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResult]:
     """Accuracy of the canonical model and of every artifact on every validation split; with
     verify.accuracy, a drop limit per split (the split's primary metric unless the gate names one)."""
+    from mdeploy.evaluate.metrics import drop as metric_drop
+    from mdeploy.evaluate.metrics import unit
+
     recipe = plan.recipe
     gate = recipe.verify.accuracy
     out = []
@@ -535,14 +544,15 @@ def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResu
                 out.append(GateResult("accuracy", target.artifact_id, "failed", [runtime_check(result)], result | {"metric": metric}, split))
                 continue
             value = (result.get("metrics") or {}).get(metric) if metric else None
-            drop = None if value is None or ref_value is None else round(ref_value - value, 3)
+            drop = metric_drop(metric, ref_value, value)
             result.update(metric=metric, reference=ref_value, drop=drop)
             if max_drop is None:
                 out.append(GateResult("accuracy", target.artifact_id, "measured", [], result, split))
                 continue
             ok = drop is not None and drop <= max_drop
             label = metric or "accuracy"
-            detail = f"{value}% vs {ref_value}% on {split}" if drop is not None else f"{label} is not defined on split {split}"
+            detail = (f"{value}{unit(metric)} vs {ref_value}{unit(metric)} on {split}" if drop is not None
+                      else f"{label} is not defined on split {split}")
             check = {"check": f"{label} drop on {split}", "ok": ok, "value": drop, "limit": max_drop, "detail": detail}
             out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result, split))
     return out

@@ -32,9 +32,13 @@ class KeypointSet:
     # Joints whose distance is the head size of PCKh, when the set has them.
     head: tuple[int, int] | None = None
     title: str = ""  # the dataset convention, for messages and docs
+    # The joint 3-D poses are measured from (root-relative depth, MPJPE's alignment); None for 2-D sets.
+    root: str | None = None
 
     def __post_init__(self):
         n = len(self.names)
+        if self.root is not None and self.root not in self.names:
+            raise ValueError(f"keypoint set {self.name}: root joint {self.root!r} is not one of its joints")
         for a, b in self.skeleton + self.flip_pairs + ((self.head,) if self.head else ()):
             if not (0 <= a < n and 0 <= b < n):
                 raise ValueError(f"keypoint set {self.name}: index out of range in ({a}, {b})")
@@ -47,6 +51,11 @@ class KeypointSet:
 
     def index(self, joint: str) -> int | None:
         return self.names.index(joint) if joint in self.names else None
+
+    @property
+    def root_index(self) -> int | None:
+        """Channel of the root joint (3-D sets), None when the set has no root."""
+        return self.names.index(self.root) if self.root is not None else None
 
     def flip_permutation(self) -> tuple[int, ...]:
         """Channel order after a horizontal flip: left and right swap."""
@@ -62,6 +71,7 @@ class KeypointSet:
             "skeleton": [list(e) for e in self.skeleton],
             "flip_pairs": [list(p) for p in self.flip_pairs],
             "head": list(self.head) if self.head else None,
+            **({"root": self.root} if self.root is not None else {}),  # 2-D sets' json stays as it was
         }
 
 
@@ -89,6 +99,14 @@ for _side in ("left", "right"):
     for _limb in _LIMBS:
         ALIASES[f"{_side}_{_limb}"] = ()
     ALIASES[f"{_side}_ankle"] = ("foot",)  # Human3.6M's "foot" joint is the ankle
+    # MuCo-3DHP / MuPoTS extremities (3-D sets): the hand beyond the wrist, the toe beyond the ankle.
+    ALIASES[f"{_side}_hand"] = ()
+    ALIASES[f"{_side}_toe"] = ("toes", "toe_base", "big_toe")
+# MuCo's "Head" is the middle of the head, a joint of its own between the thorax and the head
+# top; the bare spelling "head" stays Human3.6M's head top above, so a MuCo file's own names
+# are read through MUCO21_FILE_NAMES (below), never by the alias table alone.
+ALIASES["head_centre"] = ("head_center", "head_middle", "mid_head")
+ALIASES["pelvis"] = ALIASES["pelvis"] + ("root (pelvis)",)  # mmpose's Human3.6M files
 
 JOINTS = frozenset(ALIASES)
 
@@ -355,8 +373,56 @@ _add(
         ),
         flip_pairs=_pairs(_H36M),
         title="Human3.6M 17 (pelvis is the root)",
+        root="pelvis",
     )
 )
+
+# MuCo-3DHP / MuPoTS-3D 21 joints in the order MobileHumanPose's MuCo data emits its channels
+# (FACTS §10): MuPoTS scores the first 17 (MUPOTS_SCORED); the pelvis is the root.
+_MUCO21 = (
+    "head_top", "thorax",
+    "right_shoulder", "right_elbow", "right_wrist",
+    "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle",
+    "left_hip", "left_knee", "left_ankle",
+    "pelvis", "spine", "head_centre",
+    "right_hand", "left_hand", "right_toe", "left_toe",
+)
+# The same joints as MuCo's files spell them (position i is _MUCO21[i]); "Head" is the head
+# centre there, not Human3.6M's head top, so these spellings map by position, not by alias.
+MUCO21_FILE_NAMES = (
+    "Head_top", "Thorax", "R_Shoulder", "R_Elbow", "R_Wrist", "L_Shoulder", "L_Elbow", "L_Wrist",
+    "R_Hip", "R_Knee", "R_Ankle", "L_Hip", "L_Knee", "L_Ankle", "Pelvis", "Spine", "Head",
+    "R_Hand", "L_Hand", "R_Toe", "L_Toe",
+)
+MUPOTS_SCORED = 17  # MuPoTS-3D's 3DPCK counts the first 17 joints of muco21
+_add(
+    KeypointSet(
+        name="muco21",
+        names=_MUCO21,
+        skeleton=_edges(
+            _MUCO21,
+            ("head_top", "head_centre"), ("head_centre", "thorax"), ("thorax", "spine"), ("spine", "pelvis"),
+            ("pelvis", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"), ("right_ankle", "right_toe"),
+            ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("left_ankle", "left_toe"),
+            ("thorax", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"), ("right_wrist", "right_hand"),
+            ("thorax", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"), ("left_wrist", "left_hand"),
+        ),
+        flip_pairs=_pairs(_MUCO21),
+        title="MuCo-3DHP / MuPoTS 21 (pelvis is the root; MuPoTS scores the first 17)",
+        root="pelvis",
+    )
+)
+
+
+def joint_correspondence(source: KeypointSet, target: KeypointSet) -> tuple[int | None, ...]:
+    """For each of `target`'s joints, the channel of the same joint in `source` (None: not there).
+
+    By canonical name, so Human3.6M-17 and MuCo-21 share 16 joints (neither has the other's
+    neck base / head centre, hands or toes); a 3-D metric compares only those.
+    """
+    return tuple(source.index(joint) for joint in target.names)
+
 
 # tf-openpose's COCO-18 parts in its models' heatmap channel order (FACTS §9): COCO-17 plus
 # the neck (the midpoint of the shoulders in its training targets), right side first.

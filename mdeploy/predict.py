@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.errors import InputError
-from mdeploy.evaluate.decode import decode_spec, to_source
 from mdeploy.keypoints import KeypointSet
 from mdeploy.spec import ModelSpec
 
@@ -61,12 +60,37 @@ class Predictor:
     runner: Callable[[np.ndarray], np.ndarray]
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 frame -> [K, 3] (x, y, confidence) in the frame's pixels."""
+        """RGB uint8 frame -> [K, 3] (x, y, confidence) in the frame's pixels (a multi-person
+        model: its first person, or nobody's points at confidence -1)."""
+        people = self.people(rgb)
+        return people[0] if people else np.full((len(self.spec.keypoints), 3), -1.0, np.float32)
+
+    def people(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """RGB uint8 frame -> every person found, each [K, 3] (x, y, confidence) in the frame's
+        pixels; a part its family did not find has confidence -1."""
+        from mdeploy.families import family_of, run_outputs
+
         x, affine = self.spec.preprocessing.apply(rgb)
-        heatmaps = self.runner(x[None])
-        d = self.spec.decode
-        points = decode_spec(heatmaps, self.spec.output_stride, d)[0]
-        return to_source(points, affine)
+        return family_of(self.spec).detect(run_outputs(self.runner, x[None]), self.spec, affine)
+
+    @property
+    def multi_person(self) -> bool:
+        from mdeploy.families import family_of
+
+        return family_of(self.spec).multi_person
+
+    @property
+    def threshold(self) -> float:
+        """Confidence from which a keypoint is drawn."""
+        from mdeploy.families import family_of
+
+        return family_of(self.spec).draw_threshold(self.spec)
+
+    def draw(self, rgb: np.ndarray, people: list[np.ndarray] | None = None) -> np.ndarray:
+        """The frame with every person's skeleton drawn."""
+        for points in self.people(rgb) if people is None else people:
+            rgb = draw_pose(rgb, points, self.spec.keypoints, self.threshold)
+        return rgb
 
 
 def open_predictor(artifact: Path, spec: Path | None = None) -> Predictor:
@@ -238,8 +262,10 @@ def predict_video(predictor: Predictor, source: Path, out: Path, window: int = 3
                 stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=round(rate))
                 stream.width, stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
                 stream.pix_fmt = "yuv420p"
-            points = smoother(predictor(rgb))
-            drawn = draw_pose(rgb, points, predictor.spec.keypoints, predictor.spec.decode.threshold)
+            if predictor.multi_person:  # people are not tracked across frames: each frame drawn as found
+                drawn = predictor.draw(rgb)
+            else:
+                drawn = predictor.draw(rgb, [smoother(predictor(rgb))])
             frame = av.VideoFrame.from_ndarray(drawn[: stream.height, : stream.width], format="rgb24")
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -23,7 +23,8 @@ from mdeploy.keypoints import KeypointSet, get_keypoint_set
 SPEC_VERSION = 1
 
 # The canonical model's interface: whatever a model came from, every export is converted from
-# a fixed-batch SavedModel whose serving signature takes `image` and returns `heatmaps`
+# a fixed-batch SavedModel whose serving signature takes `image` and returns `heatmaps`, plus
+# the further outputs its family names (a multi-person model adds `pafs`; families/)
 # (written by importers/canonical.py; read by runners, exporters and the app glue).
 INPUT_NAME = "image"
 OUTPUT_NAME = "heatmaps"
@@ -163,6 +164,11 @@ class DecodeSettings:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """`output` is the first output (the heatmaps); `extra_outputs` the rest, in the order the
+    family lists them. `family` names the family that gives the outputs their meaning
+    (mdeploy/families/) and `head` holds that family's section (e.g. a PAF model's channel
+    layout and decode constants), written into spec.json for everything downstream."""
+
     name: str
     input: TensorInfo
     output: TensorInfo
@@ -172,6 +178,13 @@ class ModelSpec:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     task: str = "pose_heatmap"
     source: dict = field(default_factory=dict)
+    family: str = "heatmap"
+    extra_outputs: tuple[TensorInfo, ...] = ()
+    head: dict = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> tuple[TensorInfo, ...]:
+        return (self.output, *self.extra_outputs)
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -183,8 +196,11 @@ class ModelSpec:
             "spec_version": SPEC_VERSION,
             "name": self.name,
             "task": self.task,
+            "family": self.family,
             "input": self.input.to_json(),
             "output": self.output.to_json(),
+            "extra_outputs": [o.to_json() for o in self.extra_outputs],
+            "head": self.head,
             "layout": "NHWC",
             "preprocessing": self.preprocessing.to_json(),
             "output_stride": self.output_stride,
@@ -215,6 +231,9 @@ class ModelSpec:
             decode=DecodeSettings(**data.get("decode", {})),
             task=data.get("task", "pose_heatmap"),
             source=data.get("source", {}),
+            family=data.get("family", "heatmap"),  # specs written before families were single-person heatmaps
+            extra_outputs=tuple(TensorInfo.from_json(o) for o in data.get("extra_outputs", [])),
+            head=data.get("head", {}),
         )
 
     def save(self, path: Path) -> None:
@@ -256,37 +275,41 @@ def provenance(source: dict) -> dict:
     return {"known": False, "stated": stated, "summary": summary, "note": None}
 
 
-def make_spec(recipe, size: tuple[int, int], out_shape: tuple[int, ...], source: dict, where: Callable[..., str | None]) -> ModelSpec:
-    """The ModelSpec of the canonical model, after checking the output against the recipe."""
-    kps = get_keypoint_set(recipe.model.keypoints)
-    if len(out_shape) != 4 or out_shape[0] != 1:
+def make_spec(recipe, size: tuple[int, int], out_shapes, source: dict, where: Callable[..., str | None]) -> ModelSpec:
+    """The ModelSpec of the canonical model, after its family checked the outputs against the recipe.
+
+    `out_shapes` maps each canonical output name to its shape (a bare shape: the heatmaps)."""
+    from mdeploy.families import get_family, recipe_family
+
+    family = get_family(recipe_family(recipe))
+    head = family.head(recipe)
+    if not isinstance(out_shapes, dict):
+        out_shapes = {OUTPUT_NAME: tuple(out_shapes)}
+    names = family.output_names(head)
+    missing = [n for n in names if n not in out_shapes]
+    if missing:
         raise ModelError(
-            f"the model output has shape {list(out_shape)}; mdeploy expects NHWC heatmaps [1, height, width, keypoints]",
-            where=where("model", "import", "outputs"),
+            f"a {family.description} model has the outputs {', '.join(names)}; this one gives {', '.join(out_shapes)}",
+            where=where("model", "family") or where("model"),
         )
-    _, oh, ow, channels = out_shape
-    if channels != len(kps):
-        layout = " (it looks like NCHW: channels first)" if out_shape[1] == len(kps) else ""
-        raise ModelError(
-            f"the model outputs {channels} heatmap channels but keypoint set {kps.name} has {len(kps)}{layout}",
-            where=where("model", "keypoints"),
-        )
+    shapes = {n: tuple(int(d) for d in out_shapes[n]) for n in names}
+    stride = family.check_outputs(recipe, size, shapes, where)
     height, width = size
-    if height % oh or width % ow or height // oh != width // ow:
-        raise ModelError(
-            f"the output grid {oh}x{ow} is not the input {height}x{width} divided by one integer stride",
-            where=where("model", "import", "outputs"),
-        )
     decode = recipe.model.decode
+    outputs = [TensorInfo(n, shapes[n]) for n in names]
     return ModelSpec(
         name=recipe.name,
         input=TensorInfo(INPUT_NAME, (1, height, width, 3)),
-        output=TensorInfo(OUTPUT_NAME, tuple(int(d) for d in out_shape)),
+        output=outputs[0],
         preprocessing=preprocessing_from_recipe(recipe.model.input, size),
-        keypoints=kps,
-        output_stride=height // oh,
+        keypoints=get_keypoint_set(recipe.model.keypoints),
+        output_stride=stride,
         decode=DecodeSettings(decode.smooth_sigma, decode.subpixel, decode.threshold, decode.preset),
+        task=f"pose_{family.name}",
         source=source,
+        family=family.name,
+        extra_outputs=tuple(outputs[1:]),
+        head=head,
     )
 
 
@@ -304,12 +327,16 @@ def planned_spec(recipe) -> ModelSpec:
             where=recipe.where("model", "import", key=True),
             hint=f"run `mdeploy build` on this recipe first; its build folder ({recipe.name}/) then supplies the spec",
         )
+    from mdeploy.families import get_family, recipe_family
+
     info = get_arch(recipe.model.arch)
     height, width = recipe.model.input.size or info.input_size
     stride = info.output_stride
-    out_shape = (1, height // stride, width // stride, len(get_keypoint_set(recipe.model.keypoints)))
+    family = get_family(recipe_family(recipe))
+    grid = (1, height // stride, width // stride)
+    channels = family.planned_channels(recipe, len(get_keypoint_set(recipe.model.keypoints)))
     source = {"format": "planned", "arch": recipe.model.arch, "params": info.params(recipe.model.params)}
-    return make_spec(recipe, (height, width), out_shape, source, recipe.where)
+    return make_spec(recipe, (height, width), {n: (*grid, c) for n, c in channels.items()}, source, recipe.where)
 
 
 def preprocessing_from_recipe(section: Any, size: tuple[int, int]) -> Preprocessing:

@@ -52,7 +52,11 @@ def load_split(recipe: Recipe, split: str, ctx: StageContext):
     annotations, images = split_files(recipe, split, ctx)
     kps = get_keypoint_set(recipe.model.keypoints)
     where = recipe.where(*keypath)
-    if section.mpii is not None:
+    if section.coco3d is not None or section.h36m is not None:  # 3-D people with cameras (family volumetric)
+        from mdeploy.data.split3d import load_split3d
+
+        ds = load_split3d(section, annotations, images, kps, where=where)
+    elif section.mpii is not None:
         crop = "person" if section.crop == "auto" else section.crop
         ds = load_mpii(annotations, images, kps, where=where, crop=crop)
     else:
@@ -94,19 +98,29 @@ def spec_of(record: StageRecord):
 
 
 def run_synthetic(recipe: Recipe, split: str, ctx: StageContext) -> dict:
-    from mdeploy.data.synthetic import SynthConfig, generate
-
     src = split_section(recipe, split)[0].synthetic
-    config = SynthConfig(count=src.count, seed=src.seed, size=src.size)
     folder = ctx.out / "data" / split
     step = max(1, src.count // 4)
+    reported = [0]
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done // step != (done - 64) // step:
+    def progress(done: int, total: int) -> None:  # about every quarter, whatever the generator's granularity
+        if done == total or done // step > reported[0] // step:
+            reported[0] = done
             ctx.log(f"{done}/{total} images")
 
+    if src.people is not None:  # scenes of several overlapping figures (multi-person models)
+        from mdeploy.data.synthetic_multi import MultiConfig, generate
+
+        config = MultiConfig(count=src.count, seed=src.seed, size=src.size, people=tuple(src.people), keypoints="coco18")
+    else:
+        from mdeploy.data.synthetic import SynthConfig, generate
+
+        config = SynthConfig(count=src.count, seed=src.seed, size=src.size)
     generate(config, folder, progress=progress)
-    return {"results": {"data": {"split": split, "images": src.count, "seed": src.seed, "size": src.size}}}
+    result = {"split": split, "images": src.count, "seed": src.seed, "size": src.size}
+    if src.people is not None:
+        result["people"] = list(src.people)
+    return {"results": {"data": result}}
 
 
 # ---------------------------------------------------------------------------- model
@@ -147,8 +161,11 @@ def run_trained(recipe: Recipe, ctx: StageContext) -> dict:
     from mdeploy.models.layers import register_custom_layers
 
     register_custom_layers()
+    from mdeploy.families import get_family, recipe_family
+
     trained = keras.models.load_model(ctx.dep(TRAIN_STAGE).out / "train" / "model.keras", compile=False)
-    model = inference_model(trained)
+    family = get_family(recipe_family(recipe))
+    model = inference_model(trained, len(family.output_names(family.head(recipe))))
     loaded = LoadedModel(
         fn=lambda image: model(image, training=False),
         input_shape=tuple(model.inputs[0].shape),
@@ -199,16 +216,20 @@ def canonical_runner(record: StageRecord):
 
 
 def _write_model(recipe: Recipe, loaded, ctx: StageContext) -> dict:
+    from mdeploy.families import get_family, recipe_family
     from mdeploy.importers.canonical import input_size, make_spec, write_canonical
     from mdeploy.spec import dims
 
     size = input_size(recipe, loaded, recipe.where)
     model_dir = ctx.out / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    out_shape = write_canonical(loaded, size, model_dir / "saved_model")
-    spec = make_spec(recipe, size, out_shape, loaded.source, recipe.where)
+    family = get_family(recipe_family(recipe))
+    where = recipe.where("model", "import", "outputs") if recipe.model.import_ is not None else recipe.where("model", "arch")
+    shapes = write_canonical(loaded, size, model_dir / "saved_model", family, family.head(recipe), where)
+    spec = make_spec(recipe, size, shapes, loaded.source, recipe.where)
     spec.save(model_dir / "spec.json")
-    ctx.log(f"input {dims(spec.input.shape)} -> {spec.output.name} {dims(spec.output.shape)} (stride {spec.output_stride})")
+    outputs = ", ".join(f"{o.name} {dims(o.shape)}" for o in spec.outputs)
+    ctx.log(f"input {dims(spec.input.shape)} -> {outputs} (stride {spec.output_stride})")
     return {
         "artifacts": [
             {"id": "model", "path": "model/saved_model", "format": "saved_model", "variant": None},
@@ -221,19 +242,25 @@ def _write_model(recipe: Recipe, loaded, ctx: StageContext) -> dict:
 
 
 def run_train(recipe: Recipe, cache: Cache, ctx: StageContext) -> dict:
+    from mdeploy.families import get_family, recipe_family
     from mdeploy.keypoints import get_keypoint_set
     from mdeploy.models import get_arch
     from mdeploy.spec import preprocessing_from_recipe
     from mdeploy.train.loop import TrainSettings, train
 
     m, t = recipe.model, recipe.train
+    family = get_family(recipe_family(recipe))
     kps = get_keypoint_set(m.keypoints)
     pre = preprocessing_from_recipe(m.input, m.input.size)
     train_ds = load_split(recipe, "train", ctx)
     val_splits = recipe.val_splits()
     val_name = val_splits[0][0] if val_splits else None
     val_ds = load_split(recipe, val_name, ctx) if val_name else None
-    ctx.log(f"{len(train_ds)} training samples ({train_ds.crop} crops)" + (f", {len(val_ds)} validation ({val_name})" if val_ds else ""))
+    if family.multi_person:
+        ctx.log(f"{train_ds.images} training images ({train_ds.people} people)"
+                + (f", {val_ds.images} validation ({val_name})" if val_ds else ""))
+    else:
+        ctx.log(f"{len(train_ds)} training samples ({train_ds.crop} crops)" + (f", {len(val_ds)} validation ({val_name})" if val_ds else ""))
     trained_on = [describe_split(recipe, "train", train_ds, ctx)]
     settings = TrainSettings(
         arch=m.arch,
@@ -254,6 +281,8 @@ def run_train(recipe: Recipe, cache: Cache, ctx: StageContext) -> dict:
         init_from=resolve_init(recipe, cache) if m.init is not None else None,
         init_output=m.init.output if m.init is not None else None,
         freeze_batchnorm=t.freeze_batchnorm,
+        family=family.name,
+        head=family.head(recipe),
     )
     result = train(settings, pre, kps, train_ds, val_ds, checkpoint_dir=checkpoint_dir(cache, ctx.key), out_dir=ctx.out / "train", log=ctx.log)
     if not result.is_chief:
@@ -312,10 +341,13 @@ def run_export(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
 
 def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRecord, spec, ctx: StageContext) -> dict:
     """Score the int8 file on every validation split; if a gate fails, keep layers in float until it passes."""
-    from mdeploy.evaluate.evaluator import evaluate, prepare
+    from mdeploy.evaluate.evaluator import prepare
+    from mdeploy.evaluate.metrics import drop as metric_drop
     from mdeploy.exporters import mixed_precision as mp
+    from mdeploy.families import family_of
     from mdeploy.runners import open_runner
 
+    evaluate = family_of(spec).evaluate
     gate = recipe.verify.accuracy
     splits = [(name, load_split(recipe, name, ctx)) for name, _, _ in recipe.val_splits()]
     reference = {name: evaluate(canonical_runner(model), spec, ds) for name, ds in splits}
@@ -328,7 +360,7 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
             for name, ds in splits:
                 metric = reference[name].primary if gate.metric == "auto" else gate.metric
                 ref, value = reference[name].metrics.get(metric), evaluate(runner, spec, ds).metrics.get(metric)
-                drop = None if ref is None or value is None else round(ref - value, 3)
+                drop = metric_drop(metric, ref, value)
                 limit = gate.splits[name].max_drop if name in gate.splits else gate.max_drop
                 drops[name] = drop
                 ok = ok and drop is not None and drop <= limit
@@ -406,8 +438,8 @@ def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: Stag
 def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     import numpy as np
 
+    from mdeploy.families import family_of, run_outputs
     from mdeploy.runners import open_runner
-    from mdeploy.verify.parity import measure
     from mdeploy.verify.samples import parity_samples
 
     reason = target.runnable_here()
@@ -416,40 +448,41 @@ def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
         return {"results": {"parity": {"unverified": reason}}}
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
+    family = family_of(spec)
     samples = parity_samples(spec, recipe.verify.samples, recipe.where)
     batch = np.stack([s.input for s in samples])
-    reference = canonical_runner(model)(batch)
+    names = [s.name for s in samples]
+    reference = run_outputs(canonical_runner(model), batch)
     artifact = ctx.dep(target.artifact_id).out / target.filename
     try:
-        candidate = open_runner(target.format, artifact)(batch)
+        candidate = run_outputs(open_runner(target.format, artifact), batch)
     except Exception as err:  # the artifact is what failed: its gate fails, the build goes on
         if isinstance(err, MdeployError):
             raise
         ctx.log(f"the artifact does not run: {runtime_message(err)}")
         return {"results": {"parity": {"runtime_error": runtime_message(err), "format": target.format}}}
-    metrics = measure(reference, candidate, [s.name for s in samples], spec)
+    metrics = family.parity(reference, candidate, names, spec)
     if metrics["shape_ok"]:
-        agree = "n/a" if metrics["agreement"] is None else f"{metrics['agreement']:.3f}"
-        ctx.log(f"max_abs {metrics['max_abs']:.3g}, agreement {agree} over {metrics['drawn']} drawn keypoints")
+        ctx.log(family.log_parity(metrics))
     if target.format == "tflite":  # gated on XNNPACK (what apps get); the reference kernels shown beside it
         metrics["kernels"] = "xnnpack"
-        metrics["reference_kernels"] = _reference_parity(artifact, batch, reference, samples, spec, ctx)
+        metrics["reference_kernels"] = _reference_parity(artifact, batch, reference, names, spec)
     return {"results": {"parity": metrics}}
 
 
-def _reference_parity(artifact: Path, batch, reference, samples, spec, ctx: StageContext) -> dict:
+def _reference_parity(artifact: Path, batch, reference, names: list[str], spec) -> dict:
     """Parity of a .tflite on TFLite's reference kernels: the few numbers the report sets beside XNNPACK's."""
+    from mdeploy.families import family_of, run_outputs
     from mdeploy.runners import open_runner
-    from mdeploy.verify.parity import measure
 
     try:
-        candidate = open_runner("tflite_reference", artifact)(batch)
+        candidate = run_outputs(open_runner("tflite_reference", artifact), batch)
     except Exception as err:  # shown, not gated: apps run XNNPACK
         if isinstance(err, MdeployError):
             raise
         return {"runtime_error": runtime_message(err)}
-    m = measure(reference, candidate, [s.name for s in samples], spec)
-    return {k: m.get(k) for k in ("shape_ok", "max_abs", "mean_abs", "agreement", "drawn", "artifact_found")}
+    m = family_of(spec).parity(reference, candidate, names, spec)
+    return {k: m.get(k) for k in ("shape_ok", "max_abs", "mean_abs", "agreement", "drawn", "artifact_found", "people")}
 
 
 def runtime_message(err: BaseException) -> str:
@@ -462,21 +495,22 @@ def run_people(recipe: Recipe, ctx: StageContext) -> dict:
     """What the canonical model finds on the photos of people that parity uses."""
     import numpy as np
 
-    from mdeploy.verify.people import measure_people
+    from mdeploy.families import family_of, run_outputs
     from mdeploy.verify.samples import parity_samples
 
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
+    family = family_of(spec)
     samples = parity_samples(spec, recipe.verify.samples, recipe.where)
-    heatmaps = canonical_runner(model)(np.stack([s.input for s in samples]))
-    metrics = measure_people(heatmaps, [s.name for s in samples], spec.decode.threshold)
-    ctx.log(", ".join(f"{p['name']}: {p['found']} of {metrics['keypoints']} keypoints found" for p in metrics["photos"]))
+    outputs = run_outputs(canonical_runner(model), np.stack([s.input for s in samples]))
+    metrics = family.find_people(outputs, [s.name for s in samples], spec)
+    ctx.log(family.log_people(metrics))
     return {"results": {"people": metrics}}
 
 
 def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: str, why_not: str | None, ctx: StageContext) -> dict:
-    from mdeploy.evaluate.evaluator import evaluate
-    from mdeploy.evaluate.metrics import LABELS
+    from mdeploy.evaluate.metrics import LABELS, unit
+    from mdeploy.families import family_of
     from mdeploy.runners import open_runner
 
     if why_not:
@@ -484,6 +518,7 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
         return {"results": {"accuracy": {"unverified": why_not}}}
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
+    evaluate = family_of(spec).evaluate
     owner = model if artifact == MODEL_STAGE else ctx.dep(artifact)
     ds = load_split(recipe, split, ctx)
     if artifact == MODEL_STAGE:
@@ -498,7 +533,7 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
             return {"results": {"accuracy": {"runtime_error": runtime_message(err), "split": describe_split(recipe, split, ds, ctx)}}}
     info = describe_split(recipe, split, ds, ctx)
     m = result.metrics
-    shown = [f"{LABELS[k]} {m[k]}%" for k in (result.primary, "pefm_pckh") if k and m.get(k) is not None]
+    shown = [f"{LABELS[k]} {m[k]}{unit(k)}" for k in (result.primary, "pefm_pckh") if k and m.get(k) is not None]
     ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people)")
     out = result.to_json() | {"split": info}
     if fmt == "tflite" and artifact != MODEL_STAGE:  # gated on XNNPACK; the reference kernels beside it

@@ -213,8 +213,12 @@ def model_dir(platform: str) -> str:
 
 def glue_files(model: AppModel) -> dict[str, str]:
     """Project path -> source of every generated file (without the mdeploy header)."""
+    from mdeploy.families import family_of
+
     ctx = template_context(model)
-    return {f"{glue_dir(model)}/{rel}": text for rel, text in render_glue(model.platform, ctx).items()}
+    files = render_glue(model.platform, ctx)
+    files.update(family_of(model.spec).glue_files(model.platform, model.spec, ctx.get("package")))
+    return {f"{glue_dir(model)}/{rel}": text for rel, text in files.items()}
 
 
 def scaffold_files(model: AppModel) -> dict[str, str]:

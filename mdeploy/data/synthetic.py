@@ -144,42 +144,24 @@ def _capsule(draw, a, b, width, fill) -> None:
         draw.ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=fill)
 
 
-def render(seed: int, index: int, size: int = 192) -> tuple[np.ndarray, np.ndarray]:
-    """One image (RGB uint8 [size, size, 3]) and its keypoints [14, 3] (x, y, v) in pixels."""
-    from PIL import Image, ImageDraw, ImageFilter
+def draw_figure(img, rng: np.random.Generator, pts: np.ndarray, w: dict, size: int):
+    """Draw one figure (legs, torso, arms, neck, head with a face, clothing texture) onto `img`.
 
-    rng = np.random.default_rng([seed, index])
+    `pts` are its 14 aic14 joints and `w` its part widths, both at drawing resolution
+    (SUPERSAMPLE x `size`). Returns the image (a new one when the clothing is textured) and
+    the head's geometry: centre, radius, `axis` (unit vector neck -> head top) and `across`
+    (unit vector towards the figure's left, i.e. image right for a figure facing the camera).
+    """
+    from PIL import Image, ImageDraw
+
     s = size * SUPERSAMPLE
-    top, bottom = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
-    t = np.linspace(0, 1, s, dtype=np.float32)[:, None, None]
-    gradient = (top * (1 - t) + bottom * t).astype(np.uint8)  # [s, 1, 3]
-    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(gradient, (s, s, 3))))
     draw = ImageDraw.Draw(img)
-    _background(rng, draw, size)
-
-    joints, widths = skeleton(rng)
-    # Place the figure: height a fraction of the image, rotated, shifted (sometimes out of frame).
-    extent = joints.max(axis=0) - joints.min(axis=0)
-    height = rng.uniform(0.5, 0.92) * s / max(extent[1], 0.6)
-    angle = math.radians(rng.uniform(-25, 25))
-    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    centre = (joints.max(axis=0) + joints.min(axis=0)) / 2
-    shift = rng.uniform(-0.12, 0.12, 2) * s if rng.random() < 0.85 else rng.uniform(-0.4, 0.4, 2) * s
-    pts = ((joints - centre) @ rot.T) * height + np.array([s / 2, s / 2]) + shift
-
-    # Distractor limbs in the background: skin- and cloth-coloured capsules that are not a person.
-    for _ in range(int(rng.integers(0, 3))):
-        a = rng.uniform(0, 1, 2) * s
-        b = a + rng.uniform(-0.3, 0.3, 2) * s
-        _capsule(draw, a, b, rng.uniform(0.02, 0.05) * s, SKIN[rng.integers(len(SKIN))] if rng.random() < 0.5 else _colour(rng))
-
     skin = SKIN[rng.integers(len(SKIN))]
     shirt, pants = _colour(rng), _colour(rng, 0, 160)
     sleeve_long = rng.random() < 0.5
     legs_long = rng.random() < 0.7
     body = Image.new("L", (s, s), 0)
     bdraw = ImageDraw.Draw(body)  # clothing mask for textures
-    w = {k: v * height for k, v in widths.items()}
 
     order = [(RHIP, RKNE, RANK), (LHIP, LKNE, LANK)]
     rng.shuffle(order)
@@ -224,6 +206,40 @@ def render(seed: int, index: int, size: int = 192) -> tuple[np.ndarray, np.ndarr
     if rng.random() < 0.5:  # textured clothing: half-blend stripes inside the clothing mask
         tex = Image.blend(_stripes(rng, size, _colour(rng), shirt), img, 0.5)
         img = Image.composite(tex, img, body)
+    return img, {"centre": hc, "radius": hr, "axis": axis, "across": across}
+
+
+def render(seed: int, index: int, size: int = 192) -> tuple[np.ndarray, np.ndarray]:
+    """One image (RGB uint8 [size, size, 3]) and its keypoints [14, 3] (x, y, v) in pixels."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng([seed, index])
+    s = size * SUPERSAMPLE
+    top, bottom = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
+    t = np.linspace(0, 1, s, dtype=np.float32)[:, None, None]
+    gradient = (top * (1 - t) + bottom * t).astype(np.uint8)  # [s, 1, 3]
+    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(gradient, (s, s, 3))))
+    draw = ImageDraw.Draw(img)
+    _background(rng, draw, size)
+
+    joints, widths = skeleton(rng)
+    # Place the figure: height a fraction of the image, rotated, shifted (sometimes out of frame).
+    extent = joints.max(axis=0) - joints.min(axis=0)
+    height = rng.uniform(0.5, 0.92) * s / max(extent[1], 0.6)
+    angle = math.radians(rng.uniform(-25, 25))
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    centre = (joints.max(axis=0) + joints.min(axis=0)) / 2
+    shift = rng.uniform(-0.12, 0.12, 2) * s if rng.random() < 0.85 else rng.uniform(-0.4, 0.4, 2) * s
+    pts = ((joints - centre) @ rot.T) * height + np.array([s / 2, s / 2]) + shift
+
+    # Distractor limbs in the background: skin- and cloth-coloured capsules that are not a person.
+    for _ in range(int(rng.integers(0, 3))):
+        a = rng.uniform(0, 1, 2) * s
+        b = a + rng.uniform(-0.3, 0.3, 2) * s
+        _capsule(draw, a, b, rng.uniform(0.02, 0.05) * s, SKIN[rng.integers(len(SKIN))] if rng.random() < 0.5 else _colour(rng))
+
+    w = {k: v * height for k, v in widths.items()}
+    img, _ = draw_figure(img, rng, pts, w, size)
 
     # Occluders in front of the figure.
     occluded = np.zeros((s, s), bool)

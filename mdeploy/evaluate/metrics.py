@@ -29,7 +29,40 @@ DESCRIPTIONS = {
     "pefm_pckh": "PoseEstimationForMobile's own evaluation (1.0 x |head top - neck|, every joint, its decode)",
     "pck@0.2_torso": "PCK@0.2 (torso): visible joints within 0.2 x |left shoulder - right hip|",
 }
-LABELS = {"pckh@0.5": "PCKh@0.5", "pckh@0.5_labelled": "PCKh@0.5 (labelled)", "pefm_pckh": "PEFM PCKh", "pck@0.2_torso": "PCK@0.2 torso"}
+LABELS = {
+    "pckh@0.5": "PCKh@0.5",
+    "pckh@0.5_labelled": "PCKh@0.5 (labelled)",
+    "pefm_pckh": "PEFM PCKh",
+    "pck@0.2_torso": "PCK@0.2 torso",
+    # multi-person (evaluate/multi.py): COCO keypoint AP/AR by OKS, in percent
+    "ap_oks": "AP (OKS)",
+    "ap50_oks": "AP50 (OKS)",
+    "ap75_oks": "AP75 (OKS)",
+    "ar_oks": "AR (OKS)",
+    # 3-D (evaluate/metrics3d.py, family volumetric): errors in mm, 3DPCK in percent
+    "mpjpe": "MPJPE (mm)",
+    "pa_mpjpe": "PA-MPJPE (mm)",
+    "pck3d@150": "3DPCK@150mm",
+    "auc": "3DPCK AUC",
+}
+# Errors: lower is better, so an artifact's drop is its value minus the reference's (gates, mixed precision).
+LOWER_IS_BETTER = frozenset({"mpjpe", "pa_mpjpe"})
+UNITS = {"mpjpe": "mm", "pa_mpjpe": "mm"}  # every other metric is a percentage
+
+
+def unit(metric: str | None) -> str:
+    """How a metric's values are written after the number: "%" or " mm"."""
+    return f" {UNITS[metric]}" if metric in UNITS else "%"
+
+
+def drop(metric: str | None, reference: float | None, value: float | None) -> float | None:
+    """How much worse `value` is than `reference` on `metric` (positive: worse), rounded; None when either is missing.
+
+    Percentages drop when they fall, errors (LOWER_IS_BETTER) when they grow: one gate rule, drop <= max_drop,
+    serves both."""
+    if reference is None or value is None:
+        return None
+    return round(value - reference if metric in LOWER_IS_BETTER else reference - value, 3)
 
 
 @dataclass(frozen=True)

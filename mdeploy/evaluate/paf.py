@@ -175,26 +175,34 @@ def find_peaks(heat_up: np.ndarray, blurred: np.ndarray, parts: int, settings: P
     return out
 
 
-def limb_score(a: Peak, b: Peak, paf_x: np.ndarray, paf_y: np.ndarray, height: int, settings: PafSettings) -> float | None:
-    """The candidate limb a -> b's score, or None when the release rejects it."""
-    dx, dy = b.x - a.x, b.y - a.y
-    norm = np.float32(math.sqrt(dx * dx + dy * dy))
-    if norm < 1e-12:
-        return None
-    ux, uy = np.float32(dx) / norm, np.float32(dy) / norm
+def limb_scores(a: list[Peak], b: list[Peak], paf_x: np.ndarray, paf_y: np.ndarray, height: int,
+                settings: PafSettings) -> np.ndarray:
+    """[len(a), len(b)] scores of every candidate limb a -> b; NaN where the release rejects it.
+
+    All pairs at once, in the release's float32 arithmetic: a + i * ((b - a) / n), then + 0.5
+    and truncate to a cell; the mean dot product with the unit vector, plus
+    min(0, 0.5 H / |b - a| - 1)."""
+    ax = np.array([p.x for p in a], np.int64)[:, None]
+    ay = np.array([p.y for p in a], np.int64)[:, None]
+    dx = np.array([p.x for p in b], np.int64)[None, :] - ax
+    dy = np.array([p.y for p in b], np.int64)[None, :] - ay
+    norm = np.sqrt((dx * dx + dy * dy).astype(np.float64)).astype(np.float32)
+    valid = norm >= 1e-12
+    safe = np.where(valid, norm, np.float32(1))
+    ux, uy = dx.astype(np.float32) / safe, dy.astype(np.float32) / safe
     n = settings.samples
-    # float32 like the release: a + i * ((b - a) / n), then +0.5 and truncate
     i = np.arange(n, dtype=np.float32)
-    sx = np.float32(a.x) + i * (np.float32(dx) / np.float32(n))
-    sy = np.float32(a.y) + i * (np.float32(dy) / np.float32(n))
+    step_x = dx.astype(np.float32) / np.float32(n)
+    step_y = dy.astype(np.float32) / np.float32(n)
+    sx = ax.astype(np.float32)[..., None] + i * step_x[..., None]
+    sy = ay.astype(np.float32)[..., None] + i * step_y[..., None]
     cx = (sx.astype(np.float64) + 0.5).astype(np.int64)
     cy = (sy.astype(np.float64) + 0.5).astype(np.int64)
-    dots = ux * paf_x[cy, cx] + uy * paf_y[cy, cx]
-    agree = int((dots > settings.vector_score).sum())
-    score = float(dots.astype(np.float32).sum()) / n + min(0.0, 0.5 * height / float(norm) - 1.0)
-    if agree > settings.vector_count and score > 0:
-        return score
-    return None
+    dots = ux[..., None] * paf_x[cy, cx] + uy[..., None] * paf_y[cy, cx]
+    agree = (dots > settings.vector_score).sum(axis=-1)
+    penalty = np.minimum(0.0, 0.5 * height / safe.astype(np.float64) - 1.0)
+    score = dots.astype(np.float32).sum(axis=-1).astype(np.float64) / n + penalty
+    return np.where(valid & (agree > settings.vector_count) & (score > 0), score, np.nan)
 
 
 def connect(peaks: list[list[Peak]], paf_up: np.ndarray, layout: PafLayout, settings: PafSettings):
@@ -204,11 +212,9 @@ def connect(peaks: list[list[Peak]], paf_up: np.ndarray, layout: PafLayout, sett
     for (pa, pb), (cx, cy) in zip(layout.limbs, layout.paf_channels):
         paf_x, paf_y = paf_up[:, :, cx], paf_up[:, :, cy]
         candidates = []
-        for ia, a in enumerate(peaks[pa]):
-            for ib, b in enumerate(peaks[pb]):
-                score = limb_score(a, b, paf_x, paf_y, height, settings)
-                if score is not None:
-                    candidates.append((score, ia, ib))
+        if peaks[pa] and peaks[pb]:
+            scores = limb_scores(peaks[pa], peaks[pb], paf_x, paf_y, height, settings)
+            candidates = [(float(scores[ia, ib]), int(ia), int(ib)) for ia, ib in zip(*np.nonzero(~np.isnan(scores)))]
         candidates.sort(key=lambda c: -c[0])
         used_a: set[int] = set()
         used_b: set[int] = set()

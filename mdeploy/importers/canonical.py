@@ -51,8 +51,13 @@ def input_size(recipe, loaded: LoadedModel, where: Callable[..., str | None]) ->
     return int(wanted[0]), int(wanted[1])
 
 
-def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -> tuple[int, ...]:
-    """Save the fixed-batch SavedModel to `out_dir`; return the output shape."""
+def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path, family=None, head: dict | None = None,
+                    where: str | None = None) -> dict[str, tuple[int, ...]]:
+    """Save the fixed-batch SavedModel to `out_dir`; return each output's shape by name.
+
+    The family turns the model's raw output into its canonical outputs (a PAF release's one
+    concatenated tensor becomes `heatmaps` and `pafs`); without one, the output is `heatmaps`.
+    """
     import keras
     import tensorflow as tf
 
@@ -61,15 +66,18 @@ def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -
     signature = [tf.TensorSpec([1, height, width, 3], tf.float32, name=INPUT_NAME)]
 
     def serve(image):
-        return {OUTPUT_NAME: tf.identity(tf.cast(fn(image), tf.float32), name=OUTPUT_NAME)}
+        raw = fn(image)
+        named = family.canonical(raw, head or {}, where) if family is not None else {OUTPUT_NAME: raw}
+        return {name: tf.identity(tf.cast(t, tf.float32), name=name) for name, t in named.items()}
 
     try:
-        concrete = tf.function(serve, input_signature=signature).get_concrete_function()
+        # autograph off: the family's own errors (a channel count that does not fit) reach the user as they are
+        concrete = tf.function(serve, input_signature=signature, autograph=False).get_concrete_function()
     except (ValueError, TypeError, tf.errors.OpError) as err:
         raise ModelError(f"the model cannot run on a [1, {height}, {width}, 3] input: {str(err).splitlines()[0]}") from err
-    out_shape = tuple(concrete.structured_outputs[OUTPUT_NAME].shape.as_list())
-    if None in out_shape:
-        out_shape = tuple(concrete(tf.zeros([1, height, width, 3], tf.float32))[OUTPUT_NAME].shape.as_list())
+    shapes = {name: tuple(t.shape.as_list()) for name, t in concrete.structured_outputs.items()}
+    if any(None in shape for shape in shapes.values()):
+        shapes = {name: tuple(t.shape.as_list()) for name, t in concrete(tf.zeros([1, height, width, 3], tf.float32)).items()}
 
     if isinstance(loaded.keep, keras.Model):
         # Keras 3 variables must be tracked by Keras' own exporter: a plain tf.Module
@@ -83,4 +91,4 @@ def write_canonical(loaded: LoadedModel, size: tuple[int, int], out_dir: Path) -
         module.keep = loaded.keep  # tracked: the variables the function reads are saved with it
         module.serve = tf.function(serve, input_signature=signature)
         tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: module.serve.get_concrete_function()})
-    return out_shape
+    return shapes

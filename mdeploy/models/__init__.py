@@ -30,6 +30,7 @@ class ArchInfo:
     size_multiple: int = 32  # input sides must be divisible by this (total downsampling)
     test_only: bool = False
     reference: dict[str, float] = field(default_factory=dict)  # published params / MACs to match
+    output_family: str = "heatmap"  # what its outputs mean (mdeploy/families/): heatmap, paf, volumetric
 
     def params(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with `given`; unknown parameter names are errors."""
@@ -65,15 +66,23 @@ def create_model(name: str, params: dict | None, input_size: tuple[int, int], nu
     return info.build(merged, (height, width), num_keypoints)
 
 
-def inference_model(model):
-    """The same weights with only the final output (what gets exported)."""
+def inference_model(model, outputs: int = 1):
+    """The same weights with only the final output(s) (what gets exported): the last `outputs`
+    of the training model's supervised outputs (a PAF model's final PAFs and heatmaps)."""
     import keras
 
-    return keras.Model(model.inputs, model.outputs[-1], name=f"{model.name}_inference")
+    final = model.outputs[-1] if outputs == 1 else list(model.outputs[-outputs:])
+    return keras.Model(model.inputs, final, name=f"{model.name}_inference")
 
 
 def _register_builtin() -> None:
-    from mdeploy.models import mv2_cpm, mv2_hourglass, tiny  # noqa: F401  (register on import)
+    from mdeploy.models import (  # noqa: F401  (register on import)
+        lpnet,  # noqa: F401  (MobileHumanPose's 3D family)
+        mv2_cpm,
+        mv2_hourglass,
+        openpose_mobilenet,  # noqa: F401  (register on import)
+        tiny,
+    )
 
 
 _register_builtin()

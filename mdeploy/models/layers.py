@@ -119,6 +119,9 @@ def legacy_resize_class():
 def register_custom_layers() -> None:
     """Make mdeploy's layers known to Keras before loading a .keras file that may use them."""
     legacy_resize_class()
+    from mdeploy.models.lpnet import register_layers
+
+    register_layers()  # the volumetric family's aligned resize and border-aware pooling
 
 
 def scaled(channels: int, width: float, minimum: int = 4) -> int:

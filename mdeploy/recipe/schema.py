@@ -194,6 +194,83 @@ class DecodeSection(Section):
     )
 
 
+class PafSection(Section):
+    """A multi-person PAF model's channel layout and tf-openpose's decode constants (family `paf`)."""
+
+    layout: str = Field("tf_openpose_coco18", description="which output channels are heatmaps, background and PAF x/y pairs "
+                        "per limb (registered layouts: tf_openpose_coco18)")
+    upsample: Annotated[float, Field(gt=0, le=16)] = Field(4.0, description="heatmaps and PAFs are resized up by this factor")
+    heat: Fraction = Field(0.05, description="a part peak's smoothed heatmap value must exceed this")
+    vector_score: Fraction = Field(0.05, description="a PAF sample along a candidate limb agrees above this")
+    vector_count: Annotated[int, Field(ge=0, le=100)] = Field(8, description="more than this many samples must agree")
+    samples: Annotated[int, Field(ge=1, le=100)] = Field(10, description="PAF samples per candidate limb")
+    min_parts: Annotated[int, Field(ge=1, le=100)] = Field(4, description="a person needs at least this many parts")
+    min_score: Annotated[float, Field(ge=0, le=10)] = Field(0.4, description="a person's mean score must reach this")
+
+    @field_validator("layout")
+    @classmethod
+    def _known_layout(cls, value: str) -> str:
+        from mdeploy.families.paf import LAYOUTS
+
+        if value not in LAYOUTS:
+            raise PydanticCustomError("unknown_name", unknown_name_message("PAF layout", value, LAYOUTS.names()))
+        return value
+
+    def settings(self) -> dict:
+        """The decode constants, as `PafSettings` takes them."""
+        return {k: getattr(self, k) for k in ("upsample", "heat", "vector_score", "vector_count", "samples", "min_parts", "min_score")}
+
+
+class VolumeSection(Section):
+    """A 3-D volumetric model's output layout, decode and run-time needs (family `volumetric`,
+    MobileHumanPose: one volume of depth bins x grid cells per joint; mdeploy/families/volumetric.py)."""
+
+    depth_bins: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="depth bins per joint (D); default: the architecture's, 32 (MobileHumanPose) for imports"
+    )
+    order: Literal["joint_major", "depth_major"] = Field(
+        "joint_major", description="which channel holds joint j's depth bin d: joint_major j*D + d (a PyTorch export "
+        "transposed), depth_major d*J + j"
+    )
+    depth_range_mm: Annotated[float, Field(gt=0, le=100_000)] = Field(
+        2000.0, description="the volume spans +-depth_range/2 mm around the root joint (MobileHumanPose: 2000)"
+    )
+    cell_origin: Literal["centre", "corner"] = Field(
+        "centre", description="centre: cell i is input pixel (i + 0.5) x stride; corner: i x stride (the repository's targets)"
+    )
+    in_graph_softargmax: bool | None = Field(
+        None, description="the model ends in the soft-argmax (output `coords` [1, J, 3]) instead of the raw volume "
+        "(`volume` [1, H, W, J*D]); default: the architecture's soft_argmax parameter, false for imports"
+    )
+    stride: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="input pixels per volume cell; needed for an imported model that ends in the soft-argmax "
+        "(its output has no grid to read it from); default: the architecture's, read from the volume for imports"
+    )
+    root_depth: Literal["given", "constant"] = Field(
+        "given", description="where the root joint's absolute depth comes from at run time: given by the app (ground "
+        "truth, or a root-depth estimate) or a constant (root_depth_mm)"
+    )
+    root_depth_mm: Annotated[float, Field(gt=0, le=1_000_000)] | None = Field(
+        None, description="with root_depth: constant, the root's assumed distance from the camera (mm)"
+    )
+    parity_mm: Annotated[float, Field(gt=0, le=1000)] = Field(
+        10.0, description="parity: a joint agrees when the artifact puts it within this many mm of the canonical model"
+    )
+
+    @model_validator(mode="after")
+    def _root_depth(self):
+        if self.root_depth == "constant" and self.root_depth_mm is None:
+            raise PydanticCustomError("root_depth_mm", "root_depth: constant needs root_depth_mm (the assumed distance, mm)",
+                                      {"at": "root_depth_mm"})
+        if self.root_depth == "given" and self.root_depth_mm is not None:
+            raise PydanticCustomError("root_depth_mm", "root_depth_mm applies to root_depth: constant (the app gives it otherwise)",
+                                      {"at": "root_depth_mm"})
+        return self
+
+
+FAMILY_NAMES = ("heatmap", "paf", "volumetric")
+
+
 class _FileSource(Section):
     """A model file given by local path, or by url + sha256 (downloaded once into the cache)."""
 
@@ -294,6 +371,44 @@ class ModelSection(Section):
     keypoints: KeypointSetName = Field("aic14", description="keypoint set of the output channels")
     decode: DecodeSection = Field(default_factory=DecodeSection)
     init: InitSection | None = Field(None, description="start model.arch from released weights instead of random ones")
+    family: Literal[FAMILY_NAMES] | None = Field(
+        None, description="what the outputs mean: heatmap (single person), paf (multi-person heatmaps + part affinity "
+        "fields) or volumetric (3-D: a volume per joint); default: the architecture's, heatmap for imports"
+    )
+    paf: PafSection | None = Field(None, description="family paf: channel layout and decode constants")
+    volume: VolumeSection | None = Field(None, description="family volumetric: volume layout, decode and run-time needs")
+
+    def _fill(self, key: str, value) -> None:
+        """Set a default the validator derives (the section is frozen once validated)."""
+        object.__setattr__(self, key, value)
+
+    @model_validator(mode="after")
+    def _family_section(self):
+        family = self.family
+        if family is None and self.arch is not None:
+            from mdeploy.models import MODELS
+
+            if self.arch in MODELS:
+                family = MODELS.get(self.arch).output_family
+        if family == "paf" and self.paf is None:
+            self._fill("paf", PafSection())
+        if self.paf is not None and family not in (None, "paf"):
+            raise PydanticCustomError("family_section", "'paf' settings apply to family paf, not {f}", {"f": family, "at": "paf"})
+        if self.paf is not None and family is None:
+            self._fill("family", "paf")
+            family = "paf"
+        if family == "volumetric" and self.volume is None:
+            self._fill("volume", VolumeSection())
+        if self.volume is not None and family not in (None, "volumetric"):
+            raise PydanticCustomError("family_section", "'volume' settings apply to family volumetric, not {f}",
+                                      {"f": family, "at": "volume"})
+        if self.volume is not None and family is None:
+            self._fill("family", "volumetric")
+        if self.volume is not None and self.import_ is not None and self.volume.in_graph_softargmax and self.volume.stride is None:
+            raise PydanticCustomError(
+                "volume_stride", "an imported model that ends in the soft-argmax needs volume.stride (input pixels per cell; "
+                "MobileHumanPose: 8): its [1, J, 3] output has no grid to read it from", {"at": "volume"})
+        return self
 
     @model_validator(mode="after")
     def _arch_or_import(self):
@@ -336,6 +451,19 @@ class SyntheticData(Section):
     count: Annotated[int, Field(gt=0, le=1_000_000)] = Field(description="number of images to generate (1 to 1000000)")
     seed: Seed = Field(0, description=f"generator seed ({SEED_HELP}): same seed, same images and labels")
     size: Annotated[int, Field(ge=32, le=1024)] = Field(192, description="image width and height in pixels")
+    people: tuple[Annotated[int, Field(ge=1, le=8)], Annotated[int, Field(ge=1, le=8)]] | None = Field(
+        None, description="scenes of several overlapping figures, [fewest, most] per image (multi-person models; "
+        "labelled in COCO-18, images at least 64 px); default: one figure per image"
+    )
+
+    @model_validator(mode="after")
+    def _scene(self):
+        if self.people is not None:
+            if self.people[0] > self.people[1]:
+                raise PydanticCustomError("people_order", "people is [fewest, most]: got {p}", {"p": list(self.people), "at": "people"})
+            if self.size < 64:
+                raise PydanticCustomError("scene_size", "scenes of several people need size >= 64, got {s}", {"s": self.size, "at": "size"})
+        return self
 
 
 class CocoData(Section):
@@ -348,13 +476,33 @@ class MpiiData(Section):
     images: RecipePath = Field(description="folder holding the images the json names")
 
 
-SPLIT_SOURCES = ("synthetic", "coco", "mpii")
+class Coco3dData(Section):
+    """3-D people: a COCO-keypoints json whose annotations add `keypoints_3d` (camera space, mm, or m with
+    info.units) and whose images carry their camera ({f: [fx, fy], c: [cx, cy]}), as mdeploy's synthetic 3-D
+    people and MuCo are written (mdeploy/data/h36m.py)."""
+
+    annotations: RecipePath = Field(description="COCO-keypoints json with keypoints_3d per person and a camera per image")
+    images: RecipePath = Field(description="folder holding the images the json names")
+
+
+class H36mData(Section):
+    """Human3.6M as mmpose ships its samples: h36m_coco.json (world-space joints, Human3.6M's fixed joint order),
+    cameras.pkl beside it, images under <subject>/<subject>_<action>.<camera>/."""
+
+    annotations: RecipePath = Field(description="h36m_coco.json")
+    images: RecipePath = Field(description="the folder the subject folders are in")
+    cameras: RecipePath | None = Field(None, description="the camera table (default: cameras.pkl beside the annotations)")
+
+
+SPLIT_SOURCES = ("synthetic", "coco", "mpii", "coco3d", "h36m")
 
 
 class DataSplit(Section):
     synthetic: SyntheticData | None = None
     coco: CocoData | None = None
     mpii: MpiiData | None = None
+    coco3d: Coco3dData | None = Field(None, description="3-D people with cameras (family volumetric)")
+    h36m: H36mData | None = Field(None, description="Human3.6M frames with cameras (family volumetric)")
     name: Slug | None = Field(None, description="the split's name in tables and gates (default: train / val)")
     kind: Literal["synthetic", "real", "unknown"] | None = Field(
         None, description="what the images are: synthetic figures, real photos, or unknown (default: synthetic for generated data, else unknown)"
@@ -377,7 +525,7 @@ class DataSplit(Section):
     def _one_source(self):
         given = [k for k in SPLIT_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise PydanticCustomError("data_source", "give exactly one of 'synthetic', 'coco' or 'mpii'")
+            raise PydanticCustomError("data_source", "give exactly one of 'synthetic', 'coco', 'mpii', 'coco3d' or 'h36m'")
         if self.synthetic is not None and self.kind not in (None, "synthetic"):
             raise PydanticCustomError("split_kind", "generated figures are synthetic, not {kind}", {"kind": self.kind, "at": "kind"})
         return self
@@ -625,10 +773,12 @@ class SplitGate(Section):
 class AccuracyGate(Section):
     """Every artifact's accuracy on every validation split against the canonical model's."""
 
-    metric: Literal["auto", "pckh@0.5", "pck@0.2_torso", "pefm_pckh"] = Field(
-        "auto", description="metric the gate compares; auto: each split's primary metric (PCKh where the data has head joints, else PCK@0.2 torso)"
+    metric: Literal["auto", "pckh@0.5", "pck@0.2_torso", "pefm_pckh", "ap_oks", "mpjpe", "pa_mpjpe", "pck3d@150"] = Field(
+        "auto", description="metric the gate compares; auto: each split's primary metric (PCKh where the data has head joints, "
+        "else PCK@0.2 torso; MPJPE for 3-D splits)"
     )
-    max_drop: Percent = Field(1.0, description="largest allowed drop (percentage points, 0 to 100) against the canonical model")
+    max_drop: Percent = Field(1.0, description="largest allowed drop against the canonical model: percentage points (0 to 100), "
+                              "or mm (0 to 100) for the 3-D errors MPJPE and PA-MPJPE, where a drop is an increase")
     splits: dict[Slug, SplitGate] = Field(default_factory=dict, description="per validation split, e.g. {real: {max_drop: 2.0}}")
 
 

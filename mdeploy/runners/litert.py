@@ -33,12 +33,16 @@ class LiteRTRunner:
         self._interp = Interpreter(model_path=str(path), num_threads=num_threads, experimental_op_resolver_type=resolver)
         signatures = self._interp.get_signature_list()
         key = "serving_default" if "serving_default" in signatures else next(iter(signatures), None)
-        canonical = key is not None and INPUT_NAME in signatures[key]["inputs"] and OUTPUT_NAME in signatures[key]["outputs"]
+        canonical = key is not None and INPUT_NAME in signatures[key]["inputs"]
+        self._all = None
         if canonical and input_name is None and output_name is None:
             runner = self._interp.get_signature_runner(key)
             self._in = runner.get_input_details()[INPUT_NAME]
-            self._out = runner.get_output_details()[OUTPUT_NAME]
-            self._run = lambda x: runner(**{INPUT_NAME: x})[OUTPUT_NAME]
+            self._outs = runner.get_output_details()
+            first = OUTPUT_NAME if OUTPUT_NAME in self._outs else signatures[key]["outputs"][0]  # a family's first output
+            self._out = self._outs[first]
+            self._run = lambda x: runner(**{INPUT_NAME: x})[first]
+            self._all = lambda x: runner(**{INPUT_NAME: x})
         else:
             self._in = _pick(self._interp.get_input_details(), input_name, "input", path)
             self._out = _pick(self._interp.get_output_details(), output_name, "output", path)
@@ -62,15 +66,23 @@ class LiteRTRunner:
         info = np.iinfo(dtype)
         return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
-    def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if np.dtype(self._out["dtype"]) == np.float32:
+    def _dequantize(self, y: np.ndarray, details: dict | None = None) -> np.ndarray:
+        details = details or self._out
+        if np.dtype(details["dtype"]) == np.float32:
             return y.astype(np.float32)
-        scale, zero = self._out["quantization"]
+        scale, zero = details["quantization"]
         return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         outs = [self._dequantize(self._run(self._quantize(x[None]))) for x in batch]
         return np.concatenate(outs, axis=0)
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the serving signature by name, each dequantized with its own parameters."""
+        if self._all is None:
+            return {OUTPUT_NAME: self(batch)}
+        runs = [self._all(self._quantize(x[None])) for x in batch]
+        return {name: np.concatenate([self._dequantize(r[name], self._outs[name]) for r in runs], axis=0) for name in runs[0]}
 
 
 def _pick(details: list[dict], name: str | None, kind: str, path: Path) -> dict:

@@ -20,9 +20,15 @@ class OnnxRunner:
         shape = meta.shape
         self._nchw = len(shape) == 4 and shape[1] == 3 and shape[3] != 3
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        outs = []
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name ([N, ...] each; mdeploy's exports keep the canonical names)."""
+        names = [o.name for o in self._session.get_outputs()]
+        runs = []
         for x in batch.astype(np.float32):
             feed = x.transpose(2, 0, 1)[None] if self._nchw else x[None]
-            outs.append(self._session.run(None, {self._input: np.ascontiguousarray(feed)})[0])
-        return np.concatenate(outs, axis=0).astype(np.float32)
+            runs.append(self._session.run(None, {self._input: np.ascontiguousarray(feed)}))
+        return {name: np.concatenate([r[i] for r in runs], axis=0).astype(np.float32) for i, name in enumerate(names)}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        first = self._session.get_outputs()[0].name
+        return self.outputs(batch)[first]

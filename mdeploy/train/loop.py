@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mdeploy.data.coco import Dataset
-from mdeploy.data.pipeline import Augment, build_dataset
+from mdeploy.data.pipeline import Augment
 from mdeploy.errors import InputError
 from mdeploy.evaluate.metrics import LABELS
 from mdeploy.keypoints import KeypointSet
@@ -51,6 +51,8 @@ class TrainSettings:
     init_from: Path | None = None  # a release's frozen graph whose weights start the model
     freeze_batchnorm: bool = False  # batch norm layers keep their statistics (fine-tuning)
     init_output: str | None = None
+    family: str = "heatmap"  # the model family that makes the targets, the loss and the validation score
+    head: dict = field(default_factory=dict)  # the family's settings (spec head), e.g. a PAF layout
 
 
 @dataclass
@@ -89,19 +91,24 @@ def train(
     """Train `settings.arch`; the chief writes `out_dir/model.keras`, history and TensorBoard logs."""
     from mdeploy.train.distribute import make_strategy
 
+    log(f"starting TensorFlow, building {settings.arch} and the input pipeline ...")  # seconds of silence otherwise
     worker = make_strategy(settings.distribute)  # first: collective ops need a fresh runtime
     import keras
     import tensorflow as tf
 
+    from mdeploy.families import get_family
     from mdeploy.models import create_model, get_arch
 
     info = get_arch(settings.arch)
+    family = get_family(settings.family)
     stride = info.output_stride
     global_batch = settings.batch_size * worker.replicas
-    steps_per_epoch = len(train_ds) // global_batch
+    examples = family.train_examples(train_ds)
+    steps_per_epoch = examples // global_batch
     if steps_per_epoch == 0:
         raise InputError(
-            f"the training split has {len(train_ds)} samples, fewer than one batch of {global_batch}",
+            f"the training split has {examples} {'images' if family.multi_person else 'samples'}, "
+            f"fewer than one batch of {global_batch}",
             hint="generate more data or lower train.batch_size",
         )
     total_steps = settings.epochs * steps_per_epoch
@@ -139,8 +146,8 @@ def train(
         start = int(step_var.numpy())
         log(f"resuming from step {start} ({manager.latest_checkpoint})")
 
-    dataset = build_dataset(
-        train_ds, pre, keypoints, stride,
+    dataset = family.train_dataset(
+        train_ds, pre, keypoints, stride, settings.head,
         batch_size=global_batch, seed=settings.seed, epochs=settings.epochs,
         augment=Augment(), shuffle=True, start_batch=start,
     )
@@ -150,8 +157,7 @@ def train(
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            weight = 1.0 + (settings.foreground_weight - 1.0) * targets
-            per_image = tf.add_n([0.5 * tf.reduce_sum(weight * tf.square(o - targets), axis=[1, 2, 3]) for o in outputs])
+            per_image = family.train_loss(list(outputs), targets, settings)
             loss = tf.nn.compute_average_loss(per_image, global_batch_size=global_batch)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -173,11 +179,15 @@ def train(
     window_start, window_steps = t0, 0
     step = start
     first_step_done = None  # throughput excludes the first step (it traces the graph)
+    clock = _EtaClock()
+    log("first step: tracing the training graph ...")  # seconds with no step to show
     while step < total_steps:
         loss = float(train_step(iterator))
         step += 1
         if first_step_done is None:
             first_step_done = time.perf_counter()
+            window_start, window_steps = first_step_done, -1  # the tracing step is not throughput
+            clock.start(first_step_done)
         step_var.assign(step)
         losses.append(loss)
         window_steps += 1
@@ -186,27 +196,33 @@ def train(
         epoch_end = step % steps_per_epoch == 0 or step == total_steps
         if step % report_every == 0 or epoch_end:
             now = time.perf_counter()
-            ips = window_steps * global_batch / max(now - window_start, 1e-9)
+            ips = window_steps * global_batch / (now - window_start) if window_steps > 0 and now > window_start else None
             window_start, window_steps = now, 0
             lr = float(schedule(step))
-            eta = (total_steps - step) * global_batch / max(ips, 1e-9)
             epoch = (step - 1) // steps_per_epoch + 1
+            # This epoch's validation (at its end, after this line) and those of the epochs to come.
+            validations_left = (total_steps - 1) // steps_per_epoch + 2 - epoch if val_ds is not None and worker.is_chief else 0
+            eta = clock.eta(now, step - start - 1, total_steps - step, validations_left)
             log(
                 f"epoch {epoch}/{settings.epochs} step {step}/{total_steps} loss {np.mean(losses[-report_every:]):.3f} "
-                f"lr {lr:.2e} {ips:.1f} img/s eta {_duration(eta)}"
+                f"lr {lr:.2e} " + ("" if ips is None else f"{ips:.1f} img/s ") + f"eta {eta}"
             )
             with writer.as_default():
                 tf.summary.scalar("loss", float(np.mean(losses[-report_every:])), step=step)
                 tf.summary.scalar("learning_rate", lr, step=step)
-                tf.summary.scalar("images_per_second", ips, step=step)
+                if ips is not None:  # a window of only the tracing step measures no throughput
+                    tf.summary.scalar("images_per_second", ips, step=step)
         if epoch_end:
             epoch = (step - 1) // steps_per_epoch + 1
             record = {"epoch": epoch, "step": step, "loss": round(float(np.mean(losses[-steps_per_epoch:])), 5)}
             if val_ds is not None and worker.is_chief:
-                score = validate(model, pre, keypoints, stride, val_ds)
+                validation_start = time.perf_counter()
+                score = family.validate(model, pre, keypoints, stride, settings.head, val_ds)
+                clock.validated(time.perf_counter() - validation_start)
                 record.update(score)
                 primary = score.pop("primary")
-                log(f"epoch {epoch}: " + "  ".join(f"val {LABELS[k[4:]]} {v:.1f}%" for k, v in score.items() if v is not None and k != "val_pckh@0.5_labelled"))
+                log(f"epoch {epoch}: loss {record['loss']:.3f}  " + "  ".join(
+                    f"val {LABELS[k[4:]]} {v:.1f}%" for k, v in score.items() if v is not None and k != "val_pckh@0.5_labelled"))
                 with writer.as_default():
                     for key, value in score.items():
                         if value is not None:
@@ -270,6 +286,45 @@ def validate(model, pre: Preprocessing, keypoints: KeypointSet, stride: int, val
     return {f"val_{k}": v for k, v in result.metrics.items()} | {"primary": result.primary}
 
 
+class _EtaClock:
+    """The time left, from what the steps and validations so far really took.
+
+    Step time is the wall time since the first step (which traces the graph) less the
+    validations, per step; each validation still to come adds the mean of those measured.
+    Before the first validation its cost is unknown, and the ETA says so with a `+`."""
+
+    def __init__(self) -> None:
+        self.t0: float | None = None
+        self.validation_seconds: list[float] = []
+
+    def start(self, now: float) -> None:
+        self.t0 = now
+
+    def validated(self, seconds: float) -> None:
+        self.validation_seconds.append(seconds)
+
+    def eta(self, now: float, steps_done: int, steps_left: int, validations_left: int) -> str:
+        if self.t0 is None or steps_done <= 0:
+            return "unknown" if steps_left else _duration(0.0)
+        per_step = max(now - self.t0 - sum(self.validation_seconds), 0.0) / steps_done
+        left = per_step * steps_left
+        unknown = validations_left > 0 and not self.validation_seconds
+        if self.validation_seconds:
+            left += validations_left * sum(self.validation_seconds) / len(self.validation_seconds)
+        if steps_left == 0:  # only validation left: its cost is known or it is not
+            return "unknown" if unknown else _duration(left)
+        return _duration(left) + ("+" if unknown else "")
+
+
 def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+    """A time left as "<1s", "42s", "3m05s" or "1h02m": rounded up, so it does not say 0 while work is left."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return "<1s"
+    seconds = math.ceil(seconds - 1e-6)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

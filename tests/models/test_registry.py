@@ -13,12 +13,16 @@ from mdeploy.models.profile import count_macs, count_params
 def test_every_architecture_builds_as_declared(name):
     info = get_arch(name)
     params = info.params(None)
-    model = create_model(name, params, info.input_size, 14)
+    keypoints = 18 if info.family == "openpose" else 14  # an OpenPose model predicts COCO-18's parts and limbs
+    model = create_model(name, params, info.input_size, keypoints)
     names = info.stage_outputs(params)
     assert len(model.outputs) == len(names)
     h, w = info.input_size
-    for out in model.outputs:
-        assert tuple(out.shape) == (None, h // info.output_stride, w // info.output_stride, 14)
+    channels = 14 * params["depth_bins"] if info.family == "volumetric" else 14  # a volume: joints x depth bins
+    for out, out_name in zip(model.outputs, names):
+        if info.family == "openpose":  # per stage: 38 PAF channels, then 18 heatmaps + background
+            channels = 38 if out_name.endswith("_pafs") else 19
+        assert tuple(out.shape) == (None, h // info.output_stride, w // info.output_stride, channels)
     assert list(model.output_names) == names
     final = inference_model(model)
     assert len(final.outputs) == 1
