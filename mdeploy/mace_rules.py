@@ -263,14 +263,21 @@ def shape_text(shape) -> str:
 def graph_problems(config: Any, io: dict, tag: str | None = None) -> list[str]:
     """Where a deployment file's tensors and shapes differ from the graph's.
 
-    `io` holds the graph's `input`/`output` node names and `input_shape`/`output_shape`;
-    every model of the file (or only `tag`) is compared through its first subgraph, the one
-    MACE converts. A file whose subgraph is malformed is left to `validate`.
+    `io` holds the graph's `input` node name and `input_shape`, and its outputs: `outputs`
+    (every output, `{"name", "shape"}`, in order: a PAF model has `heatmaps` and `pafs`) or,
+    for one output, `output`/`output_shape`. Every model of the file (or only `tag`) is
+    compared through its first subgraph, the one MACE converts. A file whose subgraph is
+    malformed is left to `validate`.
     """
     problems: list[str] = []
     models = config.get("models") if isinstance(config, dict) else None
     if not isinstance(models, dict):
         return problems
+    graph = {
+        "input": [(io["input"], shape_text(io["input_shape"]))],
+        "output": [(o["name"], shape_text(o["shape"])) for o in io["outputs"]] if io.get("outputs")
+        else [(io["output"], shape_text(io["output_shape"]))],
+    }
     for name, model in models.items():
         if tag is not None and name != tag:
             continue
@@ -281,10 +288,12 @@ def graph_problems(config: Any, io: dict, tag: str | None = None) -> list[str]:
         for side in ("input", "output"):
             names = [str(v).removesuffix(":0") for v in _as_list(sub.get(f"{side}_tensors"))]
             shapes = [str(v).replace(" ", "") for v in _as_list(sub.get(f"{side}_shapes"))]
-            want_name, want_shape = io[side], shape_text(io[f"{side}_shape"])
-            if names != [want_name]:
-                problems.append(f"{p}{side}_tensors: {names}, but the graph's {side} is {want_name!r}")
+            want_names = [n for n, _ in graph[side]]
+            if names != want_names:
+                graph_has = f"{side} is {want_names[0]!r}" if len(want_names) == 1 else f"{side}s are {want_names}"
+                problems.append(f"{p}{side}_tensors: {names}, but the graph's {graph_has}")
                 continue
-            if shapes and shapes[0] != want_shape:
-                problems.append(f"{p}{side}_shapes: {shapes[0]}, but the graph's {side} {want_name} is {want_shape}")
+            for (tensor, want_shape), shape in zip(graph[side], shapes, strict=False):
+                if shape != want_shape:
+                    problems.append(f"{p}{side}_shapes: {shape}, but the graph's {side} {tensor} is {want_shape}")
     return problems

@@ -2,10 +2,10 @@ import AVFoundation
 import CoreVideo
 import Foundation
 
-/// Runs the camera, feeds frames to the pose estimator, and publishes poses and timings.
+/// Runs the camera, feeds frames to the pose estimator, and publishes the people found and timings.
 final class CameraModel: NSObject, ObservableObject, AVCaptureVideoDataOutputSampleBufferDelegate {
     let session = AVCaptureSession()
-    @Published var pose: Pose?
+    @Published var people: [Pose] = []
     @Published var frameWidth = 1
     @Published var frameHeight = 1
     @Published var fps: Double = 0
@@ -74,19 +74,24 @@ final class CameraModel: NSObject, ObservableObject, AVCaptureVideoDataOutputSam
         else {
             return
         }
-        let points = found.keypoints.map { [$0.x, $0.y, $0.score] }
-        let steady = Pose.fromPoints(smoother.smooth(points), latencyMs: found.latencyMs)
+        // One person is steadied over frames; several are shown as found (nothing follows a person between frames).
+        let shown = PoseModelConfig.multiPerson ? found : found.map { steady($0) }
         let now = CFAbsoluteTimeGetCurrent()
         let rate = 1.0 / max(now - lastFrame, 1e-6)
         lastFrame = now
         let width = CVPixelBufferGetWidth(buffer)
         let height = CVPixelBufferGetHeight(buffer)
         DispatchQueue.main.async {
-            self.pose = steady
+            self.people = shown
             self.frameWidth = width
             self.frameHeight = height
             self.fps = rate
             self.latencyMs = estimator.lastLatencyMs
         }
+    }
+
+    private func steady(_ pose: Pose) -> Pose {
+        let points = pose.keypoints.map { [$0.x, $0.y, $0.score] }
+        return Pose.fromPoints(smoother.smooth(points), latencyMs: pose.latencyMs)
     }
 }

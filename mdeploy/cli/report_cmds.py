@@ -72,7 +72,7 @@ def report(
             for note in c.get("different") or []:
                 stderr(f"note: compared anyway (--allow-different): {note}")
             if rows:
-                typer.echo(table(["artifact", "size", "PCKh@0.5", ""], rows))
+                typer.echo(table(["artifact", "size", f"{c.get('accuracy') or 'accuracy'} change", ""], rows))
             if c["only_here"]:
                 typer.echo(f"added since {compare}: {', '.join(c['only_here'])}")
             if c["only_there"]:

@@ -43,19 +43,30 @@ def train(
         if json_output:
             emit_json({"ok": True, "build_dir": str(result.build_dir), "training": summary})
             return 0
-        rows = [
-            [str(h["epoch"]), str(h["step"]), f"{h['loss']:.3f}", _pct(h.get("val_pckh@0.5")), _pct(h.get("val_pefm_pckh"))]
-            for h in summary.get("history", [])
-        ]
-        typer.echo(table(["epoch", "step", "loss", "val PCKh@0.5", "val PEFM PCKh"], rows))
+        from mdeploy.evaluate.metrics import LABELS
+
+        history = summary.get("history", [])
+        # the validation metrics the model's family reported (PCKh, AP, MPJPE ...), in the order it gave them
+        shown = [k for k in dict.fromkeys(k for h in history for k in h if k.startswith("val_"))
+                 if k != "val_pckh@0.5_labelled" and any(h.get(k) is not None for h in history)][:3]
+        rows = [[str(h["epoch"]), str(h["step"]), f"{h['loss']:.3f}", *(_value(h.get(k), k[4:]) for k in shown)] for h in history]
+        typer.echo(table(["epoch", "step", "loss", *(f"val {LABELS.get(k[4:], k[4:])}" for k in shown)], rows))
         typer.echo(f"\n{summary.get('steps', 0)} steps at {summary.get('images_per_second', 0)} images/s; model in {result.build_dir / 'model'}")
         return 0
 
     guarded(body, json_output=json_output)
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.1f}%"
+def _metrics_of(results) -> list[str]:
+    """The metrics that have a value in any of `results`, in the order they were computed."""
+    results = list(results)
+    return [m for m in dict.fromkeys(k for r in results for k in r["metrics"]) if any(r["metrics"].get(m) is not None for r in results)]
+
+
+def _value(value, metric: str) -> str:
+    from mdeploy.evaluate.metrics import unit
+
+    return "-" if value is None else f"{value:.1f}{unit(metric)}"
 
 
 @app.command("eval")
@@ -70,10 +81,10 @@ def eval_(
     out: Path = typer.Option(Path("build"), "--out", help="Folder that holds build/<name>/ folders."),
     json_output: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
-    """Accuracy (PCKh where the data has head joints, PCK@0.2 torso otherwise) of models on keypoint splits."""
+    """Accuracy of models on keypoint splits, by their family's metric: PCKh where the data has head joints
+    (PCK@0.2 torso otherwise) for one person, COCO keypoint AP for several, MPJPE for 3D joints."""
 
     def body() -> int:
-        from mdeploy.evaluate.evaluator import METRICS
         from mdeploy.evaluate.metrics import LABELS
 
         splits, provenance = _evaluate_target(target, data, images, kind, spec, limit, set_, out)
@@ -86,21 +97,22 @@ def eval_(
             stderr(f"note: {note}")
         for i, split in enumerate(splits):
             results = split["results"]
-            shown = [m for m in METRICS if any(r["metrics"].get(m) is not None for r in results.values())]
+            shown = _metrics_of(results.values())
             norms = "; ".join(f"{k} = {v}" for k, v in (next(iter(results.values()), {}).get("normalisers") or {}).items())
             typer.echo(f"{'' if i == 0 else chr(10)}split {split['name']}: {split['kind']}, {split['people']} people in {split['images']} images"
                        + (f" ({norms})" if norms else ""))
-            typer.echo(table(["artifact", "samples", *[LABELS[m] for m in shown]],
-                             [[a, str(r["samples"]), *[_pct(r["metrics"][m]) for m in shown]] for a, r in results.items()]))
-        if splits:
-            first = next(iter(splits[0]["results"].values()))
-            shown = [m for m in METRICS if first["metrics"].get(m) is not None and m != "pckh@0.5_labelled"]
+            typer.echo(table(["artifact", "samples", *[LABELS.get(m, m) for m in shown]],
+                             [[a, str(r["samples"]), *[_value(r["metrics"].get(m), m) for m in shown]] for a, r in results.items()]))
+        first = next(iter(splits[0]["results"].values()), None) if splits else None
+        if first and first.get("per_joint"):
+            shown = [m for m in _metrics_of([first]) if m != "pckh@0.5_labelled"]
             typer.echo("")
             typer.echo(f"per joint, {next(iter(splits[0]['results']))} on {splits[0]['name']}:")
             typer.echo(
                 table(
-                    ["joint", *[LABELS[m] for m in shown], "visible", "labelled"],
-                    [[j, *[_pct(v.get(m)) for m in shown], str(v["visible"]), str(v["labelled"])] for j, v in first["per_joint"].items()],
+                    ["joint", *[LABELS.get(m, m) for m in shown], "visible", "labelled"],
+                    [[j, *[_value(v.get(m), m) for m in shown], str(v.get("visible", "-")), str(v.get("labelled", "-"))]
+                     for j, v in first["per_joint"].items()],
                 )
             )
         return 0
@@ -159,7 +171,7 @@ def _build_artifacts(build_dir: Path) -> dict[str, Path]:
 
 def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec_path: Path | None, limit: int | None):
     from mdeploy.data import load_keypoints
-    from mdeploy.evaluate.evaluator import evaluate
+    from mdeploy.families import family_of
     from mdeploy.predict import find_spec, open_artifact
     from mdeploy.spec import provenance
 
@@ -173,7 +185,7 @@ def _score(artifacts: dict[str, Path], data: Path, images: Path, kind: str, spec
                 stderr(f"{Path(data).name}: {note}")
         runner = open_artifact(path)
         stderr(f"scoring {name} on {min(len(ds), limit or len(ds))} samples ...")
-        results[name] = evaluate(runner, spec, ds, limit=limit).to_json()
+        results[name] = family_of(spec).evaluate(runner, spec, ds, limit=limit).to_json()
     split = {"name": Path(data).stem, "kind": kind, "people": ds.people if ds else 0, "images": ds.images if ds else 0, "results": results}
     return [split], prov
 

@@ -129,11 +129,11 @@ def assemble(recipe, platform: str, target, spec: ModelSpec, details: dict, buil
     if platform == "android" and recipe.export.mace is not None:
         from mdeploy import mace_rules
 
+        # its output tensors are the glue's `outputs`: the exporter names each node after its spec output
         mace = {
             "model_tag": recipe.export.mace.model_tag or mace_rules.tag_for(recipe.name),
             "runtime": recipe.export.mace.runtime,
             "input": (mace_entry or {}).get("details", {}).get("input", spec.input.name),
-            "output": (mace_entry or {}).get("details", {}).get("output", spec.output.name),
         }
     ios_target = "16.0"
     if recipe.export.coreml is not None:

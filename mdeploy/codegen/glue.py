@@ -6,6 +6,11 @@ artifact's tensors, output grid, stride, keypoint names and skeleton, decode set
 so the app cannot feed the model differently from training or decode it differently from
 evaluation. The smoothing kernel is computed here, by the same function the evaluator
 uses, and emitted as numbers.
+
+What the estimator reads and how it makes people of it is the model family's answer
+(`Family.glue_estimator`): the outputs (each with its own quantization), the decoder type
+and any template that defines it. Every family's app gets a list of people (a single-person
+model: a list of one), and no template names a family.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from mdeploy import __version__
 from mdeploy.codegen import escape
 from mdeploy.codegen.render import environment
 from mdeploy.evaluate.decode import gaussian_kernel
-from mdeploy.spec import ModelSpec
+from mdeploy.families import family_of
+from mdeploy.spec import SIGNATURE, ModelSpec
 
 ANDROID_FILES = ("PoseModelConfig.kt", "PoseTypes.kt", "PoseMath.kt", "PoseEstimator.kt")
 ANDROID_MACE_FILES = ("MacePoseEstimator.kt",)
@@ -54,6 +60,20 @@ def context(spec: ModelSpec, *, name: str, description: str, package: str | None
     kernel = [float(v) for v in gaussian_kernel(spec.decode.smooth_sigma)] if spec.decode.smooth_sigma > 0 else [1.0]
     if package is not None:
         escape.check_package(package)
+    family = family_of(spec)
+    estimator = family.glue_estimator(spec)
+    escape.check_identifier(estimator.decoder, "decoder", frozenset())
+    tensors = {t.name: t for t in spec.outputs}
+    outputs = [
+        {
+            "name": name,
+            "height": int(tensors[name].shape[1]),
+            "width": int(tensors[name].shape[2]),
+            "channels": int(tensors[name].shape[3]),
+            "quant": tflite_quant(artifact, f"output:{name}"),
+        }
+        for name in estimator.outputs
+    ]
     return {
         "mdeploy_version": __version__,
         "recipe": name,
@@ -83,10 +103,15 @@ def context(spec: ModelSpec, *, name: str, description: str, package: str | None
             "stride": spec.output_stride,
             "quant": tflite_quant(artifact, f"output:{spec.output.name}"),
         },
+        "outputs": outputs,  # what the estimator reads, in the decoder's order
+        "decoder": estimator.decoder,
+        "decoder_templates": list(estimator.templates),
+        "multi_person": family.multi_person,
+        "signature": SIGNATURE,
         "keypoints": list(spec.keypoints.names),
         "keypoint_set": spec.keypoints.name,
         "skeleton": [list(e) for e in spec.keypoints.skeleton],
-        "decode": {"kernel": kernel, "subpixel": spec.decode.subpixel, "threshold": spec.decode.threshold,
+        "decode": {"kernel": kernel, "subpixel": spec.decode.subpixel, "threshold": family.draw_threshold(spec),
                    "preset": spec.decode.preset},
         "smoothing_window": smoothing_window,
         "mace": mace,
@@ -98,8 +123,10 @@ def render_glue(platform: str, ctx: dict) -> dict[str, str]:
     env = environment()
     if platform == "android":
         folder = ctx["generated_package"].replace(".", "/")
-        names = ANDROID_FILES + (ANDROID_MACE_FILES if ctx.get("mace") else ())
+        names = ANDROID_FILES + tuple(f"{t}.kt" for t in ctx["decoder_templates"])
+        names += ANDROID_MACE_FILES if ctx.get("mace") else ()
         return {f"{folder}/{n}": env.get_template(f"glue/android/{n}.j2").render(**ctx) for n in names}
     if platform == "ios":
-        return {f"Generated/{n}": env.get_template(f"glue/ios/{n}.j2").render(**ctx) for n in IOS_FILES}
+        names = IOS_FILES + tuple(f"{t}.swift" for t in ctx["decoder_templates"])
+        return {f"Generated/{n}": env.get_template(f"glue/ios/{n}.j2").render(**ctx) for n in names}
     raise ValueError(f"unknown platform {platform!r}")

@@ -261,6 +261,11 @@ def mace_kit(recipe, build_dir: Path, manifest: dict, target, run_flag: Path | N
         "output": details.get("output", spec.output.name),
         "output_shape": list(details.get("output_shape", spec.output.shape)),
     }
+    # every output (a PAF model: heatmaps and pafs), against which a user's deployment file is checked;
+    # mace_run is given the first only (timing needs no more)
+    io["outputs"] = details.get("outputs") or (
+        [{"name": o.name, "shape": list(o.shape)} for o in spec.outputs] if len(spec.outputs) > 1
+        else [{"name": io["output"], "shape": io["output_shape"]}])
     tag = recipe.export.mace.model_tag or mace_rules.tag_for(recipe.name)
     config = config_flag or (section.mace_config if section is not None else None)
     if config is not None:

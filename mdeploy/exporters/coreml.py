@@ -2,9 +2,10 @@
 
 The input is an image (`ImageType`) whose colour layout, scale and bias implement the
 ModelSpec's preprocessing contract, so an app hands Vision a camera frame and Core ML
-normalizes it exactly as training did; the output is the `heatmaps` array (float32).
+normalizes it exactly as training did; the outputs are float32 arrays named as the
+ModelSpec names them (`heatmaps`; a PAF model also `pafs`, each with its own shape).
 After conversion the spec is read back (no model load: that needs macOS) and its input,
-output and preprocessing are checked against the ModelSpec.
+outputs and preprocessing are checked against the ModelSpec.
 
 Core ML's image scale is one number for all channels: a contract with different std per
 channel cannot be an image input, and the recipe is refused (recipe validation).
@@ -24,7 +25,8 @@ from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
 
 # Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
 # 2: no conversion date (or other time) in the metadata.
-WRITER = 2
+# 3: every output of a multi-output model, named and shaped as the spec says.
+WRITER = 3
 
 TOLERANCES = {
     "fp32": Tolerance(max_abs=1e-3, min_agreement=0.98),
@@ -93,7 +95,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     layout = ct.colorlayout.BGR if pre.channels == "bgr" else ct.colorlayout.RGB
     loaded = tf.saved_model.load(str(inputs.saved_model))
     signature = loaded.signatures["serving_default"]
-    output_node = signature.outputs[0].name.split(":")[0]
+    nodes = output_nodes(signature, [o.name for o in spec.outputs])
     image = ct.ImageType(name=spec.input.name, shape=tuple(spec.input.shape), color_layout=layout, scale=scale, bias=bias)
     kwargs = {}
     if s["kind"] == "mlprogram":
@@ -110,7 +112,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
                 [signature],
                 source="tensorflow",
                 inputs=[image],
-                outputs=[ct.TensorType(name=output_node, dtype=np.float32)],
+                outputs=[ct.TensorType(name=node, dtype=np.float32) for node in nodes.values()],
                 **kwargs,
             )
         except Exception as err:  # coremltools raises many types for unsupported graphs
@@ -120,10 +122,17 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     if s["quantize"] != "none" and s["kind"] == "mlprogram":
         inputs.log(f"weights quantized: {s['quantize']}")
     mlspec = model.get_spec()
-    ct.utils.rename_feature(mlspec, output_node, spec.output.name)
-    if s["kind"] == "neuralnetwork" and not mlspec.description.output[0].type.multiArrayType.shape:
-        mlspec.description.output[0].type.multiArrayType.shape.extend(list(spec.output.shape))
-    mlspec.description.metadata.shortDescription = f"{spec.name}: {len(spec.keypoints)} {spec.keypoints.name} keypoint heatmaps"
+    for name, node in nodes.items():
+        if node != name:
+            ct.utils.rename_feature(mlspec, node, name)
+    shapes = {o.name: list(o.shape) for o in spec.outputs}
+    for feature in mlspec.description.output:
+        if s["kind"] == "neuralnetwork" and not feature.type.multiArrayType.shape:
+            feature.type.multiArrayType.shape.extend(shapes[feature.name])
+    described = f"{len(spec.keypoints)} {spec.keypoints.name} keypoint heatmaps"
+    if len(spec.outputs) > 1:
+        described = f"{described} + {', '.join(o.name for o in spec.extra_outputs)}"
+    mlspec.description.metadata.shortDescription = f"{spec.name}: {described}"
     mlspec.description.metadata.userDefined.update(
         {"mdeploy.keypoints": ",".join(spec.keypoints.names), "mdeploy.output_stride": str(spec.output_stride)}
     )
@@ -145,6 +154,21 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         raise ModelError(f"the converted Core ML model does not match the ModelSpec: {'; '.join(problems)}")
     details["parity"] = not_on_macos() or "runs on this host"
     return details
+
+
+def output_nodes(signature, names: list[str]) -> dict[str, str]:
+    """Each spec output name -> the graph node the serving signature returns it from, in the spec's order."""
+    import tensorflow as tf
+
+    nodes = [t.name.split(":")[0] for t in signature.outputs]
+    if len(names) == 1:
+        return {names[0]: nodes[0]}
+    keys = tf.nest.flatten({k: k for k in signature.structured_outputs})  # the order of signature.outputs
+    by_key = dict(zip(keys, nodes, strict=True))
+    missing = [n for n in names if n not in by_key]
+    if missing:
+        raise ModelError(f"the canonical model has no output {missing[0]!r} (it gives {', '.join(keys)})")
+    return {name: by_key[name] for name in names}
 
 
 @contextlib.contextmanager
@@ -182,17 +206,24 @@ def inspect(path) -> dict:
     import coremltools as ct
 
     spec = ct.utils.load_spec(str(path))
-    inp, out = spec.description.input[0], spec.description.output[0]
+    inp = spec.description.input[0]
     image = inp.type.imageType
     colour = {10: "grayscale", 20: "rgb", 30: "bgr"}.get(image.colorSpace, str(image.colorSpace))
-    array = out.type.multiArrayType
-    dtype = {65568: "float32", 65552: "float16", 65600: "double"}.get(array.dataType, str(array.dataType))
+
+    def array(out) -> dict:
+        a = out.type.multiArrayType
+        dtype = {65568: "float32", 65552: "float16", 65600: "double"}.get(a.dataType, str(a.dataType))
+        return {"name": out.name, "shape": [int(v) for v in a.shape], "dtype": dtype}
+
+    outputs = [array(out) for out in spec.description.output]
     details = {
         "spec_version": spec.specificationVersion,
         "kind": "mlprogram" if spec.WhichOneof("Type") == "mlProgram" else spec.WhichOneof("Type"),
         "input": {"name": inp.name, "type": inp.type.WhichOneof("Type"), "width": image.width, "height": image.height, "color": colour},
-        "output": {"name": out.name, "shape": [int(v) for v in array.shape], "dtype": dtype},
+        "output": outputs[0],
     }
+    if len(outputs) > 1:
+        details["outputs"] = outputs
     details["preprocessing"] = _mlprogram_preprocessing(spec) if details["kind"] == "mlprogram" else _nn_preprocessing(spec, colour)
     return details
 
@@ -236,10 +267,21 @@ def check_against_spec(details: dict, spec) -> list[str]:
         problems.append(f"input {inp['name']} {inp['height']}x{inp['width']}, expected {spec.input.name} {pre.height}x{pre.width}")
     if inp["color"] != pre.channels:
         problems.append(f"input colour layout {inp['color']}, expected {pre.channels}")
-    if out["name"] != spec.output.name:
-        problems.append(f"output named {out['name']}, expected {spec.output.name}")
-    if out["shape"] and out["shape"] != list(spec.output.shape):
-        problems.append(f"output shape {out['shape']}, expected {list(spec.output.shape)}")
+    outs = details.get("outputs") or [out]
+    wanted = getattr(spec, "outputs", (spec.output,))
+    if len(wanted) == 1 and len(outs) == 1:  # one output: its name must be the spec's
+        if out["name"] != spec.output.name:
+            problems.append(f"output named {out['name']}, expected {spec.output.name}")
+        if out["shape"] and out["shape"] != list(spec.output.shape):
+            problems.append(f"output shape {out['shape']}, expected {list(spec.output.shape)}")
+    else:
+        got = [o["name"] for o in outs]
+        want = [o.name for o in wanted]
+        if got != want:
+            problems.append(f"outputs named {', '.join(got)}, expected {', '.join(want)}")
+        for o, expected in zip(outs, wanted, strict=False):
+            if o["shape"] and o["shape"] != list(expected.shape):
+                problems.append(f"output {o['name']} shape {o['shape']}, expected {list(expected.shape)}")
     scale, bias = image_contract(pre)
     got = details["preprocessing"]
     if not np.isclose(got["scale"], scale, rtol=1e-5) or not np.allclose(got["bias"], bias, rtol=1e-5, atol=1e-6):

@@ -2,9 +2,15 @@
 
 The graph is frozen from the canonical SavedModel (variables to constants) and optimized
 with Grappler's constant folding only (other optimizers introduce ops such as AddN that
-MACE's TensorFlow converter refuses); control-flow leftovers (NoOp) are stripped and the
-output node is named after the ModelSpec output. Every op must be one MACE's converter
-accepts, else the build names the op and the layer it came from.
+MACE's TensorFlow converter refuses); control-flow leftovers (NoOp) are stripped and each
+output node is named after its ModelSpec output (a PAF model has two, `heatmaps` and
+`pafs`: the deployment file lists both, each with its shape). Every op must be one MACE's
+converter accepts, else the build names the op and the layer it came from.
+
+A batch norm frozen in training mode (tf-openpose's mobilenet_v2_small: its MobileNetV2
+backbone normalizes each feature map by the image's own mean and variance) has no stored
+statistics for MACE's converter to fold; it is written as the ops it computes
+(`lower_training_batch_norms`: Mean, SquaredDifference, Rsqrt, Mul, Sub, Add).
 
 MACE's converter reads the graph with TensorFlow 1.x, which refuses a node attribute its
 op registry does not know. The graph is therefore written as TF 1 reads it (`tf1_graph`):
@@ -47,7 +53,8 @@ TOLERANCE = Tolerance(max_abs=1e-4, min_agreement=0.98)
 
 # Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
 # 2: graphs as TF 1 reads them, validation_threshold at the model level.
-WRITER = 2
+# 3: every output of a multi-output model; training-mode batch norms lowered.
+WRITER = 3
 
 # The attributes TensorFlow 1.8 (the version MACE documents) knows for each op MACE reads,
 # from TF 1.8's op registry; the PEFM release graph (TF 1.x) carries only these. The last
@@ -114,31 +121,61 @@ def targets(recipe, build_dir: Path) -> list[ExportTarget]:
     ]
 
 
-def freeze(saved_model: Path, output_name: str):
-    """The canonical model as a constant-folded frozen GraphDef with `output_name` as its output node."""
+def freeze(saved_model: Path, output_names: str | tuple[str, ...] | list[str]):
+    """The canonical model as a constant-folded frozen GraphDef whose output nodes are named `output_names`.
+
+    One name (a str) or one per output of the serving signature, in the spec's order; returns
+    (graph_def, input node name).
+    """
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from tensorflow.python.grappler import tf_optimizer
 
+    names = (output_names,) if isinstance(output_names, str) else tuple(output_names)
     loaded = tf.saved_model.load(str(saved_model))  # keep it alive: the signature reads its variables
-    frozen = convert_variables_to_constants_v2(loaded.signatures["serving_default"])
+    signature = loaded.signatures["serving_default"]
+    frozen = convert_variables_to_constants_v2(signature)
     graph_def = frozen.graph.as_graph_def()
-    output = frozen.outputs[0].name.split(":")[0]
+    nodes = [t.name.split(":")[0] for t in frozen.outputs]
+    if len(names) == 1:
+        renames = {nodes[0]: names[0]}
+    else:
+        # the frozen outputs follow the signature's outputs flattened (by name)
+        keys = tf.nest.flatten({k: k for k in signature.structured_outputs})
+        missing = [n for n in names if n not in keys]
+        if missing:
+            raise ModelError(f"the canonical model has no output {missing[0]!r} (it gives {', '.join(keys)})")
+        by_key = dict(zip(keys, nodes, strict=True))
+        renames = {by_key[n]: n for n in names}
     meta = tf.compat.v1.train.export_meta_graph(graph_def=graph_def, graph=frozen.graph)
-    meta.collection_def["train_op"].node_list.value.extend([output])
+    meta.collection_def["train_op"].node_list.value.extend(list(renames))
     config = config_pb2.ConfigProto()
     rewrite = config.graph_options.rewrite_options
     rewrite.optimizers.extend(["constfold"])
     rewrite.meta_optimizer_iterations = rewriter_config_pb2.RewriterConfig.ONE
     optimized = tf_optimizer.OptimizeGraph(config, meta)
-    return _tidy(optimized, output, output_name), frozen.inputs[0].name.split(":")[0]
+    return _tidy(optimized, renames), frozen.inputs[0].name.split(":")[0]
 
 
-def _tidy(graph_def, output: str, output_name: str):
-    """Drop NoOps and control edges (MACE has no control flow); rename the output node."""
+def _tidy(graph_def, renames: dict[str, str]):
+    """Drop NoOps and control edges (MACE has no control flow); rename the output nodes.
+
+    A node that already holds an output's name (the canonical graph's own `tf.identity`
+    inside the inlined function) moves aside, so the names stay unique.
+    """
     import tensorflow as tf
 
+    taken = {n.name for n in graph_def.node}
+    moved = {}
+    for new in renames.values():
+        if new in taken and new not in renames:
+            k = 1
+            while f"{new}_{k}" in taken:
+                k += 1
+            moved[new] = f"{new}_{k}"
+            taken.add(moved[new])
+    mapping = {**moved, **renames}
     out = tf.compat.v1.GraphDef()
     out.versions.CopyFrom(graph_def.versions)
     for node in graph_def.node:
@@ -148,13 +185,95 @@ def _tidy(graph_def, output: str, output_name: str):
         copy.CopyFrom(node)
         del copy.input[:]
         copy.input.extend(i for i in node.input if not i.startswith("^"))
-        if copy.name == output:
-            copy.name = output_name
+        copy.name = mapping.get(copy.name, copy.name)
     for node in out.node:
-        for k, name in enumerate(node.input):
-            if name == output or name.startswith(output + ":"):
-                node.input[k] = name.replace(output, output_name, 1)
+        for k, ref in enumerate(node.input):
+            name, sep, index = ref.partition(":")
+            if name in mapping:
+                node.input[k] = mapping[name] + sep + index
+    if len(renames) > 1:  # several outputs: last, in the spec's order (how a reader of the graph lists them)
+        order = list(renames.values())
+        ends = sorted((n for n in out.node if n.name in order), key=lambda n: order.index(n.name))
+        rest = [n for n in out.node if n.name not in order]
+        nodes = [tf.compat.v1.NodeDef.FromString(n.SerializeToString()) for n in rest + ends]
+        del out.node[:]
+        out.node.extend(nodes)
     return out
+
+
+def lower_training_batch_norms(graph_def) -> int:
+    """Rewrite every FusedBatchNorm frozen with `is_training: true` as the ops it computes (in place).
+
+    Such a node normalizes by the batch's own statistics (one image: each channel's mean and
+    biased variance over height and width) and has no stored mean and variance, which MACE's
+    converter needs to fold a batch norm. It becomes
+    `(x - mean) * rsqrt(var + epsilon) * gamma + beta` with Mean over axes 1 and 2 (the batch
+    of one), SquaredDifference, Rsqrt, Mul, Sub and Add, all ops MACE reads. Only output 0 may
+    be used (the others are training statistics). Returns how many were rewritten.
+    """
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+
+    used: dict[str, set[int]] = {}
+    for node in graph_def.node:
+        for ref in node.input:
+            name, _, index = ref.lstrip("^").partition(":")
+            used.setdefault(name, set()).add(int(index or 0))
+    targets = [n for n in graph_def.node
+               if n.op.startswith("FusedBatchNorm") and "is_training" in n.attr and n.attr["is_training"].b]
+    if not targets:
+        return 0
+    for node in targets:
+        if used.get(node.name, set()) - {0}:
+            raise ModelError(f"{node.name} ({node.op}) is a training-mode batch norm whose batch statistics are used; "
+                             "MACE cannot run it")
+        if node.attr.get("data_format") is not None and node.attr["data_format"].s not in (b"", b"NHWC"):
+            raise ModelError(f"{node.name} ({node.op}) is a training-mode batch norm in {node.attr['data_format'].s.decode()}; "
+                             "MACE packages are NHWC")
+    lowered = {n.name for n in targets}
+    kept = []
+    for n in graph_def.node:
+        if n.name not in lowered:
+            kept.append(tf.compat.v1.NodeDef())
+            kept[-1].CopyFrom(n)  # copies: the graph's own list is cleared below
+    added = []
+
+    def const(name: str, value: np.ndarray):
+        n = tf.compat.v1.NodeDef(name=name, op="Const")
+        n.attr["dtype"].type = types_pb2.DT_INT32 if value.dtype == np.int32 else types_pb2.DT_FLOAT
+        n.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value))
+        added.append(n)
+        return name
+
+    def op(name: str, kind: str, inputs: list[str], **attrs):
+        n = tf.compat.v1.NodeDef(name=name, op=kind, input=inputs)
+        n.attr["T"].type = types_pb2.DT_FLOAT
+        for key, value in attrs.items():
+            if isinstance(value, bool):
+                n.attr[key].b = value
+            else:
+                n.attr[key].type = value
+        added.append(n)
+        return name
+
+    for node in [tf.compat.v1.NodeDef.FromString(n.SerializeToString()) for n in targets]:
+        x, gamma, beta = node.input[0], node.input[1], node.input[2]
+        base = node.name + "/lowered"
+        axes = const(f"{base}/axes", np.array([1, 2], np.int32))
+        mean = op(f"{base}/mean", "Mean", [x, axes], keep_dims=True, Tidx=types_pb2.DT_INT32)
+        sqdiff = op(f"{base}/squared_difference", "SquaredDifference", [x, mean])
+        var = op(f"{base}/variance", "Mean", [sqdiff, axes], keep_dims=True, Tidx=types_pb2.DT_INT32)
+        eps = const(f"{base}/epsilon", np.array(node.attr["epsilon"].f, np.float32))
+        var_eps = op(f"{base}/add_epsilon", "Add", [var, eps])
+        inv = op(f"{base}/rsqrt", "Rsqrt", [var_eps])
+        scale = op(f"{base}/scale", "Mul", [inv, gamma])
+        shifted = op(f"{base}/centred", "Sub", [x, mean])
+        scaled = op(f"{base}/scaled", "Mul", [shifted, scale])
+        op(node.name, "Add", [scaled, beta])  # keeps the node's name: its consumers read output 0
+    del graph_def.node[:]
+    graph_def.node.extend(kept + added)
+    return len(targets)
 
 
 def tf1_graph(graph_def):
@@ -217,21 +336,27 @@ def _tf1_op(node, used: set[int]) -> None:
             node.op = "FusedBatchNormV2"
 
 
-def graph_io(graph_def, input_node: str, output_node: str) -> dict:
-    """The graph's input and output node names and static shapes."""
+def graph_io(graph_def, input_node: str, output_node: str | tuple[str, ...] | list[str]) -> dict:
+    """The graph's input and output node names and static shapes.
+
+    `output` / `output_shape` are the first output's; `outputs` lists every output
+    (`{"name", "shape"}`) in the order given.
+    """
     import tensorflow as tf
 
+    output_nodes = [output_node] if isinstance(output_node, str) else list(output_node)
     copy = tf.compat.v1.GraphDef()
     copy.CopyFrom(graph_def)  # import_graph_def fills default attributes into the GraphDef it is given
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(copy, name="")
-    shapes = {name: graph.get_tensor_by_name(f"{name}:0").shape for name in (input_node, output_node)}
+    shapes = {name: graph.get_tensor_by_name(f"{name}:0").shape for name in (input_node, *output_nodes)}
     for name, shape in shapes.items():
         if not shape.is_fully_defined():
             raise ModelError(f"the frozen graph's tensor {name} has no fixed shape ({shape}); MACE needs one")
+    outputs = [{"name": name, "shape": shapes[name].as_list()} for name in output_nodes]
     return {"input": input_node, "input_shape": shapes[input_node].as_list(),
-            "output": output_node, "output_shape": shapes[output_node].as_list()}
+            "output": outputs[0]["name"], "output_shape": outputs[0]["shape"], "outputs": outputs}
 
 
 def check_ops(graph_def) -> None:
@@ -260,15 +385,21 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
 
     s = target.settings
     spec = inputs.spec
-    graph_def, input_node = freeze(inputs.saved_model, spec.output.name)
+    names = [o.name for o in spec.outputs]
+    graph_def, input_node = freeze(inputs.saved_model, names[0] if len(names) == 1 else names)
+    lowered = lower_training_batch_norms(graph_def)
+    if lowered:
+        inputs.log(f"{lowered} training-mode batch norms (normalizing by the image's own statistics) written as the ops they compute")
     check_ops(graph_def)
     tf1_graph(graph_def)
-    io = graph_io(graph_def, input_node, spec.output.name)
-    if (tuple(io["input_shape"]), tuple(io["output_shape"])) != (tuple(spec.input.shape), tuple(spec.output.shape)):
-        raise ModelError(
-            f"the frozen graph maps {io['input_shape']} to {io['output_shape']}, "
-            f"but the ModelSpec says {list(spec.input.shape)} to {list(spec.output.shape)}"
-        )
+    io = graph_io(graph_def, input_node, names[0] if len(names) == 1 else names)
+    got = [tuple(io["input_shape"])] + [tuple(o["shape"]) for o in io["outputs"]]
+    want = [tuple(spec.input.shape)] + [tuple(o.shape) for o in spec.outputs]
+    if got != want:
+        def maps(shapes):
+            return f"{list(shapes[0])} to {' + '.join(str(list(s)) for s in shapes[1:])}"
+
+        raise ModelError(f"the frozen graph maps {maps(got)}, but the ModelSpec says {maps(want)}")
     pb = inputs.out
     pb.parent.mkdir(parents=True, exist_ok=True)
     from mdeploy.exporters.reproducible import graph_def_bytes
@@ -297,8 +428,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         input_name=io["input"],
         input_shape=mace_rules.shape_text(io["input_shape"]),
         input_range=f"{lo:g},{hi:g}",
-        output_name=io["output"],
-        output_shape=mace_rules.shape_text(io["output_shape"]),
+        outputs=[{"name": o["name"], "shape": mace_rules.shape_text(o["shape"])} for o in io["outputs"]],
         validation_threshold=mace_rules.thresholds_for(s["runtime"], quantized, s.get("validation_threshold")),
         runtime=s["runtime"],
         data_type=s["data_type"],
@@ -329,6 +459,8 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         "input_shape": io["input_shape"],
         "output": io["output"],
         "output_shape": io["output_shape"],
+        **({"outputs": io["outputs"]} if len(io["outputs"]) > 1 else {}),
+        **({"lowered_batch_norms": lowered} if lowered else {}),
         "half_pixel_resizes": len(halfpixel),
         "convert_command": f"cd /path/to/mace && python tools/converter.py convert --config={yml_path}",
     }

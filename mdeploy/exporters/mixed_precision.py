@@ -95,10 +95,17 @@ def consumers(flatbuffer: bytes, tensors: list[str]) -> list[str]:
 
     interp = Interpreter(model_content=flatbuffer)
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()  # noqa: SLF001 (the graph's own op list)
     wanted = set(tensors)
     out = list(tensors)
-    for op in interp._get_ops_details():  # noqa: SLF001 (the graph's own op list)
+    for op in ops:
         if any(names.get(i) in wanted for i in op["inputs"]):
+            out += [names[o] for o in op["outputs"] if names.get(o) and names[o] not in out]
+    # A concatenation kept in float keeps its readers too: int8 would requantize its output with
+    # one scale for all its inputs (a PAF model's stage input joins -1..1 PAFs with 0..34 features).
+    joined = {names[o] for op in ops if op["op_name"] == "CONCATENATION" for o in op["outputs"] if names.get(o) in out}
+    for op in ops:
+        if any(names.get(i) in joined for i in op["inputs"]):
             out += [names[o] for o in op["outputs"] if names.get(o) and names[o] not in out]
     return out
 

@@ -13,7 +13,8 @@ every layer that needs it, registered under one name:
 - finding people: what the canonical model finds on photos (`find_people`, `people_check`);
 - accuracy: how a split is scored (`evaluate`);
 - drawing: what `mdeploy predict` and the report overlay (`draw`);
-- glue: the Kotlin/Swift decoder sources the family adds to the app glue (`glue_files`).
+- glue: the Kotlin/Swift decoder sources the family adds to the app glue (`glue_files`), and
+  how the common `PoseEstimator` reads the outputs and turns them into people (`glue_estimator`).
 
 Stages, verification, the report and codegen ask `family_of(spec)` and never branch on
 the family themselves. Families are imported lazily: nothing heavy loads at start-up.
@@ -22,6 +23,7 @@ the family themselves. Families are imported lazily: nothing heavy loads at star
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,24 @@ import numpy as np
 from mdeploy.registry import Registry
 
 Outputs = dict[str, np.ndarray]  # output name -> [N, ...] float32, the canonical names
+
+
+@dataclass(frozen=True)
+class GlueEstimator:
+    """How the app's common `PoseEstimator` turns a family's outputs into people.
+
+    The estimator runs the model, reads `outputs` (signature names, in the order the decoder
+    takes them; each dequantized with its own scale) and hands them to `decoder`, a Kotlin
+    object / Swift type of the glue that implements `PeopleDecoder` (outputs + the frame's
+    preprocessing geometry -> every person in frame pixels). `templates` are further
+    templates of `templates/glue/<platform>/` (names without the suffix) rendered with the
+    common glue's values, where that decoder lives when the common glue does not define it.
+    Templates read these values; none of them names a family.
+    """
+
+    outputs: tuple[str, ...]
+    decoder: str
+    templates: tuple[str, ...] = ()
 
 
 class Family:
@@ -109,6 +129,11 @@ class Family:
     def glue_files(self, platform: str, spec, package: str | None) -> dict[str, str]:
         """The family's own app sources (path in the glue folder -> text), beside the common glue."""
         return {}
+
+    def glue_estimator(self, spec) -> GlueEstimator:
+        """What the app's PoseEstimator reads and which decoder makes people of it (default: one
+        person per frame, the argmax of each heatmap: `HeatmapDecoder` of the common glue)."""
+        return GlueEstimator(outputs=(spec.output.name,), decoder="HeatmapDecoder")
 
 
 FAMILIES: Registry[Callable[[], Family]] = Registry("model family")

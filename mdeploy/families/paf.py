@@ -296,6 +296,13 @@ class PafFamily(Family):
 
         return render_paf_decoder(platform, layout_of(spec.head), settings_of(spec.head), package=package)
 
+    def glue_estimator(self, spec):
+        """Both outputs (heatmaps, then PAFs) to `PafPoseDecoder`, which runs the generated
+        `PafDecoder` and maps every person's parts to the frame (templates/glue/*/PafPoseDecoder.*)."""
+        from mdeploy.families import GlueEstimator
+
+        return GlueEstimator(outputs=(OUTPUT_NAME, PAF_OUTPUT), decoder="PafPoseDecoder", templates=("PafPoseDecoder",))
+
 
 def match_people(want: list[Person], got: list[Person], tolerance: float) -> tuple[int, list, int]:
     """Pair each person of `want` with one of `got` (greedy, closest first by mean distance over

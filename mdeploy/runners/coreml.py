@@ -27,17 +27,23 @@ class CoreMLRunner:
         self._spec = find_spec(path)
         self._model = ct.models.MLModel(str(path))
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def _image(self, x: np.ndarray):
         from PIL import Image
 
         pre = self._spec.preprocessing
         lo, hi = pre.range
-        outs = []
-        for x in batch:
-            pixels = ((x * np.asarray(pre.std) + np.asarray(pre.mean)) - lo) * 255.0 / (hi - lo)
-            if pre.channels == "bgr":
-                pixels = pixels[..., ::-1]
-            image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
-            result = self._model.predict({self._spec.input.name: image})[self._spec.output.name]
-            outs.append(np.asarray(result, np.float32).reshape(self._spec.output.shape))
-        return np.concatenate(outs, axis=0)
+        pixels = ((x * np.asarray(pre.std) + np.asarray(pre.mean)) - lo) * 255.0 / (hi - lo)
+        if pre.channels == "bgr":
+            pixels = pixels[..., ::-1]
+        return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output the spec names (`heatmaps`; a PAF model also `pafs`) by name, [N, ...] each."""
+        runs = [self._model.predict({self._spec.input.name: self._image(x)}) for x in batch]
+        return {
+            o.name: np.concatenate([np.asarray(r[o.name], np.float32).reshape(o.shape) for r in runs], axis=0)
+            for o in self._spec.outputs
+        }
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.outputs(batch)[self._spec.output.name]

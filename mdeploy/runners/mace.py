@@ -33,6 +33,13 @@ def mace_reading(graph_def):
 
 
 class MaceEmulationRunner:
+    """The package's frozen graph in TensorFlow: input the one Placeholder, outputs every node nothing reads.
+
+    The outputs are named as mdeploy's exporter names them (the ModelSpec's: `heatmaps`,
+    and `pafs` for a PAF model) and come in the spec's order, so `outputs(batch)` gives each
+    by name as every runner does and calling the runner gives the first (the spec's `output`).
+    """
+
     def __init__(self, path: Path):
         import tensorflow as tf
 
@@ -42,9 +49,16 @@ class MaceEmulationRunner:
         inputs = [n.name for n in graph_def.node if n.op == "Placeholder"]
         consumed = {i.split(":")[0].lstrip("^") for n in graph_def.node for i in n.input}
         outputs = [n.name for n in graph_def.node if n.name not in consumed and n.op not in ("Const", "Placeholder")]
+        self.output_names = outputs  # mdeploy writes them last, in the spec's order
         wrapped = tf.compat.v1.wrap_function(lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
-        self._fn = wrapped.prune(f"{inputs[0]}:0", f"{outputs[0]}:0")
+        self._fn = wrapped.prune(f"{inputs[0]}:0", [f"{name}:0" for name in self.output_names])
         self._tf = tf
 
+    def outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output by name ([N, ...] each)."""
+        runs = [self._fn(self._tf.constant(x[None], self._tf.float32)) for x in batch]
+        return {name: np.concatenate([r[i].numpy() for r in runs]).astype(np.float32) for i, name in enumerate(self.output_names)}
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.concatenate([self._fn(self._tf.constant(x[None], self._tf.float32)).numpy() for x in batch]).astype(np.float32)
+        return self.outputs(batch)[self.output_names[0]]
+

@@ -5,7 +5,10 @@ The session compiles, in a single kotlinc run (it takes ~15 s): the Android demo
 export, so the MACE wrapper is in), three more glue packages rendered for specs that
 differ in every preprocessing and decoding setting (resize mode, channel order, range,
 mean/std, quantized input and output, smoothing, sub-pixel refinement, stride), a JVM
-harness that runs their pure math on test vectors, and a batch of escaped strings.
+harness that runs their pure math on test vectors, and a batch of escaped strings; and for
+the multi-person (PAF) family, the demo app written for a PAF model's spec plus a second
+glue package of that model with int8 outputs (each its own scale) and a letterboxed input,
+with a harness that runs the estimator's post-inference path (output buffers -> people).
 """
 
 from __future__ import annotations
@@ -92,6 +95,84 @@ def variant_spec(name: str):
     )
 
 
+# The multi-person (PAF) model the app tests render for: tf-openpose's mobilenet_thin at its
+# release size (the recorded release outputs have this grid). "app" is a scaffolded demo app
+# with float outputs; "int8" glue only, int8 outputs with different scales and zero points.
+PAF_INPUT_HW = (368, 432)
+PAF_PACKAGES = {
+    "app": {"package": "com.example.multipose", "resize": "stretch", "io": None},
+    "int8": {"package": "mdeploy.multi.int8", "resize": "letterbox",
+             "io": {"heatmaps": ("int8", 0.0041, -120), "pafs": ("int8", 0.0087, 3)}},
+}
+
+
+def paf_spec(resize: str = "stretch"):
+    """The ModelSpec of an imported mobilenet_thin (family paf), as its build writes it."""
+    from mdeploy.evaluate.paf import PafSettings
+    from mdeploy.keypoints import TF_OPENPOSE_COCO18, get_keypoint_set
+    from mdeploy.spec import ModelSpec, Preprocessing, TensorInfo
+
+    h, w = PAF_INPUT_HW
+    grid = (h // 8, w // 8)
+    return ModelSpec(
+        name="multipose",
+        input=TensorInfo("image", (1, h, w, 3)),
+        output=TensorInfo("heatmaps", (1, *grid, TF_OPENPOSE_COCO18.heatmaps)),
+        preprocessing=Preprocessing((h, w), "bgr", (0.0, 255.0), resize=resize),
+        keypoints=get_keypoint_set("coco18"),
+        output_stride=8,
+        task="pose_paf",
+        family="paf",
+        extra_outputs=(TensorInfo("pafs", (1, *grid, TF_OPENPOSE_COCO18.pafs)),),
+        head={"layout": TF_OPENPOSE_COCO18.to_json(), "settings": PafSettings().to_json()},
+    )
+
+
+def paf_artifact(name: str) -> dict:
+    io = PAF_PACKAGES[name]["io"] or {}
+    entry = {f"output:{tensor}": {"dtype": d, "shape": [], "scale": sc, "zero_point": z} for tensor, (d, sc, z) in io.items()}
+    return {"details": {"io": entry}} if entry else {}
+
+
+def paf_app_model(name: str):
+    """The AppModel of PAF package `name` (as the app step of a build of that model would make it)."""
+    from mdeploy.codegen.apps import AppModel
+
+    settings = {"project": None, "package": PAF_PACKAGES[name]["package"], "artifact": "tflite/fp32", "name": "Multi Pose"}
+    return AppModel("android", "multipose", "mobilenet_thin, every person", paf_spec(PAF_PACKAGES[name]["resize"]),
+                    "tflite/fp32", "tflite/multipose_fp32.tflite", settings, details=paf_artifact(name))
+
+
+MULTI_HARNESS = """\
+package {package}
+
+import java.io.File
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+
+/** Test harness: the estimator's path after inference, on recorded output buffers in `dir`. */
+object MultiHarness {{
+    fun run(dir: File) {{
+        val values = PoseModelConfig.OUTPUTS.map {{ FloatArray(it.size) }}
+        for (f in dir.listFiles()!!.filter {{ it.name.startsWith("frame_") }}.sortedBy {{ it.name }}) {{
+            val (w, h) = f.readText().trim().split(" ").map {{ it.toInt() }}
+            val stem = f.name.removePrefix("frame_").removeSuffix(".txt")
+            val buffers =
+                PoseModelConfig.OUTPUTS.map {{ tensor ->
+                    val bytes = File(dir, tensor.name + "_" + stem + ".bin").readBytes()
+                    val buffer = ByteBuffer.allocateDirect(bytes.size).order(ByteOrder.nativeOrder())
+                    buffer.put(bytes)
+                    buffer
+                }}
+            val people = ModelOutputs.people(buffers, values, Preprocess.geometry(w, h))
+            val lines = people.map {{ pose -> pose.keypoints.joinToString(" ") {{ "${{it.x}} ${{it.y}} ${{it.score}}" }} }}
+            File(dir, "out_" + stem + ".txt").writeText(lines.joinToString("\\n") + "\\n")
+        }}
+    }}
+}}
+"""
+
+
 def variant_artifact(name: str) -> dict:
     io = VARIANTS[name]["io"]
     if io is None:
@@ -107,6 +188,8 @@ HARNESS = """\
 package {package}
 
 import java.io.File
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
 
 /** Test harness: runs the generated pure math on the vectors in `dir`, writes the results beside them. */
 object Harness {{
@@ -129,15 +212,17 @@ object Harness {{
         for (f in dir.listFiles()!!.filter {{ it.name.startsWith("heatmap_") }}) {{
             val lines = f.readLines()
             val (w, h) = lines[0].trim().split(" ").map {{ it.toInt() }}
-            val heatmaps =
-                if (lines[1].startsWith("q ")) {{
-                    lines[1].substring(2).trim().split(" ").map {{
-                        Preprocess.dequantize(it.toInt(), PoseModelConfig.OUTPUT_SCALE, PoseModelConfig.OUTPUT_ZERO_POINT)
-                    }}.toFloatArray()
-                }} else {{
-                    floats(lines[1])
-                }}
-            val points = HeatmapDecoder.toSource(HeatmapDecoder.decode(heatmaps), Preprocess.geometry(w, h))
+            // as the interpreter leaves the output: float32 or 8-bit values in a native-order buffer
+            val tensor = PoseModelConfig.OUTPUTS[0]
+            val buffer = ByteBuffer.allocateDirect(tensor.size * (if (tensor.quantized) 1 else 4)).order(ByteOrder.nativeOrder())
+            if (lines[1].startsWith("q ")) {{
+                lines[1].substring(2).trim().split(" ").forEach {{ buffer.put(it.toInt().toByte()) }}
+            }} else {{
+                buffer.asFloatBuffer().put(floats(lines[1]))
+            }}
+            val people = ModelOutputs.people(listOf(buffer), listOf(FloatArray(tensor.size)), Preprocess.geometry(w, h))
+            require(people.size == 1) {{ "a single-person model gives one person, not ${{people.size}}" }}
+            val points = people[0].keypoints.map {{ floatArrayOf(it.x, it.y, it.score) }}
             File(dir, "out_" + f.name).writeText(points.joinToString("\\n") {{ it.joinToString(" ") }} + "\\n")
         }}
         val frames = File(dir, "frames.txt")
@@ -172,6 +257,7 @@ class JvmBuild:
 
     root: Path
     app: Path  # the scaffolded hostile-recipe Android app
+    paf_app: Path  # the Android app written for a multi-person (PAF) model
     recipe: Path
     classes: Path
     stubs: Path
@@ -189,7 +275,7 @@ class JvmBuild:
 @pytest.fixture(scope="session")
 def jvm_build(tmp_path_factory) -> JvmBuild:
     from mdeploy.codegen import escape
-    from mdeploy.codegen.apps import app_model, write_app
+    from mdeploy.codegen.apps import app_model, glue_files, write_app
     from mdeploy.codegen.glue import context, render_glue
     from mdeploy.recipe import load_recipe
 
@@ -218,12 +304,40 @@ def jvm_build(tmp_path_factory) -> JvmBuild:
         harness.write_text(HARNESS.format(package=f"{package}.generated"), encoding="utf-8")
         sources.append(harness)
 
+    # the multi-person family: a demo app of a PAF model and an int8-output glue package
+    paf_app = root / "multipose_app"
+    for name in PAF_PACKAGES:
+        model = paf_app_model(name)
+        package = PAF_PACKAGES[name]["package"]
+        if name == "app":
+            write_app(model, paf_app)
+            sources.extend(sorted(paf_app.rglob("*.kt")))
+            r_paf = root / "R_multipose.java"
+            r_paf.write_text(tc.r_java(paf_app, package), encoding="utf-8")
+            sources.append(r_paf)
+            folder = paf_app / "app" / "src" / "main" / "java" / package.replace(".", "/") / "generated"
+        else:
+            for rel, text in glue_files(model).items():
+                path = src / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+                sources.append(path)
+            folder = src / "app" / "src" / "main" / "java" / package.replace(".", "/") / "generated"
+        harness = src / f"multi_{name}" / "MultiHarness.kt"
+        harness.parent.mkdir(parents=True, exist_ok=True)
+        harness.write_text(MULTI_HARNESS.format(package=f"{package}.generated"), encoding="utf-8")
+        sources.append(harness)
+        assert folder.is_dir(), folder
+
     escaped = adversarial_strings(300)
     batch = src / "mdeploy" / "harness" / "Main.kt"
     batch.parent.mkdir(parents=True, exist_ok=True)
     values = ",\n".join(f"        {escape.kotlin_string(s)}" for s in escaped)
     variants = "\n".join(
         f'        "{name}" -> mdeploy.variant.{name}.generated.Harness.run(java.io.File(args[1]))' for name in VARIANTS
+    )
+    variants += "\n" + "\n".join(
+        f'        "multi_{name}" -> {p["package"]}.generated.MultiHarness.run(java.io.File(args[1]))' for name, p in PAF_PACKAGES.items()
     )
     batch.write_text(
         "package mdeploy.harness\n\n"
@@ -247,4 +361,4 @@ def jvm_build(tmp_path_factory) -> JvmBuild:
     stubs = tc.compile_stubs(root / "stubs")
     classes = root / "classes"
     proc = tc.kotlinc(sources, [stubs], classes)
-    return JvmBuild(root, app, recipe_path, classes, stubs, proc.stdout + proc.stderr, escaped)
+    return JvmBuild(root, app, paf_app, recipe_path, classes, stubs, proc.stdout + proc.stderr, escaped)

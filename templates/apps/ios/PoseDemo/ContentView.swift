@@ -1,6 +1,6 @@
 import SwiftUI
 
-/// Camera preview, the pose drawn over it, and frame rate and inference time.
+/// Camera preview, every person drawn over it, and frame rate and inference time.
 struct ContentView: View {
     @StateObject private var camera = CameraModel()
 
@@ -10,7 +10,7 @@ struct ContentView: View {
                 .ignoresSafeArea()
             GeometryReader { geometry in
                 SkeletonOverlay(
-                    pose: camera.pose,
+                    people: camera.people,
                     frameWidth: camera.frameWidth,
                     frameHeight: camera.frameHeight,
                     size: geometry.size

@@ -19,11 +19,12 @@ import androidx.core.content.ContextCompat
 import com.mdeploy.pose.generated.EstimatorOptions
 import com.mdeploy.pose.generated.Pose
 import com.mdeploy.pose.generated.PoseEstimator
+import com.mdeploy.pose.generated.PoseModelConfig
 import com.mdeploy.pose.generated.PoseSmoother
 import java.util.concurrent.ExecutorService
 import java.util.concurrent.Executors
 
-/** Camera preview, the pose drawn over it, and frame rate and inference time. */
+/** Camera preview, every person drawn over it, and frame rate and inference time. */
 class MainActivity : ComponentActivity() {
     private lateinit var previewView: PreviewView
     private lateinit var overlay: OverlayView
@@ -73,16 +74,23 @@ class MainActivity : ComponentActivity() {
     private fun analyze(image: ImageProxy) {
         val bitmap = upright(image.toBitmap(), image.imageInfo.rotationDegrees)
         image.close()
-        val pose = estimator?.estimate(bitmap) ?: return
-        val points = pose.keypoints.map { floatArrayOf(it.x, it.y, it.score) }.toTypedArray()
-        val steady = Pose.fromPoints(smoother.smooth(points), pose.latencyMs)
+        val current = estimator ?: return
+        val people = current.estimate(bitmap)
+        // One person is steadied over frames; several are shown as found (nothing follows a person between frames).
+        val shown = if (PoseModelConfig.MULTI_PERSON) people else people.map { steady(it) }
         val now = SystemClock.elapsedRealtimeNanos()
         val fps = if (lastFrameNanos == 0L) 0f else 1e9f / (now - lastFrameNanos)
         lastFrameNanos = now
+        val latencyMs = current.lastLatencyMs
         runOnUiThread {
-            overlay.show(steady, bitmap.width, bitmap.height)
-            stats.text = getString(R.string.stats, fps, pose.latencyMs)
+            overlay.show(shown, bitmap.width, bitmap.height)
+            stats.text = getString(R.string.stats, fps, latencyMs)
         }
+    }
+
+    private fun steady(pose: Pose): Pose {
+        val points = pose.keypoints.map { floatArrayOf(it.x, it.y, it.score) }.toTypedArray()
+        return Pose.fromPoints(smoother.smooth(points), pose.latencyMs)
     }
 
     private fun upright(

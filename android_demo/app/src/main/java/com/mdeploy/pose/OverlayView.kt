@@ -10,15 +10,14 @@ import com.mdeploy.pose.generated.Pose
 import com.mdeploy.pose.generated.PoseModelConfig
 import com.mdeploy.pose.generated.ViewMapping
 
-/** Draws the skeleton over the camera preview (which fills the view, cropping the frame). */
+/** Draws every person's skeleton over the camera preview (which fills the view, cropping the frame), one colour per person. */
 class OverlayView(
     context: Context,
     attrs: AttributeSet? = null,
 ) : View(context, attrs) {
-    private var pose: Pose? = null
+    private var people: List<Pose> = emptyList()
     private val bonePaint =
         Paint().apply {
-            color = Color.GREEN
             strokeWidth = 8f
             style = Paint.Style.STROKE
             isAntiAlias = true
@@ -30,26 +29,33 @@ class OverlayView(
             isAntiAlias = true
         }
 
-    /** Show `pose` (in the pixels of a `frameWidth` x `frameHeight` frame). */
+    /** Show `people` (in the pixels of a `frameWidth` x `frameHeight` frame). */
     fun show(
-        pose: Pose,
+        people: List<Pose>,
         frameWidth: Int,
         frameHeight: Int,
     ) {
-        this.pose = ViewMapping.toView(pose, frameWidth, frameHeight, width, height, fill = true)
+        this.people = people.map { ViewMapping.toView(it, frameWidth, frameHeight, width, height, fill = true) }
         invalidate()
     }
 
     override fun onDraw(canvas: Canvas) {
         super.onDraw(canvas)
-        val current = pose ?: return
-        for ((a, b) in current.bones()) {
-            canvas.drawLine(a.x, a.y, b.x, b.y, bonePaint)
-        }
-        for (k in current.keypoints) {
-            if (k.score >= PoseModelConfig.SCORE_THRESHOLD) {
-                canvas.drawCircle(k.x, k.y, 10f, jointPaint)
+        people.forEachIndexed { i, pose ->
+            bonePaint.color = PERSON_COLORS[i % PERSON_COLORS.size]
+            for ((a, b) in pose.bones()) {
+                canvas.drawLine(a.x, a.y, b.x, b.y, bonePaint)
+            }
+            for (k in pose.keypoints) {
+                if (k.score >= PoseModelConfig.SCORE_THRESHOLD) {
+                    canvas.drawCircle(k.x, k.y, 10f, jointPaint)
+                }
             }
         }
+    }
+
+    companion object {
+        /** Bone colours, one per person in the order the model lists them (the first: green). */
+        val PERSON_COLORS: IntArray = intArrayOf(Color.GREEN, Color.CYAN, Color.MAGENTA, Color.RED, Color.BLUE, Color.WHITE)
     }
 }

@@ -1,0 +1,45 @@
+"""Which tensors a layer kept in float takes with it (mdeploy.exporters.mixed_precision.consumers)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def concat_model() -> bytes:
+    """image -> conv a (PAF-like, -1..1) and conv b (features) -> concat -> conv c -> out (float TFLite)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    wa = tf.constant(rng.normal(size=(1, 1, 3, 2)).astype(np.float32))
+    wb = tf.constant(rng.normal(size=(1, 1, 3, 4)).astype(np.float32))
+    wc = tf.constant(rng.normal(size=(1, 1, 6, 2)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
+    def model(image):
+        a = tf.tanh(tf.nn.conv2d(image, wa, 1, "SAME"), name="a")
+        b = tf.nn.relu(tf.nn.conv2d(image, wb, 1, "SAME"), name="b")
+        joined = tf.concat([a, b], axis=3, name="joined")
+        return {"out": tf.nn.conv2d(joined, wc, 1, "SAME", name="c")}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model)
+    return converter.convert()
+
+
+def test_a_concatenation_kept_in_float_keeps_its_readers_in_float():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mdeploy.exporters.mixed_precision import consumers
+
+    flatbuffer = concat_model()
+    interp = Interpreter(model_content=flatbuffer)
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    by_op = {op["op_name"]: [names[o] for o in op["outputs"]] for op in ops}
+    concat_out = by_op["CONCATENATION"][0]
+    reader = next(names[o] for op in ops if any(names.get(i) == concat_out for i in op["inputs"]) for o in op["outputs"])
+    tanh_out = by_op["TANH"][0]
+    kept = consumers(flatbuffer, [tanh_out])
+    # the PAF-like branch, the concatenation it feeds, and the convolution that reads the concatenation
+    assert tanh_out in kept and concat_out in kept and reader in kept
+    relu_out = by_op["RELU"][0] if "RELU" in by_op else None
+    assert relu_out is None or relu_out not in kept  # the other input of the concatenation is not dragged along
