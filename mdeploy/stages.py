@@ -52,7 +52,8 @@ def load_split(recipe: Recipe, split: str, ctx: StageContext):
     annotations, images = split_files(recipe, split, ctx)
     kps = get_keypoint_set(recipe.model.keypoints)
     where = recipe.where(*keypath)
-    if section.coco3d is not None or section.h36m is not None:  # 3-D people with cameras (family volumetric)
+    three_d = section.synthetic is not None and section.synthetic.keypoints3d is not None
+    if section.coco3d is not None or section.h36m is not None or three_d:  # 3-D people with cameras (family volumetric)
         from mdeploy.data.split3d import load_split3d
 
         ds = load_split3d(section, annotations, images, kps, where=where)
@@ -108,7 +109,11 @@ def run_synthetic(recipe: Recipe, split: str, ctx: StageContext) -> dict:
             reported[0] = done
             ctx.log(f"{done}/{total} images")
 
-    if src.people is not None:  # scenes of several overlapping figures (multi-person models)
+    if src.keypoints3d is not None:  # 3-D people with cameras (family volumetric)
+        from mdeploy.data.synthetic3d import Synth3DConfig, generate
+
+        config = Synth3DConfig(count=src.count, seed=src.seed, size=src.size, keypoints=src.keypoints3d)
+    elif src.people is not None:  # scenes of several overlapping figures (multi-person models)
         from mdeploy.data.synthetic_multi import MultiConfig, generate
 
         config = MultiConfig(count=src.count, seed=src.seed, size=src.size, people=tuple(src.people), keypoints="coco18")
@@ -120,6 +125,8 @@ def run_synthetic(recipe: Recipe, split: str, ctx: StageContext) -> dict:
     result = {"split": split, "images": src.count, "seed": src.seed, "size": src.size}
     if src.people is not None:
         result["people"] = list(src.people)
+    if src.keypoints3d is not None:
+        result["keypoints3d"] = src.keypoints3d
     return {"results": {"data": result}}
 
 
@@ -138,7 +145,7 @@ def resolve_import(recipe: Recipe, cache: Cache) -> Path:
 
 
 def run_import(recipe: Recipe, cache: Cache, ctx: StageContext) -> dict:
-    from mdeploy.importers import IMPORTERS
+    from mdeploy.importers import importer_for
 
     section = recipe.model.import_
     path = resolve_import(recipe, cache)
@@ -146,7 +153,7 @@ def run_import(recipe: Recipe, cache: Cache, ctx: StageContext) -> dict:
         from mdeploy.importers.tflite import write_model
 
         return write_model(recipe, path, ctx)
-    loaded = IMPORTERS.get(section.format)(section, path, recipe.where)
+    loaded = importer_for(recipe)(section, path, recipe.where)
     loaded.source["file"] = path.name
     stated = section.trained_on
     loaded.source["trained_on"] = {"known": False, "stated": stated} if stated else {"known": False}

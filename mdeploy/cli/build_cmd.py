@@ -271,11 +271,15 @@ def _accuracy_cell(gate) -> str:
     value = (m.get("metrics") or {}).get(m.get("metric"))
     if value is None:
         return "n/a"
-    drop = m.get("drop")
-    cell = f"{value:.1f}%" + ("" if drop is None else f" ({0.0 - drop:+.1f})")
-    ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(m.get("metric"))
+    from mdeploy.evaluate.metrics import LOWER_IS_BETTER, unit
+
+    metric = m.get("metric")
+    drop = m.get("drop")  # positive = worse; the cell shows the change of the value itself
+    change = None if drop is None else (drop if metric in LOWER_IS_BETTER else 0.0 - drop)
+    cell = f"{value:.1f}{unit(metric)}" + ("" if change is None else f" ({change:+.1f})")
+    ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(metric)
     if ref is not None and abs(ref - value) >= 0.05:
-        cell += f" ref {ref:.1f}%"  # TFLite's reference kernels disagree with XNNPACK
+        cell += f" ref {ref:.1f}{unit(metric)}"  # TFLite's reference kernels disagree with XNNPACK
     return cell
 
 

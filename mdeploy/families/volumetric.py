@@ -45,6 +45,14 @@ depth (the protocol of MobileHumanPose's own evaluation), and scored by MPJPE (p
 PA-MPJPE and 3DPCK@150mm (evaluate/metrics3d.py), in mm; the accuracy gate reads an error's
 increase as its drop (evaluate/metrics.LOWER_IS_BETTER).
 
+**Training** (MobileHumanPose's way): person crops of a 3-D split (`coco3d`, `h36m`, or
+`synthetic` with `keypoints3d`) through the crop geometry plus scale, rotation, shift and
+flip augmentation (a flip mirrors x and swaps left and right joints; depth is kept), targets
+per joint (x, y cells, z bins, visible) in the decode's own units (data/pipeline3d.py); the
+loss is L1 on the soft-argmax of the volume, or on `coords` when the graph ends in it, over
+visible joints (train/volume_loss.py). Each epoch is validated by MPJPE through `evaluate`;
+the loop keeps early stopping the right way round (evaluate/metrics.LOWER_IS_BETTER).
+
 **App glue** for this family (a Kotlin/Swift soft-argmax decoder) is not generated yet:
 `glue_files` adds nothing, and an app gets the common glue only.
 """
@@ -384,6 +392,31 @@ class VolumetricFamily(Family):
 
     def log_people(self, metrics: dict) -> str:
         return ", ".join(f"{p['name']}: {p['found']} of {metrics['keypoints']} joints concentrated" for p in metrics["photos"])
+
+    # ---- training (data/pipeline3d.py, train/volume_loss.py)
+    def train_examples(self, ds) -> int:
+        return len(ds)  # person crops
+
+    def train_dataset(self, ds, pre, keypoints, stride: int, head: dict, **options):
+        """Person crops and per-joint (x, y cells, z bins, visible) targets, augmented with flips by the set's permutation."""
+        from mdeploy.data.pipeline3d import build_volume_dataset, layout_from_head
+
+        if not hasattr(ds, "frames"):
+            raise InputError("training a 3-D model needs a split with 3-D joints and cameras "
+                             "(data sources coco3d or h36m, or synthetic with keypoints3d)")
+        return build_volume_dataset(ds, pre, keypoints, layout_from_head(head, pre.size, stride), **options)
+
+    def train_loss(self, outputs: list, targets, settings):
+        """L1 on the soft-argmax of the volume (or on the coords of a model that ends in it), visible joints only."""
+        from mdeploy.train.volume_loss import volume_loss
+
+        return volume_loss(outputs, targets, settings.head)
+
+    def validate(self, model, pre, keypoints, stride: int, head: dict, val_ds) -> dict:
+        """MPJPE (primary; lower is better), PA-MPJPE, 3DPCK through `evaluate`, on the validation split."""
+        from mdeploy.train.volume_loss import validate_volume
+
+        return validate_volume(model, pre, keypoints, stride, head, val_ds)
 
     # ---- accuracy, drawing, glue
     def evaluate(self, runner, spec, ds, *, batch_size: int = 16, limit: int | None = None, progress=None, **_):

@@ -31,3 +31,25 @@ IMPORTERS.register("keras", lazy("mdeploy.importers.keras", "load"))
 IMPORTERS.register("saved_model", lazy("mdeploy.importers.saved_model", "load"))
 IMPORTERS.register("frozen_pb", lazy("mdeploy.importers.frozen_pb", "load"))
 IMPORTERS.register("onnx", lazy("mdeploy.importers.onnx", "load"))
+
+
+def importer_for(recipe) -> Callable[..., LoadedModel]:
+    """The importer of `recipe.model.import`: its format's, except a volumetric model's ONNX file, which is
+    read as PyTorch exports it (channels first; raw volume or soft-argmax coordinates: importers/onnx_nchw.py)."""
+    section = recipe.model.import_
+    if section.format == "onnx":
+        from mdeploy.families import get_family, recipe_family
+
+        if recipe_family(recipe) == "volumetric":
+            from mdeploy.keypoints import get_keypoint_set
+
+            head = get_family("volumetric").head(recipe)
+            joints, depth = len(get_keypoint_set(recipe.model.keypoints)), int(head["layout"]["depth"])
+
+            def load_nchw(section, path, where) -> LoadedModel:
+                from mdeploy.importers.onnx_nchw import load
+
+                return load(path, joints, depth, where, section)
+
+            return load_nchw
+    return IMPORTERS.get(section.format)

@@ -16,7 +16,10 @@ ONNX importer) and hands back a model with an NHWC input whose output is mdeploy
 the volume as NHWC [1, h, w, J*D] with the same channel order, or the coordinates
 unchanged. onnx2tf decides on its own how to lay out each tensor, so `load` runs the file
 in onnxruntime and the converted graph on one real photo and keeps the layout under which
-they agree; if none does, the conversion is wrong and the import fails.
+they agree; if none does, the conversion is wrong and the import fails. The result is frozen
+to constants (onnx2tf keeps its weights as captured resources, which the ONNX exporter would
+otherwise turn into extra graph inputs). A recipe reaches this importer with
+`model.import: {format: onnx}` and `model.family: volumetric` (`importers.importer_for`).
 """
 
 from __future__ import annotations
@@ -197,6 +200,18 @@ def load(path: Path, joints: int, depth_bins: int, where: Callable[..., str | No
         out = inner(image)
         return out if perm is None else tf.transpose(out, perm)
 
-    loaded.fn = fn
+    # Frozen to constants: onnx2tf's SavedModel keeps its weights as captured resources, which
+    # tf2onnx would otherwise leave as extra inputs of the exported ONNX graph.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec([1, *sig.input_size, 3], tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+
+    def frozen_fn(image):
+        out = frozen(image)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    loaded.fn = frozen_fn
+    loaded.keep = frozen
     loaded.source = {**loaded.source, **sig.to_json(), "converted_max_abs": diff}
     return loaded

@@ -455,9 +455,15 @@ class SyntheticData(Section):
         None, description="scenes of several overlapping figures, [fewest, most] per image (multi-person models; "
         "labelled in COCO-18, images at least 64 px); default: one figure per image"
     )
+    keypoints3d: Literal["h36m17", "muco21"] | None = Field(
+        None, description="3-D people instead (family volumetric): posed skeletons seen by random cameras "
+        "(data/synthetic3d.py), labelled in this keypoint set with 3-D joints (mm) and each image's camera"
+    )
 
     @model_validator(mode="after")
     def _scene(self):
+        if self.keypoints3d is not None and self.people is not None:
+            raise PydanticCustomError("scene_3d", "3-D people (keypoints3d) are one per image: leave out people", {"at": "people"})
         if self.people is not None:
             if self.people[0] > self.people[1]:
                 raise PydanticCustomError("people_order", "people is [fewest, most]: got {p}", {"p": list(self.people), "at": "people"})

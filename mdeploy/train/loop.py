@@ -26,7 +26,7 @@ import numpy as np
 from mdeploy.data.coco import Dataset
 from mdeploy.data.pipeline import Augment
 from mdeploy.errors import InputError
-from mdeploy.evaluate.metrics import LABELS
+from mdeploy.evaluate.metrics import LABELS, LOWER_IS_BETTER, unit
 from mdeploy.keypoints import KeypointSet
 from mdeploy.spec import ModelSpec, Preprocessing
 
@@ -222,19 +222,21 @@ def train(
                 record.update(score)
                 primary = score.pop("primary")
                 log(f"epoch {epoch}: loss {record['loss']:.3f}  " + "  ".join(
-                    f"val {LABELS[k[4:]]} {v:.1f}%" for k, v in score.items() if v is not None and k != "val_pckh@0.5_labelled"))
+                    f"val {LABELS[k[4:]]} {v:.1f}{unit(k[4:])}" for k, v in score.items() if v is not None and k != "val_pckh@0.5_labelled"))
                 with writer.as_default():
                     for key, value in score.items():
                         if value is not None:
                             tf.summary.scalar(key, value, step=step)
-                metric = score.get(f"val_{primary}") or 0.0
+                sign = -1.0 if primary in LOWER_IS_BETTER else 1.0  # errors (MPJPE) improve downwards
+                value = score.get(f"val_{primary}")
+                metric = sign * value if value is not None else (0.0 if sign > 0 else -math.inf)  # none scored: no gain
                 if settings.patience:
                     if metric > best + settings.min_delta:
                         best, bad_epochs = metric, 0
                     else:
                         bad_epochs += 1
                         if bad_epochs >= settings.patience:
-                            log(f"early stop: no PCKh gain for {bad_epochs} epoch(s)")
+                            log(f"early stop: no {LABELS.get(primary, primary)} improvement for {bad_epochs} epoch(s)")
                             stopped = True
             history.append(record)
             window_start = time.perf_counter()  # validation time is not training throughput
