@@ -68,10 +68,16 @@ class Predictor:
     def people(self, rgb: np.ndarray) -> list[np.ndarray]:
         """RGB uint8 frame -> every person found, each [K, 3] (x, y, confidence) in the frame's
         pixels; a part its family did not find has confidence -1."""
+        return self.predict(rgb)[0]
+
+    def predict(self, rgb: np.ndarray) -> tuple[list[np.ndarray], list[list[dict]] | None]:
+        """(`people`, per person and joint what the family adds to the JSON, e.g. depth in mm)."""
         from mdeploy.families import family_of, run_outputs
 
+        family = family_of(self.spec)
         x, affine = self.spec.preprocessing.apply(rgb)
-        return family_of(self.spec).detect(run_outputs(self.runner, x[None]), self.spec, affine)
+        outputs = run_outputs(self.runner, x[None])
+        return family.detect(outputs, self.spec, affine), family.joint_extras(outputs, self.spec, affine)
 
     @property
     def multi_person(self) -> bool:

@@ -264,16 +264,18 @@ def _predict_image(predictor, source: Path, target: Path) -> list[dict]:
     from mdeploy.images import load_rgb
     kps = predictor.spec.keypoints
     rgb = load_rgb(source)
-    people = predictor.people(rgb)
+    people, extras = predictor.predict(rgb)
     drawn = predictor.draw(rgb, people)
     buf = io.BytesIO()
     fmt = "JPEG" if target.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     Image.fromarray(drawn).save(buf, format=fmt)
     atomic_write_bytes(target, buf.getvalue())
-    def row(n, p) -> dict:
-        return {"joint": n, "x": round(float(p[0]), 1), "y": round(float(p[1]), 1), "confidence": round(float(p[2]), 3)}
+    def row(person: int, joint: int, p) -> dict:
+        extra = extras[person][joint] if extras else {}  # what the family adds, e.g. a 3D model's depth in mm
+        return {"joint": kps.names[joint], "x": round(float(p[0]), 1), "y": round(float(p[1]), 1),
+                "confidence": round(float(p[2]), 3), **extra}
 
     if not predictor.multi_person:
-        return [row(n, p) for n, p in zip(kps.names, people[0])]
+        return [row(0, j, p) for j, p in enumerate(people[0])]
     # a multi-person model: each row says whose joint it is; parts not found are left out
-    return [{"person": i, **row(n, p)} for i, points in enumerate(people) for n, p in zip(kps.names, points) if p[2] >= 0]
+    return [{"person": i, **row(i, j, p)} for i, points in enumerate(people) for j, p in enumerate(points) if p[2] >= 0]

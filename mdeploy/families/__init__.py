@@ -131,9 +131,18 @@ class Family:
         return {}
 
     def glue_estimator(self, spec) -> GlueEstimator:
-        """What the app's PoseEstimator reads and which decoder makes people of it (default: one
-        person per frame, the argmax of each heatmap: `HeatmapDecoder` of the common glue)."""
-        return GlueEstimator(outputs=(spec.output.name,), decoder="HeatmapDecoder")
+        """What the app's PoseEstimator reads and which decoder makes people of it. A family
+        without one has no app glue yet: refused, rather than glue that misreads its outputs."""
+        from mdeploy.errors import InputError
+
+        raise InputError(
+            f"mdeploy does not generate app glue for {self.description} models yet (family {self.name})",
+            hint="remove the recipe's app section; the family's decoder sources can still be rendered on their own",
+        )
+
+    def joint_extras(self, outputs: Outputs, spec, affine) -> list[list[dict]] | None:
+        """Per person, per joint: what `predict --json` adds beside x, y and confidence (e.g. depth)."""
+        return None
 
 
 FAMILIES: Registry[Callable[[], Family]] = Registry("model family")

@@ -79,6 +79,12 @@ class HeatmapFamily(Family):
     def log_people(self, metrics: dict) -> str:
         return ", ".join(f"{p['name']}: {p['found']} of {metrics['keypoints']} keypoints found" for p in metrics["photos"])
 
+    def glue_estimator(self, spec):
+        """One person per frame, the argmax of each heatmap: `HeatmapDecoder` of the common glue."""
+        from mdeploy.families import GlueEstimator
+
+        return GlueEstimator(outputs=(spec.output.name,), decoder="HeatmapDecoder")
+
     # ---- training
     def train_dataset(self, ds, pre, keypoints, stride: int, head: dict, **options):
         from mdeploy.data.pipeline import build_dataset

@@ -489,6 +489,11 @@ class VolumetricFamily(Family):
     def draw_threshold(self, spec) -> float:
         return 0.0
 
+    def joint_extras(self, outputs: Outputs, spec, affine) -> list[list[dict]]:
+        """Each joint's depth in mm (root-relative unless the spec's root depth is a constant)."""
+        pose = self.pose3d(outputs, spec, affine)
+        return [[{"depth_mm": round(float(d), 1), "depth_relative_to_root": bool(pose.relative)} for d in pose.depth]]
+
     def glue_files(self, platform: str, spec, package: str | None) -> dict[str, str]:
         """The app's `VolumeDecoder` (soft-argmax, crop box, depth in mm, back-projection), rendered
         from the spec's layout (codegen/volume_glue.py; checked on the JVM against this decode)."""

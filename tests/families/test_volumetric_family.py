@@ -221,7 +221,21 @@ def test_predict_writes_the_projected_joints(built, cli, tmp_path, synth3d):
     rows = json.loads(result.output[result.output.index("{"):])["keypoints"]
     assert [r["joint"] for r in rows][:2] == ["pelvis", "right_hip"] and len(rows) == JOINTS
     assert all(r["confidence"] == 1.0 and 0 <= r["x"] <= 128 and 0 <= r["y"] <= 128 for r in rows)
+    # the third coordinate: each joint's depth in mm, relative to the root's depth (the volume's +-1 m)
+    assert all(r["depth_relative_to_root"] is True and abs(r["depth_mm"]) <= 1000.0 for r in rows)
+    assert len({r["depth_mm"] for r in rows}) > 1
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_app_glue_is_refused_rather_than_generated_wrong_for_a_3d_model(built):
+    """The common PoseEstimator reads heatmaps; a 3D model has no estimator in the app glue yet."""
+    from mdeploy.codegen.glue import context
+    from mdeploy.errors import InputError
+    from mdeploy.spec import ModelSpec
+
+    spec = ModelSpec.load(built.build_dir / "model" / "spec.json")
+    with pytest.raises(InputError, match="does not generate app glue"):
+        context(spec, name="tiny3d", description="", package="com.example.pose", model_file="m.tflite")
 
 
 def test_a_flat_volume_finds_no_one(built):
