@@ -12,7 +12,10 @@ every layer that needs it, registered under one name:
   `parity_checks`: tensors, then what an app would draw);
 - finding people: what the canonical model finds on photos (`find_people`, `people_check`);
 - accuracy: how a split is scored (`evaluate`);
-- drawing: what `mdeploy predict` and the report overlay (`draw`);
+- training: the examples, batches and targets, the loss and the validation score
+  (`train_examples`, `train_dataset`, `train_loss`, `validate`);
+- drawing: the people `mdeploy predict` and the report overlay draw (`detect`,
+  `draw_threshold`) and what `predict --json` adds per joint (`joint_extras`);
 - glue: the Kotlin/Swift decoder sources the family adds to the app glue (`glue_files`), and
   how the common `PoseEstimator` reads the outputs and turns them into people (`glue_estimator`).
 
