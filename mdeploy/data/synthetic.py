@@ -311,20 +311,17 @@ def generate(config: SynthConfig, out_dir: Path, workers: int | None = None, pro
         done += len(chunk)
         if progress:
             progress(done, config.count)
-    data = {
-        "info": {"description": "mdeploy synthetic figures", "generator": GENERATOR, "seed": config.seed, "count": config.count},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {
-                "id": 1,
-                "name": "person",
-                "keypoints": list(kps_set.names),
-                "skeleton": [[a + 1, b + 1] for a, b in kps_set.skeleton],
-            }
-        ],
-    }
-    (out_dir / "annotations.json").write_text(json.dumps(data) + "\n")
+    info = {"description": "mdeploy synthetic figures", "generator": GENERATOR, "seed": config.seed, "count": config.count}
+    return write_annotations(out_dir, info, images, annotations, kps_set)
+
+
+def write_annotations(out_dir: Path, info: dict, images: list, annotations: list, keypoints, **category) -> dict:
+    """Write `out_dir/annotations.json`: a COCO-keypoints file with one person category named by
+    `keypoints` (names and 1-based skeleton; `category` adds fields, e.g. a 3-D set's root)."""
+    person = {"id": 1, "name": "person", "keypoints": list(keypoints.names), **category,
+              "skeleton": [[a + 1, b + 1] for a, b in keypoints.skeleton]}
+    data = {"info": info, "images": images, "annotations": annotations, "categories": [person]}
+    (Path(out_dir) / "annotations.json").write_text(json.dumps(data) + "\n")
     return data
 
 

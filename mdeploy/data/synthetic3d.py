@@ -22,7 +22,6 @@ accuracy on them says nothing about accuracy on photographs.
 from __future__ import annotations
 
 import io
-import json
 import math
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -338,18 +337,11 @@ def generate(config: Synth3DConfig, out_dir: Path, workers: int | None = None, p
     finally:
         if pool:
             pool.shutdown()
-    data = {
-        "info": {"description": "mdeploy synthetic 3-D people", "generator": GENERATOR, "seed": config.seed,
-                 "count": config.count, "units": "mm", "keypoints_3d": "camera space: x right, y down, z forward"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {"id": 1, "name": "person", "keypoints": list(kps.names), "root": kps.root,
-             "skeleton": [[a + 1, b + 1] for a, b in kps.skeleton]}
-        ],
-    }
-    (out_dir / "annotations.json").write_text(json.dumps(data) + "\n")
-    return data
+    from mdeploy.data.synthetic import write_annotations
+
+    info = {"description": "mdeploy synthetic 3-D people", "generator": GENERATOR, "seed": config.seed,
+            "count": config.count, "units": "mm", "keypoints_3d": "camera space: x right, y down, z forward"}
+    return write_annotations(out_dir, info, images, annotations, kps, root=kps.root)
 
 
 def _annotation(image_id: int, person: Person3D) -> dict:

@@ -17,7 +17,6 @@ model trained on them says nothing about photographs of people.
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,22 +192,9 @@ def generate(config: MultiConfig, out_dir: Path, workers: int | None = None, pro
             annotations.append(_annotation(len(annotations) + 1, index + 1, kps, box, area))
         if progress:
             progress(done, config.count)
-    data = {
-        "info": {"description": "mdeploy synthetic multi-person scenes", "generator": GENERATOR, "seed": config.seed,
-                 "count": config.count, "people": list(config.people)},
-        "images": images,
-        "annotations": annotations,
-        "categories": [
-            {
-                "id": 1,
-                "name": "person",
-                "keypoints": list(kps_set.names),
-                "skeleton": [[a + 1, b + 1] for a, b in kps_set.skeleton],
-            }
-        ],
-    }
-    (out_dir / "annotations.json").write_text(json.dumps(data) + "\n")
-    return data
+    info = {"description": "mdeploy synthetic multi-person scenes", "generator": GENERATOR, "seed": config.seed,
+            "count": config.count, "people": list(config.people)}
+    return single.write_annotations(out_dir, info, images, annotations, kps_set)
 
 
 def _annotation(ann_id: int, image_id: int, kps: np.ndarray, box: np.ndarray, area: float) -> dict:

@@ -146,9 +146,9 @@ class PafFamily(Family):
         per_sample, disagreements = [], []
         parts_ref = parts_found = people_ref = people_art = people_matched = photos = 0
         photo_people_ref = photo_people_art = 0
+        clean = {k: np.nan_to_num(v, nan=0.0) for k, v in candidate.items()}  # NaNs are counted above; decode the rest
         for i, name in enumerate(names):
             want = self.people(reference, spec, i)
-            clean = {k: np.nan_to_num(v, nan=0.0) for k, v in candidate.items()}
             got = self.people(clean, spec, i)
             matched, missing, partnered = match_people(want, got, tolerance)
             people_matched += partnered
