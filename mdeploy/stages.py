@@ -7,6 +7,7 @@ JSON record. Frameworks are imported here, inside the functions, never at planni
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from mdeploy.errors import MdeployError, WorkerFinished
@@ -331,15 +332,16 @@ def run_export(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
     if target.calibration_split:
         calibration, described = calibration_inputs(recipe, target.calibration_split, target.calibration_samples, spec, ctx)
     inputs = ExportInputs(canonical_path(model), spec, ctx.out / target.filename, ctx.log, calibration)
-    details = target.run(target, inputs)
-    if calibration is not None:
-        details["calibration"] = described
-    if "mixed_precision" in target.settings:
-        details["mixed_precision"] = mixed_precision(recipe, target, inputs, model, spec, ctx)
-        if details["mixed_precision"].get("passed"):  # the file changed: describe what ships
-            from mdeploy.exporters.tflite import describe_flatbuffer
+    with target.source(target, inputs) if target.source else nullcontext(inputs) as inputs:
+        details = target.run(target, inputs)
+        if calibration is not None:
+            details["calibration"] = described
+        if "mixed_precision" in target.settings:
+            details["mixed_precision"] = mixed_precision(recipe, target, inputs, model, spec, ctx)
+            if details["mixed_precision"].get("passed"):  # the file changed: describe what ships
+                from mdeploy.exporters.tflite import describe_flatbuffer
 
-            details.update(describe_flatbuffer(inputs.out.read_bytes()))
+                details.update(describe_flatbuffer(inputs.out.read_bytes()))
     artifacts = [{"id": target.artifact_id, "path": target.filename, "format": target.format, "variant": target.variant, **details}]
     for extra in target.extra_files:
         artifacts.append({"id": f"{target.artifact_id}/{extra.rsplit('.', 1)[-1]}", "path": extra, "format": extra.rsplit(".", 1)[-1], "variant": target.variant})

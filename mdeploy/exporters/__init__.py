@@ -37,6 +37,9 @@ class ExportTarget:
     calibration_samples: int = 0
     runnable_here: Callable[[], str | None] = lambda: None  # why parity cannot run on this host, or None
     extra_files: tuple[str, ...] = ()  # further files written beside `filename` (same stage)
+    # What the format converts from, when not the canonical SavedModel as it is: a context manager
+    # (target, ExportInputs) -> ExportInputs, held for the whole export stage (conversion and any search).
+    source: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ExportInputs:
     out: Path
     log: Callable[[str], None]
     calibration: Callable[[], Iterator[Any]] | None = None  # yields [1, H, W, 3] float32 inputs
+    rewrites: dict[str, Any] | None = None  # what `ExportTarget.source` changed in the graph (for the manifest)
 
 
 EXPORTERS: Registry[Callable[[Any, Path], list[ExportTarget]]] = Registry("export format")

@@ -12,6 +12,9 @@ of them the GPU delegate would leave to the CPU.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 from mdeploy.errors import ModelError
 from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
@@ -56,7 +59,7 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         ]
     out = []
     for variant in section.variants:
-        settings: dict = {"variant": variant}
+        settings: dict = {"variant": variant, "split_depthwise": section.split_depthwise}
         calibration = {}
         if variant == "int8":
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"))
@@ -76,10 +79,35 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
                 tolerance=TOLERANCES[variant],
                 run=convert,
                 describe=_DESCRIBE[variant],
+                source=split_source,
                 **calibration,
             )
         )
     return out
+
+
+@contextmanager
+def split_source(target: ExportTarget, inputs: ExportInputs):
+    """The canonical SavedModel with its large depthwise kernels split for XNNPACK
+    (exporters/split_depthwise.py; `export.tflite.split_depthwise`), for the length of the export."""
+    if not target.settings.get("split_depthwise"):
+        yield inputs
+        return
+    import tempfile
+
+    from mdeploy.exporters.split_depthwise import MAX_TAPS, split_saved_model
+
+    inputs.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".split-", dir=inputs.out.parent) as tmp:
+        done = split_saved_model(inputs.saved_model, Path(tmp) / "saved_model")
+        if not done:
+            yield inputs
+            return
+        kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
+        inputs.log(f"split {len(done)} depthwise layer(s) ({', '.join(kernels)}) into bands of at most {MAX_TAPS} taps for XNNPACK")
+        rewrites = {"split_depthwise": {"layers": len(done), "max_taps": MAX_TAPS, "kernels": kernels,
+                                        "pieces": sum(d["pieces"] for d in done)}}
+        yield replace(inputs, saved_model=Path(tmp) / "saved_model", rewrites=rewrites)
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
@@ -109,6 +137,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
     inputs.out.write_bytes(flatbuffer)
     details = describe_flatbuffer(flatbuffer)
+    details.update(inputs.rewrites or {})
     if details["gpu_fallback"]:
         inputs.log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details['gpu_fallback']}))}")
     return details

@@ -658,6 +658,10 @@ class TfliteExport(Section):
         None, description="when int8 loses more than verify.accuracy allows, keep the costliest layers in float (needs data.val)"
     )
     int8_io: Literal["float", "uint8", "int8"] = Field("float", description="input/output type of the int8 variant")
+    split_depthwise: bool = Field(
+        True, description="split depthwise kernels of more than 25 taps (7x7) into bands XNNPACK runs on its fast path "
+                          "(exact up to float rounding; TFLite artifacts only)"
+    )
 
     @model_validator(mode="after")
     def _unique(self):

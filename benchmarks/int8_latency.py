@@ -1,0 +1,114 @@
+"""Int8 against fp32 on XNNPACK, with and without the depthwise split (issue: int8 that pays).
+
+Converts each model with mdeploy's own TFLite exporter (`exporters/tflite.py`: fp32 and full
+int8, `split_depthwise` on and off) and times every file in one process, interleaved
+(A B C D A B C D ...), median of the runs, with LiteRT's default XNNPACK delegate. Models:
+- the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
+- the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
+  untrained (latency does not depend on the weights), and with `refine_kernel: 3`.
+Int8 calibrates on random inputs here: this script measures speed only (accuracy is the
+build's: docs/benchmarks.md).
+
+    python benchmarks/int8_latency.py [--runs 60] [--threads 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import REPO, machine
+
+PEFM = REPO.parent / "shared" / "reference" / "pefm" / "cpm_model" / "model.pb"
+
+
+def canonical(kind: str, out: Path) -> tuple[Path, tuple[float, float]]:
+    """A canonical SavedModel of `kind` and its input range."""
+    from types import SimpleNamespace
+
+    from mdeploy.importers import IMPORTERS, LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+    from mdeploy.models import create_model, inference_model
+
+    if kind == "pefm_cpm":
+        section = SimpleNamespace(inputs=["image"], outputs=["Convolutional_Pose_Machine/stage_5_out"])
+        loaded = IMPORTERS.get("frozen_pb")(section, PEFM, lambda *a: None)
+        write_canonical(loaded, (192, 192), out)
+        return out, (0.0, 255.0)
+    params = {"width": 0.5} if kind == "mv2_cpm" else {"width": 0.5, "refine_kernel": 3}
+    model = inference_model(create_model("mv2_cpm", params, (192, 192), 14))
+    write_canonical(LoadedModel(fn=model, input_shape=(None, 192, 192, 3), input_dtype="float32", keep=model), (192, 192), out)
+    return out, (-1.0, 1.0)
+
+
+def convert(saved: Path, variant: str, split: bool, low: float, high: float, out: Path) -> Path:
+    from mdeploy.exporters import ExportInputs
+    from mdeploy.exporters.tflite import convert as tflite_convert
+    from mdeploy.exporters.tflite import split_source
+
+    rng = np.random.default_rng(0)
+    target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "io": "float"})
+    inputs = ExportInputs(saved, None, out, lambda line: None,
+                          lambda: (rng.uniform(low, high, (1, 192, 192, 3)).astype(np.float32) for _ in range(16)))
+    with split_source(target, inputs) as source:
+        tflite_convert(target, source)
+    return out
+
+
+class SimpleTarget:
+    def __init__(self, variant: str, settings: dict):
+        self.variant, self.settings = variant, settings
+
+
+def time_all(files: dict[str, Path], threads: int, runs: int) -> dict[str, float]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreters = {}
+    for name, path in files.items():
+        it = Interpreter(model_path=str(path), num_threads=threads)
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interpreters[name] = it
+    times: dict[str, list[float]] = {k: [] for k in interpreters}
+    for _ in range(5):
+        for it in interpreters.values():
+            it.invoke()
+    for _ in range(runs):
+        for name, it in interpreters.items():
+            start = time.perf_counter()
+            it.invoke()
+            times[name].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    kinds = ["mv2_cpm", "mv2_cpm_k3"] + (["pefm_cpm"] if PEFM.is_file() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for kind in kinds:
+            saved, (low, high) = canonical(kind, Path(tmp) / kind)
+            for split in (False, True):
+                for variant in ("fp32", "int8"):
+                    name = f"{kind} {variant}{' split' if split else ''}"
+                    files[name] = convert(saved, variant, split, low, high, Path(tmp) / f"{name.replace(' ', '_')}.tflite")
+        print(f"Machine: {machine()}; {datetime.date.today()}; LiteRT XNNPACK, median of {args.runs}, interleaved\n")
+        print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 split ms | int8 split ms | int8 / fp32, split |")
+        print("|---|---|---|---|---|---|---|---|")
+        for threads in args.threads:
+            ms = time_all(files, threads, args.runs)
+            for kind in kinds:
+                f, q, fs, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 split", "int8 split"))
+                print(f"| {kind} | {threads} | {f:.1f} | {q:.1f} | {q / f:.2f} | {fs:.1f} | {qs:.1f} | {qs / fs:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Depthwise kernels over 25 taps split into bands for XNNPACK's fast path (exporters/split_depthwise.py).
+
+Real TensorFlow graphs and real TFLite conversions of a tiny model with 7x7 depthwise layers
+(stride 1 and 2, SAME and VALID, with and without bias, depth multiplier 2): the split graph
+computes what the original does, the converted file holds no depthwise kernel over 25 taps, and
+a build records the split in its manifest (and keeps the 7x7 kernels when the recipe says no).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mdeploy.exporters.split_depthwise import pieces
+
+SIZE = 24  # output 6x6 (one stride-2 layer, one VALID 7x7)
+
+
+def test_bands_cover_the_kernel_once_within_the_tap_limit():
+    assert pieces(7, 7) == [(0, 3, 0, 7), (3, 6, 0, 7), (6, 7, 0, 7)]
+    assert pieces(5, 5) == [(0, 5, 0, 5)] and pieces(3, 3) == [(0, 3, 0, 3)]
+    for kh, kw in [(7, 7), (9, 9), (6, 6), (1, 31), (31, 1), (11, 4)]:
+        bands = pieces(kh, kw)
+        covered = np.zeros((kh, kw), int)
+        for r0, r1, c0, c1 in bands:
+            covered[r0:r1, c0:c1] += 1
+            assert (r1 - r0) * (c1 - c0) <= 25
+        assert (covered == 1).all(), (kh, kw)
+
+
+def _model():
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(7, padding="same", activation="relu")(x)  # bias, then an activation
+    x = keras.layers.DepthwiseConv2D(7, strides=2, padding="same", use_bias=False)(x)
+    x = keras.layers.DepthwiseConv2D(7, padding="valid", depth_multiplier=2)(x)
+    x = keras.layers.DepthwiseConv2D(5, padding="same")(x)  # 25 taps: left as it is
+    out = keras.layers.Conv2D(14, 1, name="heatmaps")(x)
+    model = keras.Model(inp, out)
+    for layer in model.layers:  # non-zero biases so a misplaced bias shows
+        weights = layer.get_weights()
+        if len(weights) == 2:
+            layer.set_weights([weights[0], np.linspace(-0.5, 0.5, weights[1].size).astype(np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    from mdeploy.exporters.split_depthwise import split_saved_model
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    root = tmp_path_factory.mktemp("split")
+    model = _model()
+    write_canonical(LoadedModel(fn=model, input_shape=(None, SIZE, SIZE, 3), input_dtype="float32", keep=model),
+                    (SIZE, SIZE), root / "original")
+    done = split_saved_model(root / "original", root / "split")
+    return root, done
+
+
+def _tflite(path):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=["serving_default"])
+    return converter.convert()
+
+
+def _run(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=flatbuffer).get_signature_runner()
+    return runner(image=x)["heatmaps"]
+
+
+def test_the_split_graph_computes_what_the_layer_does(saved):
+    import tensorflow as tf
+
+    root, done = saved
+    assert [d["kernel"] for d in done] == [[7, 7]] * 3 and all(d["taps"] == [21, 21, 7] for d in done)
+    x = np.random.default_rng(0).normal(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    split = tf.saved_model.load(str(root / "split")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    assert split.shape == original.shape == (1, 6, 6, 14)
+    scale = float(np.abs(original).max())
+    assert scale > 0.1
+    np.testing.assert_allclose(split.numpy(), original.numpy(), atol=1e-5 * scale)
+
+
+def test_the_converted_file_has_no_depthwise_kernel_over_25_taps(saved):
+    from ai_edge_litert.interpreter import Interpreter
+
+    root, _ = saved
+    before, after = _tflite(root / "original"), _tflite(root / "split")
+
+    def depthwise_taps(flatbuffer):
+        it = Interpreter(model_content=flatbuffer)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        return sorted(int(np.prod(tensors[op["inputs"][1]]["shape"][1:3])) for op in it._get_ops_details()
+                      if op["op_name"] == "DEPTHWISE_CONV_2D")
+
+    assert depthwise_taps(before) == [25, 49, 49, 49]
+    assert depthwise_taps(after) == [7, 7, 7, 21, 21, 21, 21, 21, 21, 25]
+    x = np.random.default_rng(1).normal(size=(1, SIZE, SIZE, 3)).astype(np.float32)
+    ref = _run(before, x)
+    np.testing.assert_allclose(_run(after, x), ref, atol=1e-5 * float(np.abs(ref).max()))
+
+
+def test_a_build_records_the_split_and_can_keep_the_kernels(tmp_path, saved):
+    """A recipe importing the model: TFLite fp32 is split (manifest says how) and passes parity
+    against the unsplit canonical model; `split_depthwise: false` keeps the 7x7 kernels."""
+    from mdeploy.build import build
+    from mdeploy.recipe import load_recipe
+    from tests.helpers import write
+
+    root, _ = saved
+    results = {}
+    for flag in ("true", "false"):
+        recipe = write(tmp_path / f"split_{flag}.yaml", f"""
+name: split_{flag}
+model:
+  import: {{format: saved_model, path: {root / 'original'}}}
+  input: {{size: [{SIZE}, {SIZE}], channels: rgb, range: [0, 1]}}
+  keypoints: aic14
+export: {{tflite: {{variants: [fp32], split_depthwise: {flag}}}}}
+verify: {{find_people: off, samples: {{random: 2}}}}
+""")
+        result = build(load_recipe(recipe), out_root=tmp_path / "b")
+        manifest = json.loads((result.build_dir / "manifest.json").read_text())
+        art = next(a for a in manifest["artifacts"] if a["id"] == "tflite/fp32")
+        parity = next(g for g in manifest["gates"]["parity"]["results"] if g["artifact"] == "tflite/fp32")
+        results[flag] = (art["details"], parity)
+    details, parity = results["true"]
+    assert details["split_depthwise"] == {"layers": 3, "max_taps": 25, "kernels": ["7x7"], "pieces": 9}
+    assert parity["status"] == "passed"
+    details, parity = results["false"]
+    assert "split_depthwise" not in details and parity["status"] == "passed"
