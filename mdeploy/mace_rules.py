@@ -238,6 +238,7 @@ def _subgraph(sub: Any, p: str) -> list[str]:
             bad = [v for v in layouts if v not in DATA_LAYOUTS]
             if bad:
                 problems.append(f"{p}{side}_data_formats: expected some of {sorted(DATA_LAYOUTS)}, got {bad}")
+        problems += _layout_ranks(layouts, shapes, f"{p}{side}_data_formats")
     ranges = [str(v) for v in _as_list(sub.get("input_ranges"))]
     if ranges and len(ranges) != len(lists["input_tensors"]):
         problems.append(f"{p}input_ranges: {len(ranges)} ranges for {len(lists['input_tensors'])} input_tensors")
@@ -253,6 +254,28 @@ def _subgraph(sub: Any, p: str) -> list[str]:
             f"{p}validation_threshold: MACE's converter reads validation_threshold from the model "
             "(models.<tag>.validation_threshold) and ignores it in a subgraph"
         )
+    return problems
+
+
+def data_format_for(shape) -> str:
+    """The data format a tensor of `shape` takes in a deployment file: NHWC when 4-D, else NONE."""
+    return "NHWC" if len(shape) == 4 else "NONE"
+
+
+def _layout_ranks(layouts: list, shapes: list[str], key: str) -> list[str]:
+    """A data format (NHWC, NCHW) belongs to 4-D tensors only: MACE transposes such tensors between
+    layouts and asks for NONE on any other (a 3-D model's [1, 17, 3] coordinates). Left out, the
+    format is NHWC for every tensor."""
+    problems = []
+    for k, shape in enumerate(shapes):
+        if not _SHAPE.match(shape.replace(" ", "")):
+            continue  # reported as a malformed shape
+        layout = str(layouts[k]) if k < len(layouts) else (str(layouts[0]) if len(layouts) == 1 else "NHWC")
+        rank = len(shape.split(","))
+        if layout in ("NHWC", "NCHW") and rank != 4:
+            given = "" if k < len(layouts) or len(layouts) == 1 else " (the default when left out)"
+            problems.append(f"{key}: {layout}{given} for the {rank}-D shape {shape.replace(' ', '')}; "
+                            "a tensor that is not 4-D takes NONE")
     return problems
 
 

@@ -3,6 +3,14 @@
 A frame goes through the ModelSpec preprocessing, the artifact's runner and the shared
 decoder; keypoints come back in the frame's pixels. On video, a moving average over the
 last few frames per joint steadies the pose (the demo apps do the same).
+
+A 3-D model's joints can be lifted into camera space (`CameraArgs`: `--focal`,
+`--principal`, `--root-depth`): with the camera's focal length and principal point in
+pixels of the source image and the root joint's distance from the camera in mm (or the
+spec's constant root depth), each joint gains `camera_mm` [X, Y, Z] (x right, y down,
+z forward, mm). The options are checked before any model runs: malformed numbers, a focal
+length without a principal point (or the reverse), a missing root depth, and a model
+whose family has no 3-D decode are each one clear message (exit 2).
 """
 
 from __future__ import annotations
@@ -54,10 +62,96 @@ def find_spec(artifact: Path, spec: Path | None = None) -> ModelSpec:
     )
 
 
+@dataclass(frozen=True)
+class CameraArgs:
+    """What lifts a 3-D model's joints into camera space: focal length (fx, fy) and principal point
+    (cx, cy) in pixels of the source image, and the root joint's depth in mm."""
+
+    focal: tuple[float, float] | None = None
+    principal: tuple[float, float] | None = None
+    root_depth: float | None = None
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.focal, self.principal, self.root_depth))
+
+    def check_sources(self, sources: list[Path]) -> None:
+        """The options shape the keypoints printed for images: with a video they are bad input."""
+        if self.given and sources and is_video(sources[0]):
+            raise InputError(f"{CAMERA_OPTIONS} apply to the keypoints printed for images; a video result holds none",
+                             hint="predict the frames as images to get camera-space joints")
+
+    def keywords(self) -> dict:
+        """The family's `joint_extras` keywords (nothing when no option was given)."""
+        if not self.given:
+            return {}
+        return {"focal": self.focal, "principal": self.principal, "root_depth": self.root_depth}
+
+
+CAMERA_OPTIONS = "--focal, --principal and --root-depth"
+
+
+def _numbers(text: str | None, option: str, metavar: str, counts: tuple[int, ...]) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) not in counts or not all(np.isfinite(values)):
+        raise InputError(f"{option} expects {metavar} (numbers separated by a comma, no spaces needed), got {text!r}")
+    return values
+
+
+def parse_camera(focal: str | None = None, principal: str | None = None, root_depth: str | None = None) -> CameraArgs:
+    """The `predict` camera options as numbers, or an InputError naming the option that is wrong."""
+    f = _numbers(focal, "--focal", "FX,FY (or one F for both) in pixels", (1, 2))
+    c = _numbers(principal, "--principal", "CX,CY in pixels", (2,))
+    r = _numbers(root_depth, "--root-depth", "MM, the root joint's distance from the camera in mm", (1,))
+    if f is not None:
+        f = (f[0], f[0]) if len(f) == 1 else f
+        if min(f) <= 0:
+            raise InputError(f"--focal must be positive pixels, got {focal!r}")
+    if r is not None and r[0] <= 0:
+        raise InputError(f"--root-depth must be a positive distance in mm (the root joint lies in front of the camera), got {root_depth!r}")
+    if (f is None) != (c is None):
+        given, missing = ("--focal", "--principal CX,CY") if c is None else ("--principal", "--focal FX,FY")
+        raise InputError(f"{given} needs {missing} too: camera-space joints need the focal length and the principal point",
+                         hint="both in pixels of the source image (the phone's camera API or a calibration gives them)")
+    return CameraArgs(f, c, None if r is None else r[0])
+
+
+def check_camera(spec: ModelSpec, camera: CameraArgs, artifact: Path | str = "the artifact") -> None:
+    """Whether `camera` can be applied to the model of `spec`: its family must decode 3-D joints, and
+    back-projection needs a root depth (given, or the spec's constant)."""
+    from mdeploy.families import family_of
+
+    if not camera.given:
+        return
+    family = family_of(spec)
+    if not hasattr(family, "pose3d"):
+        raise InputError(
+            f"{CAMERA_OPTIONS} lift a 3-D model's joints into camera space; {artifact} is a {family.description} model "
+            f"(family {family.name}) with 2-D keypoints only",
+            hint="leave the options out, or predict with a volumetric (3-D) artifact",
+        )
+    runtime = (spec.head or {}).get("runtime", {}).get("root_depth", {})
+    constant = runtime.get("source") == "constant" and runtime.get("mm") is not None
+    if camera.focal is not None and camera.root_depth is None and not constant:
+        raise InputError(
+            "camera-space joints need --root-depth MM as well: the volume gives each joint's depth relative to the "
+            "root joint, not its distance from the camera",
+            hint="pass the root joint's depth in mm (ground truth, or a root-depth estimate such as RootNet's), "
+                 "or leave out --focal and --principal for root-relative joints",
+        )
+
+
 @dataclass
 class Predictor:
     spec: ModelSpec
     runner: Callable[[np.ndarray], np.ndarray]
+    camera: CameraArgs = CameraArgs()
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 frame -> [K, 3] (x, y, confidence) in the frame's pixels (a multi-person
@@ -77,7 +171,7 @@ class Predictor:
         family = family_of(self.spec)
         x, affine = self.spec.preprocessing.apply(rgb)
         outputs = run_outputs(self.runner, x[None])
-        return family.detect(outputs, self.spec, affine), family.joint_extras(outputs, self.spec, affine)
+        return family.detect(outputs, self.spec, affine), family.joint_extras(outputs, self.spec, affine, **self.camera.keywords())
 
     @property
     def multi_person(self) -> bool:
@@ -99,8 +193,12 @@ class Predictor:
         return rgb
 
 
-def open_predictor(artifact: Path, spec: Path | None = None) -> Predictor:
-    return Predictor(find_spec(artifact, spec), open_artifact(artifact))
+def open_predictor(artifact: Path, spec: Path | None = None, camera: CameraArgs | None = None) -> Predictor:
+    """The artifact's predictor; `camera` is checked against its spec before the model is opened."""
+    model_spec = find_spec(artifact, spec)
+    camera = camera or CameraArgs()
+    check_camera(model_spec, camera, artifact)
+    return Predictor(model_spec, open_artifact(artifact), camera)
 
 
 def open_artifact(path: Path):

@@ -92,6 +92,13 @@ final class CameraModel: NSObject, ObservableObject, AVCaptureVideoDataOutputSam
 
     private func steady(_ pose: Pose) -> Pose {
         let points = pose.keypoints.map { [$0.x, $0.y, $0.score] }
-        return Pose.fromPoints(smoother.smooth(points), latencyMs: pose.latencyMs)
+        let smoothed = Pose.fromPoints(smoother.smooth(points), latencyMs: pose.latencyMs)
+        // positions are steadied; each keypoint's depth (a 3-D model's) is shown as found
+        let keypoints = smoothed.keypoints.enumerated().map { i, k -> Keypoint in
+            var shown = k
+            shown.depthMm = pose.keypoints[i].depthMm
+            return shown
+        }
+        return Pose(keypoints: keypoints, latencyMs: pose.latencyMs)
     }
 }

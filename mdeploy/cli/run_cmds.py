@@ -203,18 +203,34 @@ def predict(
     ),
     spec: Path | None = typer.Option(None, "--spec", help="spec.json of the artifact (default: found in its build)."),
     window: int = typer.Option(3, min=1, help="Video: frames averaged per joint."),
+    focal: str | None = typer.Option(
+        None, "--focal", metavar="FX,FY",
+        help="3-D models: the camera's focal length in pixels of the source image (one number for both axes). "
+             "With --principal and --root-depth each joint gains its camera-space X, Y, Z in mm.",
+    ),
+    principal: str | None = typer.Option(
+        None, "--principal", metavar="CX,CY", help="3-D models: the camera's principal point in pixels of the source image."
+    ),
+    root_depth: str | None = typer.Option(
+        None, "--root-depth", metavar="MM",
+        help="3-D models: the root joint's distance from the camera in mm (needed with --focal unless the spec's "
+             "root depth is a constant); depths become absolute.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print every result (keypoints, file written) as JSON."),
 ) -> None:
     """Draw the predicted skeleton on images (or every frame of a video) and print the keypoints.
 
     Each result is written beside its source as <source name>_pose.png (or .mp4), unless --out
-    names a folder or a file.
+    names a folder or a file. A 3-D model also gives each joint's depth in mm; with --focal,
+    --principal and --root-depth, its position in camera space (x right, y down, z forward).
     """
 
     def body() -> int:
-        from mdeploy.predict import expand_sources, is_video, open_predictor, predict_video, result_paths
+        from mdeploy.predict import expand_sources, is_video, open_predictor, parse_camera, predict_video, result_paths
 
+        camera = parse_camera(focal, principal, root_depth)
         inputs = expand_sources(sources)
+        camera.check_sources(inputs)
         if out is not None and (out.is_dir() or len(inputs) > 1):
             output_folder(out, "--out")
         else:
@@ -222,7 +238,7 @@ def predict(
         targets = result_paths(inputs, out)
         from mdeploy.spec import provenance
 
-        predictor = open_predictor(artifact, spec)
+        predictor = open_predictor(artifact, spec, camera)
         note = provenance(predictor.spec.source)["note"]
         if note and not json_output:
             stderr(f"note: {note}")
@@ -247,7 +263,10 @@ def predict(
             emit_json({"ok": True, **single, "results": results, "note": note})
         elif len(results) == 1:
             rows = results[0]["keypoints"]
-            typer.echo(table(["joint", "x", "y", "confidence"], [[r["joint"], f"{r['x']:.1f}", f"{r['y']:.1f}", f"{r['confidence']:.3f}"] for r in rows]))
+            lifted = bool(rows) and "camera_mm" in rows[0]  # a 3-D model with --focal: camera space too
+            typer.echo(table(["joint", "x", "y", "confidence", *(("X mm", "Y mm", "Z mm") if lifted else ())],
+                             [[r["joint"], f"{r['x']:.1f}", f"{r['y']:.1f}", f"{r['confidence']:.3f}",
+                               *((f"{v:.1f}" for v in r["camera_mm"]) if lifted else ())] for r in rows]))
             typer.echo(f"\nwrote {targets[0]}")
         return 0
 

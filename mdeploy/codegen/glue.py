@@ -52,6 +52,17 @@ def tflite_quant(artifact: dict, key: str) -> Quant:
     return Quant(io["dtype"], float(io["scale"] or 1.0), int(io["zero_point"] or 0))
 
 
+def grid(shape) -> tuple[int, int, int]:
+    """An output's (height, width, channels) as the app's OutputTensor holds it: NHWC [1, H, W, C]
+    as it is; a rank-3 output [1, A, B] (e.g. coordinates [1, joints, 3]) as height 1, width A,
+    channels B; [1, C] as one cell of C channels. The product is always the tensor's size."""
+    dims = [int(d) for d in shape[1:]]
+    if not 1 <= len(dims) <= 3:
+        raise ValueError(f"an output of shape {list(shape)} has no NHWC reading: expected rank 2 to 4")
+    h, w, c = [1] * (3 - len(dims)) + dims
+    return h, w, c
+
+
 def context(spec: ModelSpec, *, name: str, description: str, package: str | None, model_file: str,
             artifact: dict | None = None, mace: dict | None = None, smoothing_window: int = 3) -> dict:
     """Template values for one app platform (values only: templates format them)."""
@@ -64,16 +75,20 @@ def context(spec: ModelSpec, *, name: str, description: str, package: str | None
     estimator = family.glue_estimator(spec)
     escape.check_identifier(estimator.decoder, "decoder", frozenset())
     tensors = {t.name: t for t in spec.outputs}
-    outputs = [
-        {
-            "name": name,
-            "height": int(tensors[name].shape[1]),
-            "width": int(tensors[name].shape[2]),
-            "channels": int(tensors[name].shape[3]),
-            "quant": tflite_quant(artifact, f"output:{name}"),
-        }
-        for name in estimator.outputs
-    ]
+    outputs = []
+    for output_name in estimator.outputs:
+        shape = tuple(int(d) for d in tensors[output_name].shape)
+        height, width, channels = grid(shape)
+        outputs.append({
+            "name": output_name,
+            "height": height,
+            "width": width,
+            "channels": channels,
+            "rank": len(shape),  # 4: an NHWC grid; 3: e.g. coordinates [1, joints, 3]
+            "shape": list(shape),
+            "quant": tflite_quant(artifact, f"output:{output_name}"),
+        })
+    first = grid(spec.output.shape)
     return {
         "mdeploy_version": __version__,
         "recipe": name,
@@ -97,9 +112,9 @@ def context(spec: ModelSpec, *, name: str, description: str, package: str | None
         },
         "output": {
             "name": spec.output.name,
-            "height": spec.heatmap_size[0],
-            "width": spec.heatmap_size[1],
-            "channels": int(spec.output.shape[3]),
+            "height": first[0],
+            "width": first[1],
+            "channels": first[2],
             "stride": spec.output_stride,
             "quant": tflite_quant(artifact, f"output:{spec.output.name}"),
         },

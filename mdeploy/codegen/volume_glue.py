@@ -13,11 +13,19 @@ soft-argmax baked in ([1, J, 3]) and skips the softmax.
 
 Everything comes from data: the `VolumeLayout` (joints, depth bins, grid, channel order,
 depth range, cell origin), the keypoint set (joint names, root, bones), the model's input
-size and the preprocessing's resize mode. The channel indexing is rendered for the layout's
-order, so the generated loop has no branch on it.
+size, the preprocessing's resize mode and the root depth an app assumes (the recipe's constant
+one, or none). The channel indexing is rendered for the layout's order, so the generated loop
+has no branch on it.
+
+In an app, the common `PoseEstimator` hands the model's one output to `VolumePoseDecoder`
+(templates/glue/*/VolumePoseDecoder.*, rendered with the common glue's values), which calls
+this decoder with the frame's preprocessing geometry as the crop's affine map and lists the
+one person with each keypoint's depth in mm.
 """
 
 from __future__ import annotations
+
+import math
 
 from mdeploy import __version__
 from mdeploy.codegen import escape
@@ -42,11 +50,12 @@ def _keypoints(keypoints: KeypointSet | str | None, layout: VolumeLayout) -> tup
 
 
 def volume_context(layout: VolumeLayout, *, input_size: tuple[int, int], keypoints: KeypointSet | str | None = None,
-                   resize: str = "stretch", package: str | None = None) -> dict:
+                   resize: str = "stretch", package: str | None = None, root_depth_mm: float | None = None) -> dict:
     """Template values for the volume decoders (values only: the templates format them).
 
     `input_size` is the model input (height, width) the crop is resized to, `resize` the
-    spec's Preprocessing.resize (how the crop box maps onto it).
+    spec's Preprocessing.resize (how the crop box maps onto it), `root_depth_mm` the root
+    depth an app assumes when it has none of its own (None: depths stay root-relative).
     """
     if package is not None:
         escape.check_package(package)
@@ -56,6 +65,8 @@ def volume_context(layout: VolumeLayout, *, input_size: tuple[int, int], keypoin
     if height < 1 or width < 1:
         raise ValueError(f"the model input size must be positive, got {list(input_size)}")
     set_name, names, root, bones = _keypoints(keypoints, layout)
+    if root_depth_mm is not None and not (math.isfinite(root_depth_mm) and root_depth_mm > 0):
+        raise ValueError(f"the assumed root depth must be a positive number of mm, got {root_depth_mm!r}")
     return {
         "mdeploy_version": __version__,
         "package": package,
@@ -77,11 +88,13 @@ def volume_context(layout: VolumeLayout, *, input_size: tuple[int, int], keypoin
             "cell_origin": layout.cell_origin,
         },
         "input": {"height": height, "width": width, "resize": resize},
+        "root_depth_mm": None if root_depth_mm is None else float(root_depth_mm),
     }
 
 
 def render_volume_decoder(platform: str, layout: VolumeLayout, *, package: str | None = None, input_size: tuple[int, int],
-                          keypoints: KeypointSet | str | None = None, resize: str = "stretch") -> dict[str, str]:
+                          keypoints: KeypointSet | str | None = None, resize: str = "stretch",
+                          root_depth_mm: float | None = None) -> dict[str, str]:
     """Relative path -> source text of the volume decoder for `platform` (android | ios).
 
     Android files go to `<package>/generated/` (a package is required there), iOS files to
@@ -92,10 +105,12 @@ def render_volume_decoder(platform: str, layout: VolumeLayout, *, package: str |
     if platform == "android":
         if not package:
             raise ValueError("the Android volume decoder needs a package")
-        ctx = volume_context(layout, input_size=input_size, keypoints=keypoints, resize=resize, package=package)
+        ctx = volume_context(layout, input_size=input_size, keypoints=keypoints, resize=resize, package=package,
+                             root_depth_mm=root_depth_mm)
         folder = ctx["generated_package"].replace(".", "/")
         return {f"{folder}/{ANDROID_FILE}": env.get_template(f"glue/android/{ANDROID_FILE}.j2").render(**ctx)}
     if platform == "ios":
-        ctx = volume_context(layout, input_size=input_size, keypoints=keypoints, resize=resize, package=package)
+        ctx = volume_context(layout, input_size=input_size, keypoints=keypoints, resize=resize, package=package,
+                             root_depth_mm=root_depth_mm)
         return {f"Generated/{IOS_FILE}": env.get_template(f"glue/ios/{IOS_FILE}.j2").render(**ctx)}
     raise ValueError(f"unknown platform {platform!r}")

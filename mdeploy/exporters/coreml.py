@@ -7,8 +7,18 @@ ModelSpec names them (`heatmaps`; a PAF model also `pafs`, each with its own sha
 After conversion the spec is read back (no model load: that needs macOS) and its input,
 outputs and preprocessing are checked against the ModelSpec.
 
-Core ML's image scale is one number for all channels: a contract with different std per
-channel cannot be an image input, and the recipe is refused (recipe validation).
+Core ML's image scale is one number for all channels. A contract with a different std per
+channel (ImageNet's, as MobileHumanPose's LPSKI uses) is split in two: the image input
+applies the value range and the mean (scale (high - low) / 255, bias low - mean per
+channel), and the model's first op multiplies each channel by 1 / std
+(`channel_scale`). The split is checked in TensorFlow before conversion (the wrapped
+graph on raw pixels against the canonical model on the contract's inputs) and read back
+from the saved spec afterwards, so the app still hands Core ML a plain camera frame.
+
+The outputs are float32 arrays named and shaped as the ModelSpec says, whatever the family:
+`heatmaps` (+ `pafs`), or a volumetric model's `volume` [1, H, W, J*D] or, with the
+soft-argmax in the graph, its `coords` [1, J, 3]; the short description names the family
+and each output (`describe_outputs`), the metadata the family and keypoints.
 """
 
 from __future__ import annotations
@@ -26,7 +36,9 @@ from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
 # Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
 # 2: no conversion date (or other time) in the metadata.
 # 3: every output of a multi-output model, named and shaped as the spec says.
-WRITER = 3
+# 4: per-channel std as an in-graph channel scale; outputs described by family; an in-graph
+#    soft-argmax (softmax and the product reading it) kept float32 in an fp16 program.
+WRITER = 4
 
 TOLERANCES = {
     "fp32": Tolerance(max_abs=1e-3, min_agreement=0.98),
@@ -39,13 +51,68 @@ def not_on_macos() -> str | None:
     return None if sys.platform == "darwin" else "needs macOS: Core ML models only run there"
 
 
+def channel_scale(pre) -> list[float] | None:
+    """The per-channel factor (1 / std, model channel order) the graph applies after the image
+    input, or None when one std serves every channel (the image input then applies it)."""
+    if len(set(pre.std)) <= 1:
+        return None
+    return [1.0 / s for s in pre.std]
+
+
 def image_contract(pre) -> tuple[float, list[float]]:
-    """(scale, bias per model channel) with input = scale * pixel + bias, pixel in 0..255."""
+    """(scale, bias per model channel) of the image input: scale * pixel + bias, pixel in 0..255.
+
+    With one std that is the whole contract; with one std per channel it is the range and the
+    mean only, and `channel_scale` finishes the contract inside the graph."""
     lo, hi = pre.range
-    std = pre.std[0]
+    std = pre.std[0] if channel_scale(pre) is None else 1.0
     scale = (hi - lo) / 255.0 / std
     bias = [(lo - m) / std for m in pre.mean]
     return scale, bias
+
+
+def describe_outputs(spec) -> str:
+    """What the outputs hold, for the model's short description (Xcode shows it): the family's
+    own description, the keypoint set and each output's name and shape."""
+    from mdeploy.families import family_of
+
+    shapes = ", ".join(f"{o.name} {'x'.join(str(d) for d in o.shape)}" for o in spec.outputs)
+    return f"{family_of(spec).description}; {len(spec.keypoints)} {spec.keypoints.name} keypoints; {shapes}"
+
+
+def _scaled_signature(signature, spec, factors: list[float]):
+    """The serving signature behind a per-channel multiply: a concrete function whose input
+    (named as the spec's) is the image input's output and whose outputs are the signature's."""
+    import tensorflow as tf
+
+    (key,) = signature.structured_input_signature[1]
+    k = tf.constant(np.asarray(factors, np.float32).reshape(1, 1, 1, -1))
+
+    @tf.function(input_signature=[tf.TensorSpec(tuple(spec.input.shape), tf.float32, name=spec.input.name)])
+    def standardized(image):
+        return signature(**{key: image * k})
+
+    return standardized.get_concrete_function()
+
+
+def _check_split(signature, converted, spec) -> float:
+    """Largest difference between the canonical model on the contract's inputs and the graph
+    Core ML converts on the image input's values (a random image): the split must change nothing."""
+    import tensorflow as tf
+
+    pre = spec.preprocessing
+    pixels = np.random.default_rng(0).integers(0, 256, (1, pre.height, pre.width, 3)).astype(np.float32)
+    scale, bias = image_contract(pre)
+    ordered = pixels[..., ::-1] if pre.channels == "bgr" else pixels  # model channel order
+    (key,) = signature.structured_input_signature[1]
+    want = signature(**{key: tf.constant(pre.normalize(pixels))})
+    got = converted(tf.constant((scale * ordered + np.asarray(bias)).astype(np.float32)))
+    worst = 0.0
+    for name, value in want.items():
+        ref = np.asarray(value, np.float64)
+        diff = np.abs(ref - np.asarray(got[name], np.float64)).max()
+        worst = max(worst, float(diff / max(1.0, np.abs(ref).max())))
+    return worst
 
 
 def targets(recipe, build_dir) -> list[ExportTarget]:
@@ -95,13 +162,23 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     layout = ct.colorlayout.BGR if pre.channels == "bgr" else ct.colorlayout.RGB
     loaded = tf.saved_model.load(str(inputs.saved_model))
     signature = loaded.signatures["serving_default"]
+    factors = channel_scale(pre)
+    if factors is not None:
+        converted = _scaled_signature(signature, spec, factors)
+        worst = _check_split(signature, converted, spec)
+        if worst > 1e-4:
+            raise ModelError(f"splitting the per-channel std between the image input and the graph changed the outputs "
+                             f"by {worst:.3g} (relative): the Core ML input would not implement the preprocessing")
+        inputs.log("per-channel std: the image input applies range and mean, the graph's first op 1 / std per channel")
+        signature = converted
     nodes = output_nodes(signature, [o.name for o in spec.outputs])
     image = ct.ImageType(name=spec.input.name, shape=tuple(spec.input.shape), color_layout=layout, scale=scale, bias=bias)
     kwargs = {}
     if s["kind"] == "mlprogram":
         kwargs = {
             "convert_to": "mlprogram",
-            "compute_precision": ct.precision.FLOAT16 if s["precision"] == "fp16" else ct.precision.FLOAT32,
+            "compute_precision": (ct.transform.FP16ComputePrecision(op_selector=_fp16_op) if s["precision"] == "fp16"
+                                  else ct.precision.FLOAT32),
             "minimum_deployment_target": getattr(ct.target, s["minimum_deployment_target"]),
         }
     else:
@@ -129,13 +206,12 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     for feature in mlspec.description.output:
         if s["kind"] == "neuralnetwork" and not feature.type.multiArrayType.shape:
             feature.type.multiArrayType.shape.extend(shapes[feature.name])
-    described = f"{len(spec.keypoints)} {spec.keypoints.name} keypoint heatmaps"
-    if len(spec.outputs) > 1:
-        described = f"{described} + {', '.join(o.name for o in spec.extra_outputs)}"
-    mlspec.description.metadata.shortDescription = f"{spec.name}: {described}"
-    mlspec.description.metadata.userDefined.update(
-        {"mdeploy.keypoints": ",".join(spec.keypoints.names), "mdeploy.output_stride": str(spec.output_stride)}
-    )
+    mlspec.description.metadata.shortDescription = f"{spec.name}: {describe_outputs(spec)}"
+    meta = {"mdeploy.keypoints": ",".join(spec.keypoints.names), "mdeploy.output_stride": str(spec.output_stride),
+            "mdeploy.family": getattr(spec, "family", "heatmap") or "heatmap"}
+    if factors is not None:
+        meta["mdeploy.channel_scale"] = ",".join(f"{f:.9g}" for f in factors)
+    mlspec.description.metadata.userDefined.update(meta)
     if s["kind"] == "mlprogram":
         final = ct.models.MLModel(mlspec, weights_dir=model.weights_dir, skip_model_load=True)
     else:
@@ -154,6 +230,32 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         raise ModelError(f"the converted Core ML model does not match the ModelSpec: {'; '.join(problems)}")
     details["parity"] = not_on_macos() or "runs on this host"
     return details
+
+
+HEAD_OPS = ("reshape", "transpose", "expand_dims", "squeeze", "matmul", "linear")
+
+
+def _fp16_op(op) -> bool:
+    """Whether an op of an fp16 ML Program computes in float16: all but a softmax and what reads
+    its probabilities (reshapes, the matrix product, reshapes of its result). A volumetric model
+    whose graph ends in the soft-argmax spreads one joint's mass over D*H*W cells (32768 for
+    MobileHumanPose), each far below float16's smallest normal value, and sums them times
+    cell coordinates up to 31: that head stays float32; the convolutions stay float16."""
+    if op.op_type == "softmax":
+        return False
+    if op.op_type not in HEAD_OPS:
+        return True
+    source = op.inputs.get("x")
+    for _ in range(12):
+        producer = getattr(source, "op", None)
+        if producer is None:
+            return True
+        if producer.op_type == "softmax":
+            return False
+        if producer.op_type not in ("cast", *HEAD_OPS):
+            return True
+        source = producer.inputs.get("x")
+    return True
 
 
 def output_nodes(signature, names: list[str]) -> dict[str, str]:
@@ -228,24 +330,51 @@ def inspect(path) -> dict:
     return details
 
 
+def _const_floats(value) -> list[float] | None:
+    """A const op's immediate float32 or float16 values (None: another type, or stored in the weights file)."""
+    if not value.HasField("immediateValue"):
+        return None
+    tensor = value.immediateValue.tensor
+    if tensor.HasField("floats"):
+        return [float(v) for v in tensor.floats.values]
+    if tensor.HasField("bytes") and value.type.tensorType.dataType == 10:  # FLOAT16
+        return [float(v) for v in np.frombuffer(tensor.bytes.values, np.float16)]
+    return None
+
+
 def _mlprogram_preprocessing(spec) -> dict:
-    """The leading `mul` (scale) and `add` (bias) the converter puts on an image input."""
+    """The leading `mul` (scale) and `add` (bias) the converter puts on an image input, and the
+    per-channel `mul` right after them where the contract has one std per channel (`channel_scale`)."""
     fn = spec.mlProgram.functions["main"]
     block = fn.block_specializations[fn.opset]
     consts = {}
     scale, bias = 1.0, [0.0, 0.0, 0.0]
+    image = spec.description.input[0].name
+    image_ends = set()  # the image input's values after its scale and bias (and any cast of them)
+    channels = None
     for op in block.operations:
+        x = op.inputs["x"].arguments[0].name if "x" in op.inputs and op.inputs["x"].arguments else None
         if op.type == "const":
-            value = op.attributes["val"]
-            if value.HasField("immediateValue") and value.immediateValue.tensor.HasField("floats"):
-                consts[op.outputs[0].name] = list(value.immediateValue.tensor.floats.values)
-        elif op.type in ("mul", "add") and op.outputs[0].name.startswith(spec.description.input[0].name + "__"):
+            values = _const_floats(op.attributes["val"])
+            if values is not None:
+                consts[op.outputs[0].name] = values
+        elif op.type in ("mul", "add") and op.outputs[0].name.startswith(image + "__"):
             y = consts.get(op.inputs["y"].arguments[0].name, [])
             if op.type == "mul" and y:
                 scale = float(y[0])
             elif op.type == "add" and y:
                 bias = [float(v) for v in y]
-    return {"scale": scale, "bias": bias}
+                image_ends.add(op.outputs[0].name)
+        elif op.type == "cast" and x in image_ends:
+            image_ends.add(op.outputs[0].name)
+        elif op.type == "mul" and x in image_ends and channels is None:
+            y = consts.get(op.inputs["y"].arguments[0].name, [])
+            if len(y) == 3:
+                channels = y
+    out = {"scale": scale, "bias": bias}
+    if channels is not None:
+        out["channel_scale"] = channels
+    return out
 
 
 def _nn_preprocessing(spec, colour: str) -> dict:
@@ -286,4 +415,11 @@ def check_against_spec(details: dict, spec) -> list[str]:
     got = details["preprocessing"]
     if not np.isclose(got["scale"], scale, rtol=1e-5) or not np.allclose(got["bias"], bias, rtol=1e-5, atol=1e-6):
         problems.append(f"image preprocessing scale {got['scale']} bias {got['bias']}, expected scale {scale} bias {bias}")
+    factors = channel_scale(pre)
+    if details.get("kind") == "mlprogram" and factors is not None:
+        found = got.get("channel_scale")
+        if found is None:
+            problems.append(f"no per-channel multiply by 1 / std {[round(f, 6) for f in factors]} after the image input")
+        elif not np.allclose(found, factors, rtol=2e-3):  # float16 holds 1 / std to 3 significant digits
+            problems.append(f"per-channel multiply {found} after the image input, expected 1 / std {factors}")
     return problems

@@ -54,7 +54,8 @@ TOLERANCE = Tolerance(max_abs=1e-4, min_agreement=0.98)
 # Raised when what this exporter writes changes (part of the cache key: older entries are rebuilt).
 # 2: graphs as TF 1 reads them, validation_threshold at the model level.
 # 3: every output of a multi-output model; training-mode batch norms lowered.
-WRITER = 3
+# 4: data format NONE for a tensor that is not 4-D (a 3-D model's coords).
+WRITER = 4
 
 # The attributes TensorFlow 1.8 (the version MACE documents) knows for each op MACE reads,
 # from TF 1.8's op registry; the PEFM release graph (TF 1.x) carries only these. The last
@@ -378,6 +379,42 @@ def half_pixel_resizes(graph_def) -> list[str]:
             if n.op.startswith("Resize") and "half_pixel_centers" in n.attr and n.attr["half_pixel_centers"].b]
 
 
+def softmax_ranks(graph_def) -> dict[str, int]:
+    """The rank of every Softmax node's output (a 3-D model's in-graph soft-argmax: [1, J, D*H*W])."""
+    import tensorflow as tf
+
+    nodes = [n.name for n in graph_def.node if n.op == "Softmax"]
+    if not nodes:
+        return {}
+    copy = tf.compat.v1.GraphDef()
+    copy.CopyFrom(graph_def)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(copy, name="")
+    return {name: graph.get_tensor_by_name(f"{name}:0").shape.rank for name in nodes}
+
+
+def check_softmax(graph_def, settings: dict) -> list[str]:
+    """MACE's Softmax kernels by rank: float CPU takes 2-D, 3-D and 4-D tensors, GPU 2-D and 4-D
+    (MACE places any other on the CPU), the quantized CPU kernel 2-D and 4-D only. Refuses a
+    quantized package whose Softmax is neither; returns the Softmax nodes a GPU runtime leaves to
+    the CPU."""
+    odd = {name: rank for name, rank in softmax_ranks(graph_def).items() if rank not in (2, 4)}
+    if not odd:
+        return []
+    quantized = bool(settings.get("quantize")) or settings.get("data_type") == "uint8" or settings.get("runtime") == "dsp"
+    name, rank = next(iter(odd.items()))
+    if quantized:
+        raise ModelError(
+            f"MACE's quantized (uint8) Softmax takes 2-D or 4-D tensors, and {name} is {rank}-D "
+            f"({len(odd)} such node{'s' if len(odd) > 1 else ''}; a soft-argmax over each joint's volume is one): "
+            "MACE cannot run this graph quantized",
+            hint="leave export.mace.quantize off (and a uint8 data_type), or export the raw volume "
+                 "(model.volume.in_graph_softargmax: false) and take the soft-argmax in the app",
+        )
+    return sorted(odd) if "gpu" in settings.get("runtime", "") else []
+
+
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     from mdeploy import __version__
     from mdeploy.codegen.render import render
@@ -391,6 +428,10 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     if lowered:
         inputs.log(f"{lowered} training-mode batch norms (normalizing by the image's own statistics) written as the ops they compute")
     check_ops(graph_def)
+    on_cpu = check_softmax(graph_def, s)
+    if on_cpu:
+        inputs.log(f"{len(on_cpu)} Softmax node(s) of rank 3 run on MACE's CPU (its GPU Softmax takes 2-D or 4-D tensors): "
+                   f"{', '.join(on_cpu[:3])}")
     tf1_graph(graph_def)
     io = graph_io(graph_def, input_node, names[0] if len(names) == 1 else names)
     got = [tuple(io["input_shape"])] + [tuple(o["shape"]) for o in io["outputs"]]
@@ -428,7 +469,8 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         input_name=io["input"],
         input_shape=mace_rules.shape_text(io["input_shape"]),
         input_range=f"{lo:g},{hi:g}",
-        outputs=[{"name": o["name"], "shape": mace_rules.shape_text(o["shape"])} for o in io["outputs"]],
+        outputs=[{"name": o["name"], "shape": mace_rules.shape_text(o["shape"]), "data_format": mace_rules.data_format_for(o["shape"])}
+                 for o in io["outputs"]],
         validation_threshold=mace_rules.thresholds_for(s["runtime"], quantized, s.get("validation_threshold")),
         runtime=s["runtime"],
         data_type=s["data_type"],
@@ -461,6 +503,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
         "output_shape": io["output_shape"],
         **({"outputs": io["outputs"]} if len(io["outputs"]) > 1 else {}),
         **({"lowered_batch_norms": lowered} if lowered else {}),
+        **({"gpu_to_cpu": on_cpu} if on_cpu else {}),
         "half_pixel_resizes": len(halfpixel),
         "convert_command": f"cd /path/to/mace && python tools/converter.py convert --config={yml_path}",
     }

@@ -15,7 +15,8 @@ every layer that needs it, registered under one name:
 - training: the examples, batches and targets, the loss and the validation score
   (`train_examples`, `train_dataset`, `train_loss`, `validate`);
 - drawing: the people `mdeploy predict` and the report overlay draw (`detect`,
-  `draw_threshold`) and what `predict --json` adds per joint (`joint_extras`);
+  `draw_threshold`), what `predict --json` adds per joint (`joint_extras`) and, for a
+  family with depth, the root-relative 3-D skeleton the report plots (`skeleton3d`);
 - glue: the Kotlin/Swift decoder sources the family adds to the app glue (`glue_files`), and
   how the common `PoseEstimator` reads the outputs and turns them into people (`glue_estimator`).
 
@@ -145,6 +146,12 @@ class Family:
 
     def joint_extras(self, outputs: Outputs, spec, affine) -> list[list[dict]] | None:
         """Per person, per joint: what `predict --json` adds beside x, y and confidence (e.g. depth)."""
+        return None
+
+    def skeleton3d(self, outputs: Outputs, spec, affine) -> np.ndarray | None:
+        """One sample's person as [K, 3] joints in mm relative to the set's root joint (x right,
+        y down, z away from the camera), which the report draws in 3-D per artifact; None for a
+        family whose outputs have no depth (the report then draws no 3-D tiles)."""
         return None
 
 

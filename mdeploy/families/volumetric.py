@@ -53,8 +53,14 @@ loss is L1 on the soft-argmax of the volume, or on `coords` when the graph ends 
 visible joints (train/volume_loss.py). Each epoch is validated by MPJPE through `evaluate`;
 the loop keeps early stopping the right way round (evaluate/metrics.LOWER_IS_BETTER).
 
-**App glue** for this family (a Kotlin/Swift soft-argmax decoder) is not generated yet:
-`glue_files` adds nothing, and an app gets the common glue only.
+**App glue**: the common `PoseEstimator` reads the one output (`volume`, or `coords`; an
+8-bit one dequantized with its own scale) and hands it to `VolumePoseDecoder`
+(`glue_estimator`), which runs the generated `VolumeDecoder` (`glue_files`: the soft-argmax,
+cells to pixels, bins to mm, rendered from the layout) with the frame's preprocessing geometry
+as the crop's affine map: the app feeds the frame, or the person box it crops, as it feeds any
+model. It lists one person whose keypoints have score 1 and their depth in mm (root-relative,
+or absolute with the recipe's constant root depth), the joints `detect` and `joint_extras`
+give; the demo apps colour joints and bones by that depth.
 """
 
 from __future__ import annotations
@@ -489,18 +495,46 @@ class VolumetricFamily(Family):
     def draw_threshold(self, spec) -> float:
         return 0.0
 
-    def joint_extras(self, outputs: Outputs, spec, affine) -> list[list[dict]]:
-        """Each joint's depth in mm (root-relative unless the spec's root depth is a constant)."""
-        pose = self.pose3d(outputs, spec, affine)
-        return [[{"depth_mm": round(float(d), 1), "depth_relative_to_root": bool(pose.relative)} for d in pose.depth]]
+    def joint_extras(self, outputs: Outputs, spec, affine, *, root_depth: float | None = None, focal=None,
+                     principal=None) -> list[list[dict]]:
+        """Each joint's depth in mm (root-relative unless a root depth is given or the spec's is a
+        constant) and, with the camera's focal length and principal point, its camera-space
+        position `camera_mm` [X, Y, Z] (x right, y down, z forward; `mdeploy predict --focal`)."""
+        lift = focal is not None and principal is not None
+        pose = self.pose3d(outputs, spec, affine, root_depth=root_depth, focal=focal, principal=principal, back_project=lift)
+        rows = [{"depth_mm": round(float(d), 1), "depth_relative_to_root": bool(pose.relative)} for d in pose.depth]
+        if pose.camera is not None:
+            for row, point in zip(rows, pose.camera, strict=True):
+                row["camera_mm"] = [round(float(v), 1) for v in point]
+        return [rows]
+
+    def skeleton3d(self, outputs: Outputs, spec, affine) -> np.ndarray:
+        """[J, 3] mm relative to the root joint, in the volume's own metric scale (as parity compares):
+        x, y from `pose3d`'s joints in model-input pixels (the crop spans depth_range_mm across the
+        input, as the volume does in depth), z its depth. Root-relative, so the crop's place in the
+        source image (`affine`) does not change it."""
+        pose = self.pose3d(outputs, spec, None)
+        height, width = input_size(spec)
+        span = layout_of(spec).depth_range_mm
+        joints = np.column_stack([pose.image[:, 0] * span / width, pose.image[:, 1] * span / height, pose.depth])
+        return joints - joints[spec.keypoints.names.index(spec.head["root"])]
 
     def glue_files(self, platform: str, spec, package: str | None) -> dict[str, str]:
         """The app's `VolumeDecoder` (soft-argmax, crop box, depth in mm, back-projection), rendered
         from the spec's layout (codegen/volume_glue.py; checked on the JVM against this decode)."""
         from mdeploy.codegen.volume_glue import render_volume_decoder
 
+        runtime = spec.head.get("runtime", {}).get("root_depth", {})
+        assumed = runtime.get("mm") if runtime.get("source") == "constant" else None  # as pose3d assumes it
         return render_volume_decoder(platform, layout_of(spec), package=package, input_size=spec.preprocessing.size,
-                                     keypoints=spec.keypoints, resize=spec.preprocessing.resize)
+                                     keypoints=spec.keypoints, resize=spec.preprocessing.resize, root_depth_mm=assumed)
+
+    def glue_estimator(self, spec):
+        """The one output to `VolumePoseDecoder` (templates/glue/*/VolumePoseDecoder.*): the generated
+        `VolumeDecoder` with the frame's geometry as the crop's map; one person, depth per keypoint."""
+        from mdeploy.families import GlueEstimator
+
+        return GlueEstimator(outputs=(spec.output.name,), decoder="VolumePoseDecoder", templates=("VolumePoseDecoder",))
 
 
 def _round(v) -> float | None:

@@ -923,13 +923,8 @@ class Recipe(Section):
             raise PydanticCustomError(
                 "train_data", "training model.arch needs a data.train split (synthetic, coco or mpii)", {"at": "data"}
             )
-        std = self.model.input.std
-        if self.export.coreml is not None and len(set(std)) > 1:
-            raise PydanticCustomError(
-                "coreml_std",
-                "Core ML image inputs scale every channel alike: model.input.std must be one value repeated, got {std}",
-                {"std": list(std), "at": "export"},
-            )
+        # A per-channel std reaches Core ML too: its image input takes range and mean, the graph
+        # 1 / std per channel (exporters/coreml.py).
         tflite = self.export.tflite
         if tflite is not None and "int8" in tflite.variants:
             split = self.calibration_split()

@@ -1,4 +1,4 @@
-"""report/: report.json, plots, overlays and one self-contained report.html per build.
+"""report/: report.json, plots, overlays (and 3-D skeletons) and one self-contained report.html per build.
 
 `write_report` is what `mdeploy build` runs after its stages (and `mdeploy report` on demand).
 The HTML embeds every image as a data URI and loads nothing, so it opens offline, attached
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mdeploy.fsutil import atomic_write_text, recover_dir, swap_dir, unique_sibling, write_json
 from mdeploy.limits import NotRegular, open_regular, read_build_file
-from mdeploy.report import collect, plots
+from mdeploy.report import collect, plots, skeletons
 
 REPORT_DIR = "report"
 
@@ -43,16 +43,23 @@ def _png_width(path: Path) -> int:
 
 
 def render_html(report: dict, folder: Path) -> str:
-    """report.html for `report`, its plots and overlay tiles read from `folder` and embedded.
+    """report.html for `report`, its plots, overlay and 3-D skeleton tiles read from `folder` and embedded.
 
     Plots come in `plots.PLOTS` order, each with the caption its own numbers give; the
-    narrow ones (up to 700 px) pair up side by side where the page is wide enough."""
+    narrow ones (up to 700 px) pair up side by side where the page is wide enough. The 3-D
+    skeletons' captions are written from the numbers in report.json (skeletons.caption)."""
     drawn = report.get("plots", {})
     figures = [{"key": key, "uri": _data_uri(folder / drawn[key]), "caption": plots.caption(key, report),
                 "wide": _png_width(folder / drawn[key]) > 700} for key in plots.PLOTS if key in drawn]
-    overlays = [{**o, "tiles": [{**t, "uri": _data_uri(folder / "overlays" / t["image"])} for t in o.get("tiles", [])]}
-                for o in report.get("overlays", [])]
-    return _environment().get_template("report/report.html.j2").render(r=report, figures=figures, overlays=overlays)
+    overlays = [_embedded(o, folder) for o in report.get("overlays", [])]
+    drawn3d = [{**_embedded(s, folder), "caption": skeletons.caption(s)} for s in report.get("skeletons") or []]
+    return _environment().get_template("report/report.html.j2").render(r=report, figures=figures, overlays=overlays,
+                                                                        skeletons=drawn3d)
+
+
+def _embedded(entry: dict, folder: Path) -> dict:
+    """An overlay or 3-D skeleton sample with each tile's image as a data URI (tiles live under overlays/)."""
+    return {**entry, "tiles": [{**t, "uri": _data_uri(folder / "overlays" / t["image"])} for t in entry.get("tiles", [])]}
 
 
 def previous_summary(build_dir: Path) -> list:
@@ -88,7 +95,7 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
         staging.mkdir(parents=True)
         report["plots"] = {key: f"plots/{key}.png" for key in plots.PLOTS
                            if plots.draw(key, report, staging / "plots" / f"{key}.png") is not None}
-        report["overlays"] = _overlays(build_dir, staging, extra_images)
+        report["overlays"], report["skeletons"] = _overlays(build_dir, staging, extra_images, plots.artifact_colours(report))
         if compare_with is not None:
             from mdeploy.report.compare import compare, differences
 
@@ -107,8 +114,10 @@ def write_report(build_dir: Path, *, summary: list | None = None, extra_images: 
     return report
 
 
-def _overlays(build_dir: Path, staging: Path, extra_images: list[Path] | None) -> list[dict]:
-    """Overlay PNGs; the extra source images are kept in overlays/sources/ for regeneration.
+def _overlays(build_dir: Path, staging: Path, extra_images: list[Path] | None,
+              colours: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
+    """Overlay tiles and 3-D skeleton tiles (a family with depth only); the extra source
+    images are kept in overlays/sources/ for regeneration.
 
     Only regular files are copied: a dataset's image may be a symlink to one, but the copies
     kept in overlays/sources/ are mdeploy's own, so a symlink there (or a FIFO, a device) is
@@ -132,8 +141,8 @@ def _overlays(build_dir: Path, staging: Path, extra_images: list[Path] | None) -
             continue
         kept.append(target)
     if not (build_dir / "model" / "spec.json").is_file():
-        return []
-    return overlays.render(build_dir, staging / "overlays", overlays.sample_images(kept))
+        return [], []
+    return overlays.render(build_dir, staging / "overlays", overlays.sample_images(kept), colours)
 
 
 def _plain_dirs(root: Path, folder: Path) -> bool:

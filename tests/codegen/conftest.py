@@ -143,7 +143,7 @@ def paf_app_model(name: str):
                     "tflite/fp32", "tflite/multipose_fp32.tflite", settings, details=paf_artifact(name))
 
 
-MULTI_HARNESS = """\
+PEOPLE_HARNESS = """\
 package {package}
 
 import java.io.File
@@ -151,7 +151,7 @@ import java.nio.ByteBuffer
 import java.nio.ByteOrder
 
 /** Test harness: the estimator's path after inference, on recorded output buffers in `dir`. */
-object MultiHarness {{
+object {name} {{
     fun run(dir: File) {{
         val values = PoseModelConfig.OUTPUTS.map {{ FloatArray(it.size) }}
         for (f in dir.listFiles()!!.filter {{ it.name.startsWith("frame_") }}.sortedBy {{ it.name }}) {{
@@ -165,12 +165,22 @@ object MultiHarness {{
                     buffer
                 }}
             val people = ModelOutputs.people(buffers, values, Preprocess.geometry(w, h))
-            val lines = people.map {{ pose -> pose.keypoints.joinToString(" ") {{ "${{it.x}} ${{it.y}} ${{it.score}}" }} }}
-            File(dir, "out_" + stem + ".txt").writeText(lines.joinToString("\\n") + "\\n")
+            {each}
         }}
+        {after}
     }}
 }}
 """
+
+
+def people_harness(package: str, name: str, each: str, after: str = "") -> str:
+    """Kotlin of a harness object `name`: for every recorded frame in `dir`, the estimator's
+    people from its output buffers, then `each` (Kotlin reading `people`, `dir`, `stem`)."""
+    return PEOPLE_HARNESS.format(package=package, name=name, each=each, after=after)
+
+
+MULTI_EACH = ('val lines = people.map { pose -> pose.keypoints.joinToString(" ") { "${it.x} ${it.y} ${it.score}" } }\n'
+              '            File(dir, "out_" + stem + ".txt").writeText(lines.joinToString("\\n") + "\\n")')
 
 
 def variant_artifact(name: str) -> dict:
@@ -325,7 +335,7 @@ def jvm_build(tmp_path_factory) -> JvmBuild:
             folder = src / "app" / "src" / "main" / "java" / package.replace(".", "/") / "generated"
         harness = src / f"multi_{name}" / "MultiHarness.kt"
         harness.parent.mkdir(parents=True, exist_ok=True)
-        harness.write_text(MULTI_HARNESS.format(package=f"{package}.generated"), encoding="utf-8")
+        harness.write_text(people_harness(f"{package}.generated", "MultiHarness", MULTI_EACH), encoding="utf-8")
         sources.append(harness)
         assert folder.is_dir(), folder
 

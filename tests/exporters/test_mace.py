@@ -268,11 +268,18 @@ def broken(path: str, value):
         ("models.pose.validation_threshold", {"APU": 0.9}, "validation_threshold: MACE's converter refuses device 'APU'"),
         ("models.pose.subgraphs.0.validation_threshold", {"GPU": 0.99}, "reads validation_threshold from the model"),
         ("models.pose.subgraphs", [], "subgraphs: must be a non-empty list"),
+        ("models.pose.subgraphs.0.output_shapes", ["1,17,3"], "output_data_formats: NHWC (the default when left out) for the 3-D"),
+        ("models.pose.subgraphs.0.output_data_formats", ["NCHW"], None),
     ],
 )
 def test_every_rule_of_the_deployment_file(path, value, message):
     config = broken(path, value)
-    if message is None:  # quantize alone is fine; with quantize_large_weights it is not
+    if message is None and path.endswith("output_data_formats"):  # fine on a 4-D output, refused on a 3-D one
+        assert mace_rules.validate(config) == []
+        config["models"]["pose"]["subgraphs"][0]["output_shapes"] = ["1,17,3"]
+        message = "output_data_formats: NCHW for the 3-D shape 1,17,3; a tensor that is not 4-D takes NONE"
+        assert mace_rules.validate(broken(path, ["NONE"])) == []
+    elif message is None:  # quantize alone is fine; with quantize_large_weights it is not
         assert mace_rules.validate(config) == []
         config["models"]["pose"]["quantize_large_weights"] = 1
         message = "quantize and quantize_large_weights cannot both be 1"

@@ -227,15 +227,16 @@ def test_predict_writes_the_projected_joints(built, cli, tmp_path, synth3d):
     assert out.is_file() and out.stat().st_size > 0
 
 
-def test_app_glue_is_refused_rather_than_generated_wrong_for_a_3d_model(built):
-    """The common PoseEstimator reads heatmaps; a 3D model has no estimator in the app glue yet."""
+def test_app_glue_reads_the_volume_into_the_volume_pose_decoder(built):
+    """The common PoseEstimator hands a 3D model's one output to VolumePoseDecoder (tests/codegen/test_volumetric_app.py
+    runs it on the JVM against `detect`)."""
     from mdeploy.codegen.glue import context
-    from mdeploy.errors import InputError
     from mdeploy.spec import ModelSpec
 
     spec = ModelSpec.load(built.build_dir / "model" / "spec.json")
-    with pytest.raises(InputError, match="does not generate app glue"):
-        context(spec, name="tiny3d", description="", package="com.example.pose", model_file="m.tflite")
+    ctx = context(spec, name="tiny3d", description="", package="com.example.pose", model_file="m.tflite")
+    assert ctx["decoder"] == "VolumePoseDecoder" and ctx["decoder_templates"] == ["VolumePoseDecoder"]
+    assert [(o["name"], o["channels"]) for o in ctx["outputs"]] == [("volume", JOINTS * DEPTH)]
 
 
 def test_a_flat_volume_finds_no_one(built):

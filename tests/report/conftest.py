@@ -1,6 +1,9 @@
-"""The report tests share one tiny build (about 25 s on two cores): built once per session."""
+"""The report tests share one tiny build (about 25 s on two cores): built once per session,
+and one way of opening a report in the browser (`open_report`)."""
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -39,3 +42,20 @@ def report_build(tmp_path_factory):
     result = build(load_recipe(recipe), out_root=folder / "build", cache=Cache(folder / "cache"))
     assert not result.failed_gates and result.report == "written"
     return recipe, result.build_dir
+
+
+def launch(playwright):
+    """Debian's Chromium, headless, driven by Playwright."""
+    return playwright.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+
+
+def open_report(browser, html, width: int, problems: list, height: int = 900):
+    """A page showing `html` offline at `width`: only file: and data: URLs load, and every console
+    message and page error is appended to `problems` (a report must give none)."""
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:")) else route.continue_())
+    page.goto(html.as_uri())
+    page.wait_for_load_state("load")
+    return page

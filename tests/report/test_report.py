@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.report.conftest import HOSTILE
+from tests.report.conftest import HOSTILE, launch, open_report
 
 
 def test_report_json_holds_the_builds_numbers(report_build):
@@ -66,14 +66,9 @@ def test_report_renders_in_a_real_browser(report_build, tmp_path):
     html = build_dir / "report" / "report.html"
     assert "<script" not in html.read_text().replace("&lt;script&gt;", "")  # self-contained, no scripts, hostile text escaped
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        messages, errors = [], []
-        page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:")) else route.continue_())
-        page.goto(html.as_uri())
-        page.wait_for_load_state("load")
+        browser = launch(p)
+        problems = []
+        page = open_report(browser, html, 1280, problems)
         images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
         scripts = page.evaluate("document.querySelectorAll('script').length")
         text = page.inner_text("body")
@@ -84,7 +79,7 @@ def test_report_renders_in_a_real_browser(report_build, tmp_path):
             shots[name] = tmp_path / f"{name}.png"
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         browser.close()
-    assert messages == [] and errors == []
+    assert problems == []
     assert scripts == 0 and HOSTILE in text
     assert len(images) == 4 + 4 * 5 and all(w > 100 and h > 100 for _, w, h in images)  # 4 plots, 4 images x 5 artifacts
     assert set(shots) == {"plot-latency", "plot-accuracy_size", "plot-accuracy_latency", "plot-per_joint", "overlay-astronaut",

@@ -14,6 +14,8 @@ import shutil
 
 import pytest
 
+from tests.report.conftest import launch, open_report
+
 WIDTHS = (1400, 400)
 
 LAYOUT = """() => {
@@ -72,17 +74,11 @@ def layouts(pages, tmp_path_factory):
     shots = tmp_path_factory.mktemp("shots")
     out = {}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+        browser = launch(p)
         for name, html in pages.items():
             for width in WIDTHS:
-                page = browser.new_page(viewport={"width": width, "height": 900})
                 problems = []
-                page.on("console", lambda m, problems=problems: problems.append(f"{m.type}: {m.text}"))
-                page.on("pageerror", lambda e, problems=problems: problems.append(str(e)))
-                page.route("**/*", lambda route: route.abort() if not route.request.url.startswith(("file:", "data:"))
-                           else route.continue_())
-                page.goto(html.as_uri())
-                page.wait_for_load_state("load")
+                page = open_report(browser, html, width, problems)
                 measured = page.evaluate(LAYOUT)
                 page.mouse.wheel(400, 0)  # a sideways swipe on the page itself moves nothing
                 measured["scrollX_after_swipe"] = page.evaluate("window.scrollX")

@@ -8,4 +8,8 @@ public class Color {
     public static final int BLUE = 0xFF0000FF;
     public static final int CYAN = 0xFF00FFFF;
     public static final int MAGENTA = 0xFFFF00FF;
+
+    public static int HSVToColor(float[] hsv) {
+        return 0xFF000000;
+    }
 }

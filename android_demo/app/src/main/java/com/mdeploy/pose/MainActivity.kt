@@ -90,7 +90,9 @@ class MainActivity : ComponentActivity() {
 
     private fun steady(pose: Pose): Pose {
         val points = pose.keypoints.map { floatArrayOf(it.x, it.y, it.score) }.toTypedArray()
-        return Pose.fromPoints(smoother.smooth(points), pose.latencyMs)
+        val smoothed = Pose.fromPoints(smoother.smooth(points), pose.latencyMs)
+        // positions are steadied; each keypoint's depth (a 3-D model's) is shown as found
+        return smoothed.copy(keypoints = smoothed.keypoints.mapIndexed { i, k -> k.copy(depthMm = pose.keypoints[i].depthMm) })
     }
 
     private fun upright(
