@@ -1,11 +1,13 @@
-"""Int8 against fp32 on XNNPACK, with and without the depthwise split (issue: int8 that pays).
+"""Int8 against fp32 on XNNPACK, with and without mdeploy's XNNPACK rewrites (int8 that pays).
 
 Converts each model with mdeploy's own TFLite exporter (`exporters/tflite.py`: fp32 and full
-int8, `split_depthwise` on and off) and times every file in one process, interleaved
+int8, the rewrites of `exporters/xnnpack_rewrites.py` on and off: `split_depthwise`, and
+`int8_prelu` for int8) and times every file in one process, interleaved
 (A B C D A B C D ...), median of the runs, with LiteRT's default XNNPACK delegate. Models:
 - the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
 - the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
-  untrained (latency does not depend on the weights), and with `refine_kernel: 3`.
+  untrained (latency does not depend on the weights), and with `refine_kernel: 3`;
+- MobileHumanPose's LPSKI (256x256, PReLU after nearly every convolution), untrained.
 Int8 calibrates on random inputs here: this script measures speed only (accuracy is the
 build's: docs/benchmarks.md).
 
@@ -39,22 +41,26 @@ def canonical(kind: str, out: Path) -> tuple[Path, tuple[float, float]]:
         loaded = IMPORTERS.get("frozen_pb")(section, PEFM, lambda *a: None)
         write_canonical(loaded, (192, 192), out)
         return out, (0.0, 255.0)
-    params = {"width": 0.5} if kind == "mv2_cpm" else {"width": 0.5, "refine_kernel": 3}
-    model = inference_model(create_model("mv2_cpm", params, (192, 192), 14))
-    write_canonical(LoadedModel(fn=model, input_shape=(None, 192, 192, 3), input_dtype="float32", keep=model), (192, 192), out)
-    return out, (-1.0, 1.0)
+    if kind == "lpski":
+        arch, params, size, joints, low_high = "lpski", {}, 256, 17, (-2.1, 2.6)  # ImageNet-normalized input
+    else:
+        arch, size, joints, low_high = "mv2_cpm", 192, 14, (-1.0, 1.0)
+        params = {"width": 0.5} if kind == "mv2_cpm" else {"width": 0.5, "refine_kernel": 3}
+    model = inference_model(create_model(arch, params, (size, size), joints))
+    write_canonical(LoadedModel(fn=model, input_shape=(None, size, size, 3), input_dtype="float32", keep=model), (size, size), out)
+    return out, low_high
 
 
-def convert(saved: Path, variant: str, split: bool, low: float, high: float, out: Path) -> Path:
+def convert(saved: Path, variant: str, split: bool, low: float, high: float, out: Path, size: int) -> Path:
     from mdeploy.exporters import ExportInputs
     from mdeploy.exporters.tflite import convert as tflite_convert
-    from mdeploy.exporters.tflite import split_source
+    from mdeploy.exporters.tflite import xnnpack_source
 
     rng = np.random.default_rng(0)
-    target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "io": "float"})
+    target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "int8_prelu": "leaky_relu" if split else "keep", "io": "float"})
     inputs = ExportInputs(saved, None, out, lambda line: None,
-                          lambda: (rng.uniform(low, high, (1, 192, 192, 3)).astype(np.float32) for _ in range(16)))
-    with split_source(target, inputs) as source:
+                          lambda: (rng.uniform(low, high, (1, size, size, 3)).astype(np.float32) for _ in range(16)))
+    with xnnpack_source(target, inputs) as source:
         tflite_convert(target, source)
     return out
 
@@ -91,22 +97,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    kinds = ["mv2_cpm", "mv2_cpm_k3"] + (["pefm_cpm"] if PEFM.is_file() else [])
+    kinds = ["mv2_cpm", "mv2_cpm_k3", "lpski"] + (["pefm_cpm"] if PEFM.is_file() else [])
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for kind in kinds:
             saved, (low, high) = canonical(kind, Path(tmp) / kind)
             for split in (False, True):
                 for variant in ("fp32", "int8"):
-                    name = f"{kind} {variant}{' split' if split else ''}"
-                    files[name] = convert(saved, variant, split, low, high, Path(tmp) / f"{name.replace(' ', '_')}.tflite")
+                    name = f"{kind} {variant}{' rewritten' if split else ''}"
+                    files[name] = convert(saved, variant, split, low, high, Path(tmp) / f"{name.replace(' ', '_')}.tflite",
+                                          256 if kind == "lpski" else 192)
         print(f"Machine: {machine()}; {datetime.date.today()}; LiteRT XNNPACK, median of {args.runs}, interleaved\n")
-        print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 split ms | int8 split ms | int8 / fp32, split |")
+        print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 rewritten ms | int8 rewritten ms | int8 / fp32, rewritten |")
         print("|---|---|---|---|---|---|---|---|")
         for threads in args.threads:
             ms = time_all(files, threads, args.runs)
             for kind in kinds:
-                f, q, fs, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 split", "int8 split"))
+                f, q, fs, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 rewritten", "int8 rewritten"))
                 print(f"| {kind} | {threads} | {f:.1f} | {q:.1f} | {q / f:.2f} | {fs:.1f} | {qs:.1f} | {qs / fs:.2f} |")
 
 

@@ -62,7 +62,8 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         settings: dict = {"variant": variant, "split_depthwise": section.split_depthwise}
         calibration = {}
         if variant == "int8":
-            settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"))
+            settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"),
+                            int8_prelu=section.int8_prelu)
             if section.mixed_precision is not None:
                 settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
                 settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
@@ -79,7 +80,7 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
                 tolerance=TOLERANCES[variant],
                 run=convert,
                 describe=_DESCRIBE[variant],
-                source=split_source,
+                source=xnnpack_source,
                 **calibration,
             )
         )
@@ -87,27 +88,39 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
 
 
 @contextmanager
-def split_source(target: ExportTarget, inputs: ExportInputs):
-    """The canonical SavedModel with its large depthwise kernels split for XNNPACK
-    (exporters/split_depthwise.py; `export.tflite.split_depthwise`), for the length of the export."""
-    if not target.settings.get("split_depthwise"):
+def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
+    """The canonical SavedModel through the rewrites that keep this variant on XNNPACK's fast
+    paths (exporters/xnnpack_rewrites.py: `split_depthwise`, and `int8_prelu` for int8), for
+    the length of the export."""
+    rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
+                                      ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"))
+                if on]
+    if not rewrites:
         yield inputs
         return
     import tempfile
 
-    from mdeploy.exporters.split_depthwise import MAX_TAPS, split_saved_model
+    from mdeploy.exporters.xnnpack_rewrites import MAX_TAPS, rewrite_saved_model
 
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".split-", dir=inputs.out.parent) as tmp:
-        done = split_saved_model(inputs.saved_model, Path(tmp) / "saved_model")
-        if not done:
+    with tempfile.TemporaryDirectory(prefix=".rewrite-", dir=inputs.out.parent) as tmp:
+        changed = rewrite_saved_model(inputs.saved_model, Path(tmp) / "saved_model", rewrites)
+        if not changed:
             yield inputs
             return
-        kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
-        inputs.log(f"split {len(done)} depthwise layer(s) ({', '.join(kernels)}) into bands of at most {MAX_TAPS} taps for XNNPACK")
-        rewrites = {"split_depthwise": {"layers": len(done), "max_taps": MAX_TAPS, "kernels": kernels,
-                                        "pieces": sum(d["pieces"] for d in done)}}
-        yield replace(inputs, saved_model=Path(tmp) / "saved_model", rewrites=rewrites)
+        summary = {}
+        if "split_depthwise" in changed:
+            done = changed["split_depthwise"]
+            kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
+            inputs.log(f"split {len(done)} depthwise layer(s) ({', '.join(kernels)}) into bands of at most {MAX_TAPS} taps for XNNPACK")
+            summary["split_depthwise"] = {"layers": len(done), "max_taps": MAX_TAPS, "kernels": kernels,
+                                          "pieces": sum(d["pieces"] for d in done)}
+        if "prelu_as_leaky_relu" in changed:
+            done = changed["prelu_as_leaky_relu"]
+            single = sum(d["single_op"] for d in done)
+            inputs.log(f"{len(done)} PReLU layer(s) as LeakyReLU for XNNPACK's int8 kernels ({single} with one slope: a single op)")
+            summary["int8_prelu"] = {"layers": len(done), "single_op": single, "as": "w1 * x + w2 * leaky_relu(x)"}
+        yield replace(inputs, saved_model=Path(tmp) / "saved_model", rewrites=summary)
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:

@@ -662,6 +662,10 @@ class TfliteExport(Section):
         True, description="split depthwise kernels of more than 25 taps (7x7) into bands XNNPACK runs on its fast path "
                           "(exact up to float rounding; TFLite artifacts only)"
     )
+    int8_prelu: Literal["leaky_relu", "keep"] = Field(
+        "leaky_relu", description="int8 variant: PReLU as w1*x + w2*LeakyReLU(x), which XNNPACK runs in int8 (it runs PRELU "
+                                  "in float only); keep: leave PRELU to TFLite's builtin kernels"
+    )
 
     @model_validator(mode="after")
     def _unique(self):

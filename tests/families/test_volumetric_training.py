@@ -31,13 +31,14 @@ data:
   val: {{name: synth3d, synthetic: {{count: 16, seed: 2, size: 64, keypoints3d: h36m17}}}}
 train: {{epochs: 3, batch_size: 16, optimizer: {{lr: 0.005}}, early_stop: {{patience: 1}}}}
 export:
-  tflite: {{variants: [fp32]}}
+  tflite: {{variants: [fp32, int8], calibration: {{samples: 32}}}}
   onnx: {{opset: 17}}
   coreml: {{precision: fp16, minimum_deployment_target: iOS16}}
   mace: {{runtime: cpu+gpu, target_abis: [arm64-v8a]}}
 verify:
   samples: {{random: 2}}
   find_people: warn
+  tolerances: {{tflite/int8: {{max_abs: 40.0, min_agreement: 0.0}}}}
   accuracy: {{max_drop: 5.0}}
 """
 
@@ -106,7 +107,7 @@ def test_early_stopping_reads_a_falling_mpjpe_as_progress(built):
 
 def test_the_trained_model_builds_and_is_scored_in_mm(built):
     parity = {g.artifact: g for g in built.gates if g.gate == "parity"}
-    assert set(parity) == {"tflite/fp32", "onnx", "coreml", "mace"}
+    assert set(parity) == {"tflite/fp32", "tflite/int8", "onnx", "coreml", "mace"}
     verified = {a: g for a, g in parity.items() if a != "coreml" or sys.platform == "darwin"}
     assert all(g.status == "passed" for g in verified.values()), [g.checks for g in verified.values()]
     accuracy = {g.artifact: g for g in built.gates if g.gate == "accuracy"}
@@ -120,6 +121,26 @@ def test_the_trained_model_builds_and_is_scored_in_mm(built):
         assert accuracy[artifact].metrics["metrics"]["mpjpe"] == pytest.approx(model["metrics"]["mpjpe"], abs=1.0)
     spec = json.loads((built.build_dir / "model" / "spec.json").read_text())
     assert spec["family"] == "volumetric" and spec["output"]["shape"] == [1, 8, 8, 17 * DEPTH]
+
+
+def test_int8_is_gated_in_mm_and_runs_its_prelus_on_xnnpack(built):
+    """The int8 variant's MPJPE increase is the accuracy gate's drop, in mm; its PReLUs are
+    LeakyReLU-based (XNNPACK runs PRELU in float only), so the whole graph is one XNNPACK partition."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    gate = next(g for g in built.gates if g.gate == "accuracy" and g.artifact == "tflite/int8")
+    model = next(g for g in built.gates if g.gate == "accuracy" and g.artifact == "model").metrics["metrics"]["mpjpe"]
+    drop = next(c for c in gate.checks if " drop on " in c["check"])
+    assert drop["limit"] == 5.0 and "mpjpe" in drop["check"].lower()
+    assert drop["value"] == pytest.approx(gate.metrics["metrics"]["mpjpe"] - model, abs=0.01)
+    assert drop["ok"] == (drop["value"] <= 5.0) and gate.status == ("passed" if drop["ok"] else "failed")
+    manifest = json.loads((built.build_dir / "manifest.json").read_text())
+    details = next(a for a in manifest["artifacts"] if a["id"] == "tflite/int8")["details"]
+    assert details["int8_prelu"]["layers"] > 0
+    it = Interpreter(model_path=str(built.build_dir / "tflite" / "tiny3d_train_int8.tflite"))
+    it.allocate_tensors()
+    ops = [o["op_name"] for o in it._get_ops_details()]
+    assert "PRELU" not in ops and "LEAKY_RELU" in ops and ops.count("DELEGATE") == 1
 
 
 def test_the_mace_package_runs_the_volume_within_a_millimetre(built):

@@ -1,4 +1,4 @@
-"""Depthwise kernels over 25 taps split into bands for XNNPACK's fast path (exporters/split_depthwise.py).
+"""Depthwise kernels over 25 taps split into bands for XNNPACK's fast path (exporters/xnnpack_rewrites.py).
 
 Real TensorFlow graphs and real TFLite conversions of a tiny model with 7x7 depthwise layers
 (stride 1 and 2, SAME and VALID, with and without bias, depth multiplier 2): the split graph
@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from mdeploy.exporters.split_depthwise import pieces
+from mdeploy.exporters.xnnpack_rewrites import pieces
 
 SIZE = 24  # output 6x6 (one stride-2 layer, one VALID 7x7)
 
@@ -51,7 +51,7 @@ def _model():
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    from mdeploy.exporters.split_depthwise import split_saved_model
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
     from mdeploy.importers import LoadedModel
     from mdeploy.importers.canonical import write_canonical
 
@@ -59,7 +59,7 @@ def saved(tmp_path_factory):
     model = _model()
     write_canonical(LoadedModel(fn=model, input_shape=(None, SIZE, SIZE, 3), input_dtype="float32", keep=model),
                     (SIZE, SIZE), root / "original")
-    done = split_saved_model(root / "original", root / "split")
+    done = rewrite_saved_model(root / "original", root / "split", ["split_depthwise"])["split_depthwise"]
     return root, done
 
 
@@ -139,3 +139,80 @@ verify: {{find_people: off, samples: {{random: 2}}}}
     assert parity["status"] == "passed"
     details, parity = results["false"]
     assert "split_depthwise" not in details and parity["status"] == "passed"
+
+
+def _prelu_model():
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    per_channel = keras.layers.PReLU(shared_axes=[1, 2])
+    x = per_channel(x)
+    x = keras.layers.Conv2D(8, 3, padding="same")(x)
+    shared = keras.layers.PReLU(shared_axes=[1, 2])  # every slope alike: one LEAKY_RELU
+    x = shared(x)
+    out = keras.layers.Conv2D(14, 1, name="heatmaps")(x)
+    model = keras.Model(inp, out)
+    per_channel.set_weights([np.linspace(-0.3, 0.8, 8, dtype=np.float32)[None, None, :]])
+    shared.set_weights([np.full((1, 1, 8), 0.2, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def prelu(tmp_path_factory):
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    root = tmp_path_factory.mktemp("prelu")
+    model = _prelu_model()
+    write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16),
+                    root / "original")
+    done = rewrite_saved_model(root / "original", root / "leaky", ["prelu_as_leaky_relu"])
+    return root, done["prelu_as_leaky_relu"]
+
+
+def test_prelu_becomes_leaky_relu_with_the_same_numbers(prelu):
+    import tensorflow as tf
+
+    root, done = prelu
+    assert [(d["channels"], d["single_op"]) for d in done] == [(8, False), (8, True)]
+    assert done[1]["slope"] == pytest.approx(0.2)
+    x = np.random.default_rng(2).normal(size=(1, 16, 16, 3)).astype(np.float32) * 3
+    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    leaky = tf.saved_model.load(str(root / "leaky")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    np.testing.assert_allclose(leaky.numpy(), original.numpy(), atol=1e-5 * float(np.abs(original).max()))
+
+
+def test_int8_prelu_rewritten_runs_in_one_xnnpack_partition(prelu):
+    """Full-integer files of both graphs: the original keeps PRELU (left to TFLite's builtin
+    kernels: the delegated graph is cut around each), the rewritten one has none and is one
+    XNNPACK partition; both stay near the float model."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    root, _ = prelu
+    rng = np.random.default_rng(3)
+    calibration = [rng.normal(size=(1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
+
+    def int8(path):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=["serving_default"])
+        converter.optimizations = {tf.lite.Optimize.DEFAULT}
+        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+        converter.representative_dataset = lambda: ([x] for x in calibration)
+        return converter.convert()
+
+    files = {"original": int8(root / "original"), "leaky": int8(root / "leaky")}
+    ops = {}
+    for name, flatbuffer in files.items():
+        it = Interpreter(model_content=flatbuffer)
+        it.allocate_tensors()
+        ops[name] = [o["op_name"] for o in it._get_ops_details()]
+    assert ops["original"].count("PRELU") == 2 and ops["original"].count("DELEGATE") > 1
+    assert "PRELU" not in ops["leaky"] and ops["leaky"].count("LEAKY_RELU") == 2 and ops["leaky"].count("DELEGATE") == 1
+    x = calibration[0]
+    ref = _tflite(root / "original")
+    want = _run(ref, x)
+    for flatbuffer in files.values():
+        assert np.abs(_run(flatbuffer, x) - want).mean() < 0.05 * np.abs(want).mean()

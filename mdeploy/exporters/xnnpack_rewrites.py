@@ -1,0 +1,302 @@
+"""Graph rewrites that keep a TFLite artifact on XNNPACK's fast paths (TFLite export only).
+
+XNNPACK is the CPU backend a TFLite app gets by default. Two things in pose models fall off
+its fast paths, and both have exact (float) rewrites:
+
+**Large depthwise kernels** (`export.tflite.split_depthwise`). XNNPACK has single-pass
+depthwise kernels for up to 25 taps (3x3, 5x5 and anything with as few taps). A 7x7 depthwise
+convolution (49 taps, the CPM's refinement stages) falls to its general multi-pass path, which
+measured here is 15-20x slower per multiply than the 25-tap kernel: slower than TFLite's
+builtin kernels, and slower still in int8 (docs/benchmarks.md). A depthwise convolution is a
+sum over its taps, so it splits exactly: the input is padded once as the layer pads it, and
+each band of kernel rows (at most `max_taps` taps: 3, 3 and 1 rows of a 7x7) is a VALID
+depthwise convolution of the rows of the padded input it reads, the bands summed. The layer's
+bias goes on the last band (so TFLite fuses it there) and an activation after it fuses into
+the final ADD.
+
+**PReLU in int8** (`export.tflite.int8_prelu`). XNNPACK runs PReLU in float only: every int8
+PRELU (MobileHumanPose has one after nearly every convolution) is left to TFLite's builtin
+kernels, cutting the delegated graph into pieces (42 for LPSKI). With per-channel slopes a and
+any slope s != 1, PReLU(x) = w1 * x + w2 * LeakyReLU_s(x) where w2 = (1 - a) / (1 - s) and
+w1 = (a - s) / (1 - s) (check x > 0: w1 + w2 = 1; x < 0: w1 + w2 s = a). s is the layer's
+mean slope, so the linear term is small; a layer whose slopes are all equal becomes one
+LEAKY_RELU. XNNPACK takes LEAKY_RELU, MUL and ADD in int8.
+
+Both are the same numbers up to float rounding; in int8 each new tensor has its own scale, so
+the rewritten file is measured, not assumed: parity and the accuracy gate score the artifact as
+it ships. The canonical model, ONNX, Core ML and MACE keep the layers as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+MAX_TAPS = 25  # XNNPACK's largest single-pass depthwise tile (5x5)
+
+
+def pieces(kh: int, kw: int, max_taps: int = MAX_TAPS) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) bands of a kh x kw kernel, each at most `max_taps` taps."""
+    if kh * kw <= max_taps:
+        return [(0, kh, 0, kw)]
+    cols = min(kw, max_taps)
+    rows = max(1, max_taps // cols)
+    return [(r, min(r + rows, kh), c, min(c + cols, kw)) for r in range(0, kh, rows) for c in range(0, kw, cols)]
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Graph:
+    """A frozen GraphDef's nodes, readers and static shapes, and NodeDef builders."""
+
+    def __init__(self, graph_def):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.graph_util.import_graph_def(graph_def, name="")
+        self.nodes = {n.name: n for n in graph_def.node}
+        self.consumers: dict[str, list[str]] = {}
+        for n in graph_def.node:
+            for ref in n.input:
+                self.consumers.setdefault(ref.lstrip("^").split(":")[0], []).append(n.name)
+
+    def node(self, ref: str):
+        return self.nodes[ref.lstrip("^").split(":")[0]]
+
+    def value(self, ref: str):
+        """The constant a tensor always holds (through Identity and Neg), or None."""
+        node = self.node(ref)
+        if node.op == "Identity":
+            return self.value(node.input[0])
+        if node.op == "Neg":
+            inner = self.value(node.input[0])
+            return None if inner is None else -inner
+        return self.tf.make_ndarray(node.attr["value"].tensor) if node.op == "Const" else None
+
+    def const(self, name: str, value: np.ndarray):
+        from tensorflow.core.framework import attr_value_pb2, node_def_pb2
+
+        node = node_def_pb2.NodeDef(name=name, op="Const")
+        node.attr["dtype"].CopyFrom(attr_value_pb2.AttrValue(type=self.tf.as_dtype(value.dtype).as_datatype_enum))
+        node.attr["value"].CopyFrom(attr_value_pb2.AttrValue(tensor=self.tf.make_tensor_proto(value)))
+        return node
+
+    @staticmethod
+    def op(name: str, op: str, inputs: list[str], like=None, **attrs):
+        from tensorflow.core.framework import node_def_pb2
+
+        node = node_def_pb2.NodeDef(name=name, op=op)
+        node.input.extend(inputs)
+        if like is not None:
+            node.attr["T"].CopyFrom(like.attr["T"])
+        for key, value in attrs.items():
+            node.attr[key].CopyFrom(value)
+        return node
+
+
+def _assemble(graph_def, replaced: dict, added: list):
+    """`graph_def` with the nodes of `replaced` swapped (None: dropped) and `added` appended."""
+    import tensorflow as tf
+
+    out = tf.compat.v1.GraphDef()
+    out.versions.CopyFrom(graph_def.versions)
+    out.library.CopyFrom(graph_def.library)
+    for node in graph_def.node:
+        if node.name in replaced:
+            if replaced[node.name] is not None:
+                out.node.append(replaced.pop(node.name))
+            continue
+        out.node.append(node)
+    out.node.extend(added)
+    out.node.extend(n for n in replaced.values() if n is not None)
+    return out
+
+
+def split_depthwise(graph_def, input_name: str, output_names: list[str], max_taps: int = MAX_TAPS):
+    """A copy of a frozen `graph_def` whose depthwise convolutions of more than `max_taps` taps are
+    split (see the module docstring), and what was split: [{node, kernel, pieces, taps}]."""
+    import tensorflow as tf
+    from tensorflow.core.framework import attr_value_pb2
+
+    g = _Graph(graph_def)
+    graph, nodes, consumers, const_of = g.graph, g.nodes, g.consumers, g.value
+    const_node, op_node = g.const, g.op
+    keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
+    added, replaced, done = [], {}, []
+    for node in graph_def.node:
+        if node.op != "DepthwiseConv2dNative" or node.name in keep:
+            continue
+        weights = const_of(node.input[1])
+        strides = list(node.attr["strides"].list.i)
+        dilations = list(node.attr["dilations"].list.i) or [1, 1, 1, 1]
+        fmt = node.attr["data_format"].s.decode() or "NHWC"
+        padding = node.attr["padding"].s.decode()
+        if weights is None or fmt != "NHWC" or dilations != [1, 1, 1, 1] or padding not in ("SAME", "VALID"):
+            continue
+        kh, kw = int(weights.shape[0]), int(weights.shape[1])
+        bands = pieces(kh, kw, max_taps)
+        if len(bands) == 1:
+            continue
+        x_ref = node.input[0]
+        x = graph.get_tensor_by_name(x_ref if ":" in x_ref else f"{x_ref}:0")
+        if not x.shape.is_fully_defined():
+            continue
+        _, height, width, _ = x.shape.as_list()
+        sh, sw = strides[1], strides[2]
+        (top, bottom), (left, right) = ((_same_padding(height, kh, sh), _same_padding(width, kw, sw)) if padding == "SAME"
+                                        else ((0, 0), (0, 0)))
+        out_h = (height + top + bottom - kh) // sh + 1
+        out_w = (width + left + right - kw) // sw + 1
+        base = node.name + "/split"
+        source = x_ref
+        if top or bottom or left or right:
+            pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+            added.append(const_node(f"{base}/paddings", pads))
+            added.append(op_node(f"{base}/pad", "Pad", [x_ref, f"{base}/paddings"], like=node,
+                                 Tpaddings=attr_value_pb2.AttrValue(type=tf.int32.as_datatype_enum)))
+            source = f"{base}/pad"
+        # The layer's bias (a BiasAdd that only it feeds) moves onto the last band.
+        after = consumers.get(node.name, [])
+        bias_node = nodes[after[0]] if len(after) == 1 and nodes[after[0]].op == "BiasAdd" else None
+        bias = const_of(bias_node.input[1]) if bias_node is not None else None
+        if bias is None:
+            bias_node = None
+        terms = []
+        for i, (r0, r1, c0, c1) in enumerate(bands):
+            rows, cols = (out_h - 1) * sh + (r1 - r0), (out_w - 1) * sw + (c1 - c0)
+            begin = np.array([0, r0, c0, 0], np.int32)
+            size = np.array([-1, rows, cols, -1], np.int32)
+            added.append(const_node(f"{base}/begin_{i}", begin))
+            added.append(const_node(f"{base}/size_{i}", size))
+            added.append(op_node(f"{base}/slice_{i}", "Slice", [source, f"{base}/begin_{i}", f"{base}/size_{i}"], like=node,
+                                 Index=attr_value_pb2.AttrValue(type=tf.int32.as_datatype_enum)))
+            added.append(const_node(f"{base}/weights_{i}", np.ascontiguousarray(weights[r0:r1, c0:c1])))
+            conv = op_node(f"{base}/depthwise_{i}", "DepthwiseConv2dNative", [f"{base}/slice_{i}", f"{base}/weights_{i}"],
+                           like=node, strides=node.attr["strides"], padding=attr_value_pb2.AttrValue(s=b"VALID"))
+            conv.attr["data_format"].CopyFrom(attr_value_pb2.AttrValue(s=b"NHWC"))
+            conv.attr["dilations"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1, 1, 1, 1])))
+            added.append(conv)
+            terms.append(f"{base}/depthwise_{i}")
+        if bias_node is not None:
+            added.append(const_node(f"{base}/bias", bias))
+            added.append(op_node(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=node,
+                                 data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
+            terms[-1] = f"{base}/biased"
+        total = terms[0]
+        final = bias_node.name if bias_node is not None else node.name
+        for i, term in enumerate(terms[1:], 1):
+            name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
+            replaced[name] = op_node(name, "AddV2", [total, term], like=node)
+            total = name
+        if bias_node is not None:
+            replaced[node.name] = None  # its only reader, the BiasAdd, is now the sum
+        done.append({"node": node.name, "kernel": [kh, kw], "pieces": len(bands),
+                     "taps": [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in bands]})
+    if not done:
+        return graph_def, []
+    return _assemble(graph_def, replaced, added), done
+
+
+def prelu_as_leaky_relu(graph_def, input_name: str, output_names: list[str]):
+    """A copy of a frozen `graph_def` whose PReLUs (Relu(x) + c * Relu(-x) with a constant
+    c = -slopes, as Keras writes them) are w1 * x + w2 * LeakyRelu_s(x) (see the module
+    docstring), and what was rewritten: [{node, channels, slope, single_op}]."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    g = _Graph(graph_def)
+
+    def parts(add):
+        """(x, slopes) when `add` is Relu(x) + c * Relu(Neg(x)), else None."""
+        if add.op not in ("AddV2", "Add") or len(add.input) != 2:
+            return None
+        for relu_ref, mul_ref in (add.input, reversed(add.input)):
+            relu, mul = g.node(relu_ref), g.node(mul_ref)
+            if relu.op != "Relu" or mul.op != "Mul":
+                continue
+            for c_ref, neg_relu_ref in (mul.input, reversed(mul.input)):
+                c, neg_relu = g.value(c_ref), g.node(neg_relu_ref)
+                if c is None or neg_relu.op != "Relu" or g.node(neg_relu.input[0]).op != "Neg":
+                    continue
+                if g.node(neg_relu.input[0]).input[0] == relu.input[0]:
+                    return relu.input[0], -np.asarray(c, np.float32)
+        return None
+
+    keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
+    added, replaced, done = [], {}, []
+    for add in graph_def.node:
+        found = None if add.name in keep else parts(add)
+        if found is None:
+            continue
+        x, slopes = found
+        base = add.name + "/leaky_prelu"
+        single = float(slopes.max() - slopes.min()) <= 1e-7 * max(1.0, float(np.abs(slopes).max()))
+        s = float(slopes.reshape(-1)[0]) if single else float(np.clip(slopes.mean(), -0.99, 0.99))
+        if abs(1.0 - s) < 1e-3:  # the decomposition divides by 1 - s
+            continue
+        leaky = g.op(f"{base}/leaky", "LeakyRelu", [x], like=add, alpha=attr_value_pb2.AttrValue(f=s))
+        if single:
+            leaky.name = add.name
+            replaced[add.name] = leaky
+        else:
+            w2 = ((1.0 - slopes) / (1.0 - s)).astype(np.float32)
+            w1 = ((slopes - s) / (1.0 - s)).astype(np.float32)
+            added += [leaky, g.const(f"{base}/w1", w1), g.const(f"{base}/w2", w2),
+                      g.op(f"{base}/linear", "Mul", [x, f"{base}/w1"], like=add),
+                      g.op(f"{base}/scaled", "Mul", [f"{base}/leaky", f"{base}/w2"], like=add)]
+            replaced[add.name] = g.op(add.name, "AddV2", [f"{base}/linear", f"{base}/scaled"], like=add)
+        done.append({"node": add.name, "channels": int(slopes.size), "slope": round(s, 4), "single_op": single})
+    if not done:
+        return graph_def, []
+    return _assemble(graph_def, replaced, added), done
+
+
+REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_leaky_relu}
+
+
+def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str]) -> dict[str, list[dict]]:
+    """Write `saved_model` through the named `rewrites` (of REWRITES, in order) to `out_dir`, with
+    the same signature; return what each changed (empty: nothing changed, nothing written)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from mdeploy.spec import SIGNATURE
+
+    loaded = tf.saved_model.load(str(saved_model))
+    concrete = loaded.signatures[SIGNATURE]
+    frozen = convert_variables_to_constants_v2(concrete)
+    graph_def = frozen.graph.as_graph_def()
+    (arg,) = [t for t in frozen.inputs if t.dtype != tf.resource]
+    outputs = {name: frozen.outputs[i].name for i, name in enumerate(sorted(concrete.structured_outputs))}
+    # Outputs of a frozen function come in the order of its flattened structure (sorted keys).
+    changed = {}
+    for name in rewrites:
+        graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()))
+        if done:
+            changed[name] = done
+    if not changed:
+        return {}
+
+    def imports():
+        tf.graph_util.import_graph_def(graph_def, name="")
+
+    wrapped = tf.compat.v1.wrap_function(imports, [])
+    pruned = wrapped.prune(feeds=[wrapped.graph.get_tensor_by_name(arg.name)],
+                           fetches={k: wrapped.graph.get_tensor_by_name(v) for k, v in outputs.items()})
+    (spec,) = concrete.structured_input_signature[1].values()
+    module = tf.Module()
+    module.keep = wrapped
+
+    @tf.function(input_signature=[tf.TensorSpec(spec.shape, spec.dtype, name=spec.name)])
+    def serve(image):
+        return {k: tf.identity(v, name=k) for k, v in pruned(image).items()}
+
+    module.serve = serve
+    tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: serve.get_concrete_function()})
+    return changed
