@@ -7,6 +7,7 @@ int8, the rewrites of `exporters/xnnpack_rewrites.py` on and off: `split_depthwi
 - the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
 - the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
   untrained (latency does not depend on the weights), and with `refine_kernel: 3`;
+- the Hourglass of recipes/hourglass_ios.yaml (`mv2_hourglass`, width 0.5), untrained;
 - MobileHumanPose's LPSKI (256x256, PReLU after nearly every convolution), untrained.
 Int8 calibrates on random inputs here: this script measures speed only (accuracy is the
 build's: docs/benchmarks.md).
@@ -43,6 +44,8 @@ def canonical(kind: str, out: Path) -> tuple[Path, tuple[float, float]]:
         return out, (0.0, 255.0)
     if kind == "lpski":
         arch, params, size, joints, low_high = "lpski", {}, 256, 17, (-2.1, 2.6)  # ImageNet-normalized input
+    elif kind == "mv2_hourglass":
+        arch, params, size, joints, low_high = "mv2_hourglass", {"width": 0.5}, 192, 14, (-1.0, 1.0)
     else:
         arch, size, joints, low_high = "mv2_cpm", 192, 14, (-1.0, 1.0)
         params = {"width": 0.5} if kind == "mv2_cpm" else {"width": 0.5, "refine_kernel": 3}
@@ -97,7 +100,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    kinds = ["mv2_cpm", "mv2_cpm_k3", "lpski"] + (["pefm_cpm"] if PEFM.is_file() else [])
+    kinds = ["mv2_cpm", "mv2_cpm_k3", "mv2_hourglass", "lpski"] + (["pefm_cpm"] if PEFM.is_file() else [])
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for kind in kinds:

@@ -598,7 +598,7 @@ def test_predict_refuses_an_image_bomb_with_exit_2(tmp_path, cli, monkeypatch):
     assert "has more than 64,000,000 pixels" in result.output and "internal error" not in result.output
 
 
-def _fake_predictor(artifact, spec=None):
+def _fake_predictor(artifact, spec=None, camera=None):
     from mdeploy.keypoints import get_keypoint_set
 
     class Spec:
