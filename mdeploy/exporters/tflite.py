@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 from mdeploy.errors import ModelError
 from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
@@ -90,37 +89,33 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
 @contextmanager
 def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     """The canonical SavedModel through the rewrites that keep this variant on XNNPACK's fast
-    paths (exporters/xnnpack_rewrites.py: `split_depthwise`, and `int8_prelu` for int8), for
-    the length of the export."""
+    paths (exporters/xnnpack_rewrites.py: `split_depthwise`, and `int8_prelu` for int8); the
+    rewritten model is made once per content in a process and shared by the variants."""
     rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
                                       ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"))
                 if on]
     if not rewrites:
         yield inputs
         return
-    import tempfile
+    from mdeploy.exporters.xnnpack_rewrites import MAX_TAPS, rewritten
 
-    from mdeploy.exporters.xnnpack_rewrites import MAX_TAPS, rewrite_saved_model
-
-    inputs.out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".rewrite-", dir=inputs.out.parent) as tmp:
-        changed = rewrite_saved_model(inputs.saved_model, Path(tmp) / "saved_model", rewrites)
-        if not changed:
-            yield inputs
-            return
-        summary = {}
-        if "split_depthwise" in changed:
-            done = changed["split_depthwise"]
-            kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
-            inputs.log(f"split {len(done)} depthwise layer(s) ({', '.join(kernels)}) into bands of at most {MAX_TAPS} taps for XNNPACK")
-            summary["split_depthwise"] = {"layers": len(done), "max_taps": MAX_TAPS, "kernels": kernels,
-                                          "pieces": sum(d["pieces"] for d in done)}
-        if "prelu_as_leaky_relu" in changed:
-            done = changed["prelu_as_leaky_relu"]
-            single = sum(d["single_op"] for d in done)
-            inputs.log(f"{len(done)} PReLU layer(s) as LeakyReLU for XNNPACK's int8 kernels ({single} with one slope: a single op)")
-            summary["int8_prelu"] = {"layers": len(done), "single_op": single, "as": "w1 * x + w2 * leaky_relu(x)"}
-        yield replace(inputs, saved_model=Path(tmp) / "saved_model", rewrites=summary)
+    source, changed = rewritten(inputs.saved_model, rewrites)
+    if source is None:
+        yield inputs
+        return
+    summary = {}
+    if "split_depthwise" in changed:
+        done = changed["split_depthwise"]
+        kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
+        inputs.log(f"split {len(done)} depthwise layer(s) ({', '.join(kernels)}) into bands of at most {MAX_TAPS} taps for XNNPACK")
+        summary["split_depthwise"] = {"layers": len(done), "max_taps": MAX_TAPS, "kernels": kernels,
+                                      "pieces": sum(d["pieces"] for d in done)}
+    if "prelu_as_leaky_relu" in changed:
+        done = changed["prelu_as_leaky_relu"]
+        single = sum(d["single_op"] for d in done)
+        inputs.log(f"{len(done)} PReLU layer(s) as LeakyReLU for XNNPACK's int8 kernels ({single} with one slope: a single op)")
+        summary["int8_prelu"] = {"layers": len(done), "single_op": single, "as": "w1 * x + w2 * leaky_relu(x)"}
+    yield replace(inputs, saved_model=source, rewrites=summary)
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:

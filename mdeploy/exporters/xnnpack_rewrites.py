@@ -29,6 +29,10 @@ it ships. The canonical model, ONNX, Core ML and MACE keep the layers as they ar
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +304,42 @@ def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str]) -
     module.serve = serve
     tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: serve.get_concrete_function()})
     return changed
+
+
+# Rewritten SavedModels of this process, by (content of the canonical SavedModel, rewrites): a
+# build's fp32, fp16 and dynamic variants read the same one, and a model with nothing to
+# rewrite is read once. Temporary folders, removed when evicted or when the process ends.
+_KEPT = 4
+_CACHE: OrderedDict[tuple, tuple[tempfile.TemporaryDirectory | None, dict]] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def rewritten(saved_model: Path, rewrites: list[str]) -> tuple[Path | None, dict[str, list[dict]]]:
+    """(`saved_model` through `rewrites`, what each changed), or (None, {}) when nothing changes;
+    computed once per content and rewrite list in this process (see _CACHE)."""
+    key = (_digest(Path(saved_model)), tuple(rewrites))
+    with _LOCK:
+        if key not in _CACHE:
+            folder = tempfile.TemporaryDirectory(prefix="mdeploy-xnnpack-")
+            changed = rewrite_saved_model(Path(saved_model), Path(folder.name) / "saved_model", rewrites)
+            if not changed:
+                folder.cleanup()
+                folder = None
+            _CACHE[key] = (folder, changed)
+            while len(_CACHE) > _KEPT:
+                old, _ = _CACHE.popitem(last=False)[1]
+                if old is not None:
+                    old.cleanup()
+        _CACHE.move_to_end(key)
+        folder, changed = _CACHE[key]
+    return (Path(folder.name) / "saved_model" if folder is not None else None), changed

@@ -216,3 +216,27 @@ def test_int8_prelu_rewritten_runs_in_one_xnnpack_partition(prelu):
     want = _run(ref, x)
     for flatbuffer in files.values():
         assert np.abs(_run(flatbuffer, x) - want).mean() < 0.05 * np.abs(want).mean()
+
+
+def test_a_rewritten_model_is_made_once_per_content_and_rewrite_list(saved, prelu, monkeypatch):
+    """The variants of a build share one rewritten SavedModel; a model with nothing to rewrite is
+    read once and handed back as it is (None)."""
+    import shutil
+    from collections import OrderedDict
+
+    from mdeploy.exporters import xnnpack_rewrites as xr
+
+    root, _ = saved
+    monkeypatch.setattr(xr, "_CACHE", OrderedDict())
+    made = []
+    real = xr.rewrite_saved_model
+    monkeypatch.setattr(xr, "rewrite_saved_model", lambda *a: made.append(a[2]) or real(*a))
+    copy = root / "copy_of_original"
+    shutil.copytree(root / "original", copy, dirs_exist_ok=True)
+    first, changed = xr.rewritten(root / "original", ["split_depthwise"])
+    again, _ = xr.rewritten(copy, ["split_depthwise"])  # same content elsewhere: the same rewrite
+    assert first == again and first.is_dir() and len(changed["split_depthwise"]) == 3
+    nothing, none = xr.rewritten(prelu[0] / "original", ["split_depthwise"])  # 3x3 only: nothing to split
+    assert (nothing, none) == (None, {})
+    assert xr.rewritten(prelu[0] / "original", ["split_depthwise"]) == (None, {})
+    assert made == [["split_depthwise"], ["split_depthwise"]]  # once per content
