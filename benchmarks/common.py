@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -45,3 +46,46 @@ def summary(samples: list[float]) -> str:
 
 
 MDEPLOY = [sys.executable, "-m", "mdeploy"]
+
+_LATENCY_CHILD = r"""
+import json, sys, time
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+paths, threads, warmup, runs, low, high = json.loads(sys.argv[1])
+its = []
+rng = np.random.default_rng(0)
+for path in paths:
+    it = Interpreter(model_path=path, num_threads=threads)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    if np.issubdtype(inp["dtype"], np.integer):
+        info = np.iinfo(inp["dtype"])
+        x = rng.integers(info.min, info.max, inp["shape"], dtype=inp["dtype"])
+    else:
+        x = rng.uniform(low, high, inp["shape"]).astype(inp["dtype"])
+    it.set_tensor(inp["index"], x)
+    its.append(it)
+for _ in range(warmup):
+    for it in its:
+        it.invoke()
+times = [[] for _ in its]
+for _ in range(runs):
+    for k, it in enumerate(its):
+        t = time.perf_counter(); it.invoke(); times[k].append((time.perf_counter() - t) * 1000)
+out = {}
+for path, ts in zip(paths, times):
+    ts.sort()
+    out[path] = {"median": ts[len(ts) // 2], "p90": ts[int(len(ts) * 0.9)], "min": ts[0]}
+print(json.dumps(out))
+"""
+
+
+def interleaved_latency(paths, threads: int = 2, warmup: int = 5, runs: int = 50,
+                        input_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, dict]:
+    """ms per .tflite (median, p90, min) with LiteRT's default XNNPACK, every file timed in one
+    child process, interleaved (A B C A B C ...) on a fixed random input in `input_range`."""
+    args = [[str(p) for p in paths], threads, warmup, runs, *input_range]
+    proc = subprocess.run([sys.executable, "-c", _LATENCY_CHILD, json.dumps(args)], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])

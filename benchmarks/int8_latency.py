@@ -2,7 +2,7 @@
 
 Converts each model with mdeploy's own TFLite exporter (`exporters/tflite.py`: fp32 and full
 int8, the rewrites of `exporters/xnnpack_rewrites.py` on and off: `split_depthwise`, and
-`int8_prelu` for int8) and times every file in one process, interleaved
+`int8_prelu` for int8) and times every file in one child process, interleaved
 (A B C D A B C D ...), median of the runs, with LiteRT's default XNNPACK delegate. Models:
 - the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
 - the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, machine
+from common import REPO, interleaved_latency, machine
 
 PEFM = REPO.parent / "shared" / "reference" / "pefm" / "cpm_model" / "model.pb"
 
@@ -73,28 +72,6 @@ class SimpleTarget:
         self.variant, self.settings = variant, settings
 
 
-def time_all(files: dict[str, Path], threads: int, runs: int) -> dict[str, float]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreters = {}
-    for name, path in files.items():
-        it = Interpreter(model_path=str(path), num_threads=threads)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        interpreters[name] = it
-    times: dict[str, list[float]] = {k: [] for k in interpreters}
-    for _ in range(5):
-        for it in interpreters.values():
-            it.invoke()
-    for _ in range(runs):
-        for name, it in interpreters.items():
-            start = time.perf_counter()
-            it.invoke()
-            times[name].append(time.perf_counter() - start)
-    return {k: float(np.median(v)) * 1e3 for k, v in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=60)
@@ -114,7 +91,8 @@ def main() -> None:
         print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 rewritten ms | int8 rewritten ms | int8 / fp32, rewritten |")
         print("|---|---|---|---|---|---|---|---|")
         for threads in args.threads:
-            ms = time_all(files, threads, args.runs)
+            measured = interleaved_latency(files.values(), threads, 5, args.runs)
+            ms = {name: measured[str(path)]["median"] for name, path in files.items()}
             for kind in kinds:
                 f, q, fs, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 rewritten", "int8 rewritten"))
                 print(f"| {kind} | {threads} | {f:.1f} | {q:.1f} | {q / f:.2f} | {fs:.1f} | {qs:.1f} | {qs / fs:.2f} |")

@@ -27,42 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import MDEPLOY, REPO, machine
+from common import MDEPLOY, REPO, interleaved_latency, machine
 
 sys.path.insert(0, str(REPO))
-
-CHILD = r"""
-import json, sys, time
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-paths, threads, warmup, runs = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-its = []
-rng = np.random.default_rng(0)
-for path in paths:
-    it = Interpreter(model_path=path, num_threads=threads)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    if np.issubdtype(inp["dtype"], np.integer):
-        info = np.iinfo(inp["dtype"])
-        x = rng.integers(info.min, info.max, inp["shape"], dtype=inp["dtype"])
-    else:
-        x = rng.uniform(0, 1, inp["shape"]).astype(inp["dtype"])
-    it.set_tensor(inp["index"], x)
-    its.append(it)
-for _ in range(warmup):
-    for it in its:
-        it.invoke()
-times = [[] for _ in its]
-for _ in range(runs):
-    for k, it in enumerate(its):
-        t = time.perf_counter(); it.invoke(); times[k].append((time.perf_counter() - t) * 1000)
-out = {}
-for path, ts in zip(paths, times):
-    ts.sort()
-    out[path] = {"median": ts[len(ts) // 2], "p90": ts[int(len(ts) * 0.9)], "min": ts[0]}
-print(json.dumps(out))
-"""
-
 
 def build(recipe: Path, out: Path, env: dict) -> tuple[float, dict]:
     start = time.perf_counter()
@@ -73,14 +40,6 @@ def build(recipe: Path, out: Path, env: dict) -> tuple[float, dict]:
         raise SystemExit(f"build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     name = next(d for d in out.iterdir() if d.is_dir() and not d.name.startswith("."))
     return elapsed, json.loads((name / "manifest.json").read_text()) | {"_dir": str(name)}
-
-
-def latency(paths: list[Path], threads: int, warmup: int, runs: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps([str(p) for p in paths]), str(threads), str(warmup), str(runs)],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-2000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def curve(recipe_path: Path, steps: list[int], tmp: Path) -> list[dict]:
@@ -164,7 +123,7 @@ def main() -> None:
             for artifact, row in rows.items():
                 print(f"| {artifact} | {row['size']} | " + " | ".join(row["scores"]) + " |")
             if tflites:
-                times = latency(tflites, args.threads, args.warmup, args.runs)
+                times = interleaved_latency(tflites, args.threads, args.warmup, args.runs)
                 print(f"latency, LiteRT XNNPACK, {args.threads} threads, interleaved, {args.runs} rounds after {args.warmup}:")
                 print("| variant | size | median | p90 |")
                 for path in tflites:

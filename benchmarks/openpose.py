@@ -18,32 +18,11 @@ import json
 import subprocess
 import sys
 
-from common import REPO, machine
+from common import REPO, interleaved_latency, machine
 
 PEFM_TFLITE = REPO.parent / "shared" / "reference" / "pefm" / "cpm_model" / "model.tflite"
 BUILD = REPO / "build" / "openpose_thin"
 
-CHILD = r"""
-import json, sys, time
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-paths, runs = sys.argv[1:-1], int(sys.argv[-1])
-models = []
-for p in paths:
-    it = Interpreter(model_path=p, num_threads=2)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    x = np.random.default_rng(0).uniform(0, 255, inp["shape"]).astype(inp["dtype"])
-    models.append((it, inp, x))
-for it, inp, x in models:  # warm-up
-    for _ in range(5):
-        it.set_tensor(inp["index"], x); it.invoke()
-times = [[] for _ in models]
-for _ in range(runs):
-    for i, (it, inp, x) in enumerate(models):
-        t = time.perf_counter(); it.set_tensor(inp["index"], x); it.invoke(); times[i].append(time.perf_counter() - t)
-print(json.dumps([{"median_ms": 1e3 * float(np.median(t)), "p90_ms": 1e3 * float(np.percentile(t, 90))} for t in times]))
-"""
 
 
 def architectures() -> dict:
@@ -70,9 +49,10 @@ def main() -> None:
     paths = [fp32, PEFM_TFLITE] if PEFM_TFLITE.is_file() else [fp32]
     for p in paths:
         print(f"size {p.name}: {p.stat().st_size:,} bytes")
-    out = subprocess.run([sys.executable, "-c", CHILD, *map(str, paths), str(args.runs)], capture_output=True, text=True, check=True)
-    for p, r in zip(paths, json.loads(out.stdout.strip().splitlines()[-1])):
-        print(f"latency {p.name}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms (XNNPACK, 2 threads, interleaved)")
+    times = interleaved_latency(paths, threads=2, warmup=5, runs=args.runs, input_range=(0.0, 255.0))
+    for p in paths:
+        r = times[str(p)]
+        print(f"latency {p.name}: median {r['median']:.1f} ms, p90 {r['p90']:.1f} ms (XNNPACK, 2 threads, interleaved)")
 
 
 if __name__ == "__main__":

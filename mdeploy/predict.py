@@ -130,7 +130,7 @@ def check_camera(spec: ModelSpec, camera: CameraArgs, artifact: Path | str = "th
     if not camera.given:
         return
     family = family_of(spec)
-    if not hasattr(family, "pose3d"):
+    if not family.camera_space:
         raise InputError(
             f"{CAMERA_OPTIONS} lift a 3-D model's joints into camera space; {artifact} is a {family.description} model "
             f"(family {family.name}) with 2-D keypoints only",

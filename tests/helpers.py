@@ -56,6 +56,23 @@ def save_all_formats(folder: Path, seed: int = 0) -> dict[str, Path]:
     return {"keras": keras_path, "saved_model": sm_path, "frozen_pb": pb_path}
 
 
+def pytorch_style_onnx(model, path: Path, size: int, nchw_output: bool) -> Path:
+    """`model` (NHWC, a [1, size, size, 3] input) exported as PyTorch exports a 3-D model: NCHW
+    input `input`; output `volume` [1, C, H, W] (`nchw_output`) or `coords` as the model gives it."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    if nchw_output:
+        fn = tf.function(lambda image: {"volume": tf.transpose(model(image), [0, 3, 1, 2])})
+    else:
+        fn = tf.function(lambda image: {"coords": model(image)})
+    spec = [tf.TensorSpec([1, size, size, 3], tf.float32, name="input")]
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, inputs_as_nchw=["input:0"])
+    onnx.save(proto, str(path))
+    return path
+
+
 def frozen_names(pb_path: Path) -> tuple[str, str]:
     in_name, out_name = (pb_path.parent / "tiny.pb.names").read_text().split()
     return in_name, out_name

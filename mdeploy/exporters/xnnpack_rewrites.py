@@ -62,14 +62,22 @@ class _Graph:
         import tensorflow as tf
 
         self.tf = tf
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            tf.graph_util.import_graph_def(graph_def, name="")
+        self._graph_def = graph_def
+        self._graph = None
         self.nodes = {n.name: n for n in graph_def.node}
         self.consumers: dict[str, list[str]] = {}
         for n in graph_def.node:
             for ref in n.input:
                 self.consumers.setdefault(ref.lstrip("^").split(":")[0], []).append(n.name)
+
+    @property
+    def graph(self):
+        """The graph imported into TensorFlow, for static shapes (imported on first use)."""
+        if self._graph is None:
+            self._graph = self.tf.Graph()
+            with self._graph.as_default():
+                self.tf.graph_util.import_graph_def(self._graph_def, name="")
+        return self._graph
 
     def node(self, ref: str):
         return self.nodes[ref.lstrip("^").split(":")[0]]
@@ -130,14 +138,12 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
     from tensorflow.core.framework import attr_value_pb2
 
     g = _Graph(graph_def)
-    graph, nodes, consumers, const_of = g.graph, g.nodes, g.consumers, g.value
-    const_node, op_node = g.const, g.op
     keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
     added, replaced, done = [], {}, []
     for node in graph_def.node:
         if node.op != "DepthwiseConv2dNative" or node.name in keep:
             continue
-        weights = const_of(node.input[1])
+        weights = g.value(node.input[1])
         strides = list(node.attr["strides"].list.i)
         dilations = list(node.attr["dilations"].list.i) or [1, 1, 1, 1]
         fmt = node.attr["data_format"].s.decode() or "NHWC"
@@ -149,7 +155,7 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
         if len(bands) == 1:
             continue
         x_ref = node.input[0]
-        x = graph.get_tensor_by_name(x_ref if ":" in x_ref else f"{x_ref}:0")
+        x = g.graph.get_tensor_by_name(x_ref if ":" in x_ref else f"{x_ref}:0")
         if not x.shape.is_fully_defined():
             continue
         _, height, width, _ = x.shape.as_list()
@@ -162,14 +168,14 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
         source = x_ref
         if top or bottom or left or right:
             pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
-            added.append(const_node(f"{base}/paddings", pads))
-            added.append(op_node(f"{base}/pad", "Pad", [x_ref, f"{base}/paddings"], like=node,
+            added.append(g.const(f"{base}/paddings", pads))
+            added.append(g.op(f"{base}/pad", "Pad", [x_ref, f"{base}/paddings"], like=node,
                                  Tpaddings=attr_value_pb2.AttrValue(type=tf.int32.as_datatype_enum)))
             source = f"{base}/pad"
         # The layer's bias (a BiasAdd that only it feeds) moves onto the last band.
-        after = consumers.get(node.name, [])
-        bias_node = nodes[after[0]] if len(after) == 1 and nodes[after[0]].op == "BiasAdd" else None
-        bias = const_of(bias_node.input[1]) if bias_node is not None else None
+        after = g.consumers.get(node.name, [])
+        bias_node = g.nodes[after[0]] if len(after) == 1 and g.nodes[after[0]].op == "BiasAdd" else None
+        bias = g.value(bias_node.input[1]) if bias_node is not None else None
         if bias is None:
             bias_node = None
         terms = []
@@ -177,27 +183,27 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
             rows, cols = (out_h - 1) * sh + (r1 - r0), (out_w - 1) * sw + (c1 - c0)
             begin = np.array([0, r0, c0, 0], np.int32)
             size = np.array([-1, rows, cols, -1], np.int32)
-            added.append(const_node(f"{base}/begin_{i}", begin))
-            added.append(const_node(f"{base}/size_{i}", size))
-            added.append(op_node(f"{base}/slice_{i}", "Slice", [source, f"{base}/begin_{i}", f"{base}/size_{i}"], like=node,
+            added.append(g.const(f"{base}/begin_{i}", begin))
+            added.append(g.const(f"{base}/size_{i}", size))
+            added.append(g.op(f"{base}/slice_{i}", "Slice", [source, f"{base}/begin_{i}", f"{base}/size_{i}"], like=node,
                                  Index=attr_value_pb2.AttrValue(type=tf.int32.as_datatype_enum)))
-            added.append(const_node(f"{base}/weights_{i}", np.ascontiguousarray(weights[r0:r1, c0:c1])))
-            conv = op_node(f"{base}/depthwise_{i}", "DepthwiseConv2dNative", [f"{base}/slice_{i}", f"{base}/weights_{i}"],
+            added.append(g.const(f"{base}/weights_{i}", np.ascontiguousarray(weights[r0:r1, c0:c1])))
+            conv = g.op(f"{base}/depthwise_{i}", "DepthwiseConv2dNative", [f"{base}/slice_{i}", f"{base}/weights_{i}"],
                            like=node, strides=node.attr["strides"], padding=attr_value_pb2.AttrValue(s=b"VALID"))
             conv.attr["data_format"].CopyFrom(attr_value_pb2.AttrValue(s=b"NHWC"))
             conv.attr["dilations"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1, 1, 1, 1])))
             added.append(conv)
             terms.append(f"{base}/depthwise_{i}")
         if bias_node is not None:
-            added.append(const_node(f"{base}/bias", bias))
-            added.append(op_node(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=node,
+            added.append(g.const(f"{base}/bias", bias))
+            added.append(g.op(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=node,
                                  data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
             terms[-1] = f"{base}/biased"
         total = terms[0]
         final = bias_node.name if bias_node is not None else node.name
         for i, term in enumerate(terms[1:], 1):
             name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
-            replaced[name] = op_node(name, "AddV2", [total, term], like=node)
+            replaced[name] = g.op(name, "AddV2", [total, term], like=node)
             total = name
         if bias_node is not None:
             replaced[node.name] = None  # its only reader, the BiasAdd, is now the sum

@@ -61,6 +61,7 @@ class Family:
     name: str = ""
     description: str = ""
     multi_person: bool = False  # several people per image (each found person is listed apart)
+    camera_space: bool = False  # `joint_extras` takes focal, principal and root_depth (3-D joints in camera space)
 
     # ---- spec section
     def output_names(self, head: dict) -> tuple[str, ...]:

@@ -155,6 +155,7 @@ def concentration(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class VolumetricFamily(Family):
     name = "volumetric"
     description = "3-D single person: a volume of depth bins per joint (MobileHumanPose)"
+    camera_space = True
 
     def output_names(self, head: dict) -> tuple[str, ...]:
         return (head.get("output", VOLUME_OUTPUT),)

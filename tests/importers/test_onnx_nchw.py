@@ -15,23 +15,9 @@ import pytest
 
 from mdeploy.errors import ModelError
 from mdeploy.importers.onnx_nchw import IMAGENET_MEAN, IMAGENET_STD, load, read_signature, run_onnxruntime, volume_to_nhwc
+from tests.helpers import pytorch_style_onnx
 
 JOINTS, DEPTH, SIZE = 5, 4, 64
-
-
-def _export(model, path, nchw_output: bool):
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    if nchw_output:
-        fn = tf.function(lambda image: {"volume": tf.transpose(model(image), [0, 3, 1, 2])})
-    else:
-        fn = tf.function(lambda image: {"coords": model(image)})
-    spec = [tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="input")]
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, inputs_as_nchw=["input:0"])
-    onnx.save(proto, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,8 @@ def onnx_files(tmp_path_factory):
     scale = 4.0 / (features.std() * np.sqrt(kernel.shape[2]))
     head.set_weights([rng.normal(0, scale, kernel.shape).astype(np.float32), rng.normal(0, 1.0, bias.shape).astype(np.float32)])
     raw = keras.Model(model.input, head.output)
-    files = {"volume": _export(raw, folder / "lpski_volume.onnx", True), "coords": _export(model, folder / "lpski_coords.onnx", False)}
+    files = {"volume": pytorch_style_onnx(raw, folder / "lpski_volume.onnx", SIZE, True),
+             "coords": pytorch_style_onnx(model, folder / "lpski_coords.onnx", SIZE, False)}
     # The two conversions are child processes: run them side by side.
     with ThreadPoolExecutor(2) as pool:
         loaded = dict(zip(files, pool.map(lambda p: load(p, JOINTS, DEPTH), files.values())))

@@ -13,25 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers import write
+from tests.helpers import pytorch_style_onnx, write
 
 JOINTS, DEPTH, SIZE = 17, 4, 64
 IMAGENET = "{size: [64, 64], channels: rgb, range: [0, 1], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"
-
-
-def _export(fn_model, path, nchw_output: bool):
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    if nchw_output:
-        fn = tf.function(lambda image: {"volume": tf.transpose(fn_model(image), [0, 3, 1, 2])})
-    else:
-        fn = tf.function(lambda image: {"coords": fn_model(image)})
-    spec = [tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="input")]
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=17, inputs_as_nchw=["input:0"])
-    onnx.save(proto, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +39,8 @@ def onnx_files(tmp_path_factory):
     scale = 6.0 / float(np.std(keras.Model(model.input, head.output)(probe).numpy() - bias))
     head.set_weights([kernel * scale, bias * 0])
     raw = keras.Model(model.input, head.output)
-    return {"volume": _export(raw, folder / "lpski_volume.onnx", True),
-            "coords": _export(model, folder / "lpski_coords.onnx", False)}
+    return {"volume": pytorch_style_onnx(raw, folder / "lpski_volume.onnx", SIZE, True),
+            "coords": pytorch_style_onnx(model, folder / "lpski_coords.onnx", SIZE, False)}
 
 
 def _recipe(path, kind: str) -> str:
