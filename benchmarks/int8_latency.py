@@ -2,7 +2,8 @@
 
 Converts each model with mdeploy's own TFLite exporter (`exporters/tflite.py`: fp32 and full
 int8, the rewrites of `exporters/xnnpack_rewrites.py` on and off: `split_depthwise`, and
-`int8_prelu` for int8) and times every file in one child process, interleaved
+`int8_prelu` and `int8_concat` for int8; int8 also with every rewrite but the concatenation
+split, to show what that one costs) and times every file in one child process, interleaved
 (A B C D A B C D ...), median of the runs, with LiteRT's default XNNPACK delegate. Models:
 - the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
 - the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
@@ -53,13 +54,14 @@ def canonical(kind: str, out: Path) -> tuple[Path, tuple[float, float]]:
     return out, low_high
 
 
-def convert(saved: Path, variant: str, split: bool, low: float, high: float, out: Path, size: int) -> Path:
+def convert(saved: Path, variant: str, split: bool, low: float, high: float, out: Path, size: int, concat: bool = True) -> Path:
     from mdeploy.exporters import ExportInputs
     from mdeploy.exporters.tflite import convert as tflite_convert
     from mdeploy.exporters.tflite import xnnpack_source
 
     rng = np.random.default_rng(0)
-    target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "int8_prelu": "leaky_relu" if split else "keep", "io": "float"})
+    target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "int8_prelu": "leaky_relu" if split else "keep",
+                                           "int8_concat": "split" if split and concat else "keep", "io": "float"})
     inputs = ExportInputs(saved, None, out, lambda line: None,
                           lambda: (rng.uniform(low, high, (1, size, size, 3)).astype(np.float32) for _ in range(16)))
     with xnnpack_source(target, inputs) as source:
@@ -82,20 +84,25 @@ def main() -> None:
         files = {}
         for kind in kinds:
             saved, (low, high) = canonical(kind, Path(tmp) / kind)
+            size = 256 if kind == "lpski" else 192
             for split in (False, True):
                 for variant in ("fp32", "int8"):
                     name = f"{kind} {variant}{' rewritten' if split else ''}"
-                    files[name] = convert(saved, variant, split, low, high, Path(tmp) / f"{name.replace(' ', '_')}.tflite",
-                                          256 if kind == "lpski" else 192)
+                    files[name] = convert(saved, variant, split, low, high, Path(tmp) / f"{name.replace(' ', '_')}.tflite", size)
+            name = f"{kind} int8 rewritten, concat kept"
+            files[name] = convert(saved, "int8", True, low, high, Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}.tflite",
+                                  size, concat=False)
         print(f"Machine: {machine()}; {datetime.date.today()}; LiteRT XNNPACK, median of {args.runs}, interleaved\n")
-        print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 rewritten ms | int8 rewritten ms | int8 / fp32, rewritten |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 rewritten ms | int8 rewritten, concat kept ms "
+              "| int8 rewritten ms | int8 / fp32, rewritten |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for threads in args.threads:
             measured = interleaved_latency(files.values(), threads, 5, args.runs)
             ms = {name: measured[str(path)]["median"] for name, path in files.items()}
             for kind in kinds:
-                f, q, fs, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 rewritten", "int8 rewritten"))
-                print(f"| {kind} | {threads} | {f:.1f} | {q:.1f} | {q / f:.2f} | {fs:.1f} | {qs:.1f} | {qs / fs:.2f} |")
+                f, q, fs, qk, qs = (ms[f"{kind} {v}"] for v in ("fp32", "int8", "fp32 rewritten", "int8 rewritten, concat kept",
+                                                                  "int8 rewritten"))
+                print(f"| {kind} | {threads} | {f:.1f} | {q:.1f} | {q / f:.2f} | {fs:.1f} | {qk:.1f} | {qs:.1f} | {qs / fs:.2f} |")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from mdeploy.errors import ModelError
 from mdeploy.exporters import ExportInputs, ExportTarget, Tolerance
@@ -62,7 +63,7 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         calibration = {}
         if variant == "int8":
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"),
-                            int8_prelu=section.int8_prelu)
+                            int8_prelu=section.int8_prelu, int8_concat=section.int8_concat)
             if section.mixed_precision is not None:
                 settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
                 settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
@@ -92,7 +93,8 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     paths (exporters/xnnpack_rewrites.py: `split_depthwise`, and `int8_prelu` for int8); the
     rewritten model is made once per content in a process and shared by the variants."""
     rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
-                                      ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"))
+                                      ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"),
+                                      ("split_concat", target.settings.get("int8_concat") == "split"))
                 if on]
     if not rewrites:
         yield inputs
@@ -115,13 +117,47 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
         single = sum(d["single_op"] for d in done)
         inputs.log(f"{len(done)} PReLU layer(s) as LeakyReLU for XNNPACK's int8 kernels ({single} with one slope: a single op)")
         summary["int8_prelu"] = {"layers": len(done), "single_op": single, "as": "w1 * x + w2 * leaky_relu(x)"}
-    yield replace(inputs, saved_model=source, rewrites=summary)
+    fallbacks = {}
+    if "split_concat" in changed:
+        done = changed["split_concat"]
+        readers = sum(len(d["readers"]) for d in done)
+        inputs.log(f"{len(done)} concatenation(s) split into per-part convolutions ({readers} reading convolution(s)) so "
+                   "each part keeps its own int8 scale")
+        summary["int8_concat"] = {"concatenations": len(done), "readers": readers,
+                                  "parts": [d["channels"] for d in done]}
+        without, _ = rewritten(inputs.saved_model, [r for r in rewrites if r != "split_concat"])
+        fallbacks["int8_concat"] = without or inputs.saved_model
+    yield replace(inputs, saved_model=source, rewrites=summary, fallbacks=fallbacks)
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
+    flatbuffer = _convert(target, inputs, inputs.saved_model)
+    rewrites = dict(inputs.rewrites or {})
+    if "int8_concat" in rewrites and (inputs.fallbacks or {}).get("int8_concat"):
+        from mdeploy.exporters.xnnpack_rewrites import refused_split_sums
+
+        refused = refused_split_sums(flatbuffer)
+        if refused:  # a part below one int8 step of its sum: the split buys nothing and cuts XNNPACK's graph
+            inputs.log(f"concatenation split undone: {len(refused)} of its sums have a part below one int8 step of the "
+                       "sum, which XNNPACK does not take")
+            # What follows in the stage (the mixed-precision search) reads the graph that ships.
+            inputs.saved_model = inputs.fallbacks["int8_concat"]
+            flatbuffer = _convert(target, inputs, inputs.saved_model)
+            rewrites["int8_concat"] = {"undone": "a part below one int8 step of its sum (XNNPACK refuses such ADDs)",
+                                       "sums": refused[:8]}
+    inputs.out.parent.mkdir(parents=True, exist_ok=True)
+    inputs.out.write_bytes(flatbuffer)
+    details = describe_flatbuffer(flatbuffer)
+    details.update(rewrites)
+    if details["gpu_fallback"]:
+        inputs.log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details['gpu_fallback']}))}")
+    return details
+
+
+def _convert(target: ExportTarget, inputs: ExportInputs, saved_model: Path) -> bytes:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(inputs.saved_model), signature_keys=["serving_default"])
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
     converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS}
     if target.variant == "fp16":
         converter.optimizations = {tf.lite.Optimize.DEFAULT}
@@ -139,16 +175,9 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
             converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
             converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except Exception as err:  # the converter raises ConverterError and plain exceptions
         raise ModelError(_conversion_message(err), hint=_conversion_hint(err)) from err
-    inputs.out.parent.mkdir(parents=True, exist_ok=True)
-    inputs.out.write_bytes(flatbuffer)
-    details = describe_flatbuffer(flatbuffer)
-    details.update(inputs.rewrites or {})
-    if details["gpu_fallback"]:
-        inputs.log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details['gpu_fallback']}))}")
-    return details
 
 
 def describe_flatbuffer(flatbuffer: bytes) -> dict:

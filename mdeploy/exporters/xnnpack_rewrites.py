@@ -1,7 +1,7 @@
-"""Graph rewrites that keep a TFLite artifact on XNNPACK's fast paths (TFLite export only).
+"""Graph rewrites for the TFLite artifacts: XNNPACK's fast paths, and int8 that keeps its numbers.
 
 XNNPACK is the CPU backend a TFLite app gets by default. Two things in pose models fall off
-its fast paths, and both have exact (float) rewrites:
+its fast paths, and a third loses int8 precision; all three have exact (float) rewrites:
 
 **Large depthwise kernels** (`export.tflite.split_depthwise`). XNNPACK has single-pass
 depthwise kernels for up to 25 taps (3x3, 5x5 and anything with as few taps). A 7x7 depthwise
@@ -22,7 +22,19 @@ w1 = (a - s) / (1 - s) (check x > 0: w1 + w2 = 1; x < 0: w1 + w2 s = a). s is th
 mean slope, so the linear term is small; a layer whose slopes are all equal becomes one
 LEAKY_RELU. XNNPACK takes LEAKY_RELU, MUL and ADD in int8.
 
-Both are the same numbers up to float rounding; in int8 each new tensor has its own scale, so
+**Concatenations in int8** (`export.tflite.int8_concat`). TFLite's int8 CONCATENATION gives
+its inputs and its output one scale. A CPM or OpenPose stage reads concat(features, previous
+heatmaps): the heatmaps (0..1) get the features' step (0..18 in the PEFM release: 0.07, about
+14 levels for a heatmap), and every stage refines coarser maps. A convolution over a channel
+concatenation is the sum of one convolution per part over its slice of the input channels,
+so each reading Conv2D becomes that sum (its bias and any constant per-channel Mul/Add after
+it, an unfolded batch norm, folded into the parts), and per-channel ops between the
+concatenation and the convolution (a depthwise convolution, bias, ReLU) are repeated per part:
+each part keeps its own int8 scale and the ADDs rescale. A part so faint that it is below one
+int8 step of the sum gains nothing and makes an ADD XNNPACK refuses: the exporter checks the
+converted file (`refused_split_sums`) and converts the graph without the split when that happens.
+
+All are the same numbers up to float rounding; in int8 each new tensor has its own scale, so
 the rewritten file is measured, not assumed: parity and the accuracy gate score the artifact as
 it ships. The canonical model, ONNX, Core ML and MACE keep the layers as they are.
 """
@@ -65,6 +77,8 @@ class _Graph:
         self._graph_def = graph_def
         self._graph = None
         self.nodes = {n.name: n for n in graph_def.node}
+        self._values: dict[str, np.ndarray] = {}
+        self._const: dict[str, bool] = {}
         self.consumers: dict[str, list[str]] = {}
         for n in graph_def.node:
             for ref in n.input:
@@ -83,14 +97,30 @@ class _Graph:
         return self.nodes[ref.lstrip("^").split(":")[0]]
 
     def value(self, ref: str):
-        """The constant a tensor always holds (through Identity and Neg), or None."""
+        """The constant a tensor always holds, or None: a Const (through Identity), or what a
+        subgraph of constants computes (a batch norm's gamma * rsqrt(var + eps), a reshaped bias)."""
         node = self.node(ref)
         if node.op == "Identity":
             return self.value(node.input[0])
-        if node.op == "Neg":
-            inner = self.value(node.input[0])
-            return None if inner is None else -inner
-        return self.tf.make_ndarray(node.attr["value"].tensor) if node.op == "Const" else None
+        if node.op == "Const":
+            return self.tf.make_ndarray(node.attr["value"].tensor)
+        if not self._constant(node.name):
+            return None
+        name = ref.lstrip("^") if ":" in ref else f"{ref.lstrip('^')}:0"
+        if name not in self._values:
+            with self.tf.compat.v1.Session(graph=self.graph) as session:
+                self._values[name] = np.asarray(session.run(name))
+        return self._values[name]
+
+    def _constant(self, name: str) -> bool:
+        """Whether `name` depends on constants only (no input, variable or stateful op)."""
+        if name not in self._const:
+            self._const[name] = False  # a cycle, were there one, is not constant
+            node = self.nodes[name]
+            pure = node.op == "Const" or (node.op not in ("Placeholder", "VarHandleOp", "ReadVariableOp") and bool(node.input)
+                                          and not self.graph.get_operation_by_name(name).op_def.is_stateful)
+            self._const[name] = pure and all(self._constant(self.node(ref).name) for ref in node.input)
+        return self._const[name]
 
     def const(self, name: str, value: np.ndarray):
         from tensorflow.core.framework import attr_value_pb2, node_def_pb2
@@ -267,7 +297,183 @@ def prelu_as_leaky_relu(graph_def, input_name: str, output_names: list[str]):
     return _assemble(graph_def, replaced, added), done
 
 
-REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_leaky_relu}
+PER_CHANNEL = ("DepthwiseConv2dNative", "BiasAdd", "Relu", "Relu6")  # ops a channel concatenation passes through
+CONCAT_SPLIT = "/concat_split"  # in the names of the nodes split_concat adds
+# XNNPACK takes an int8 ADD only when each input's scale over the output's is in [2**-10, 2**8).
+ADD_SCALE_RATIO = (2.0**-10, 2.0**8)
+
+
+def split_concat(graph_def, input_name: str, output_names: list[str]):
+    """A copy of a frozen `graph_def` whose channel concatenations read only by convolutions are
+    gone (see the module docstring), and what was split: [{node, parts, channels, readers}].
+
+    A reader is a Conv2D, or a chain of per-channel ops (a depthwise convolution, a constant
+    BiasAdd, ReLU/ReLU6, each read only by the next) ending in one: the chain is repeated per
+    part on that part's channels, and the Conv2D becomes the sum of one convolution per part
+    over the part's slice of its input channels, its bias on the last."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    g = _Graph(graph_def)
+    keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
+
+    def reads(node, name: str) -> bool:
+        return bool(node.input) and node.input[0] in (name, f"{name}:0")
+
+    def chain(reader, source: str):
+        """[per-channel ops..., Conv2D] from `reader` (which reads `source`), or None."""
+        path, node, feeding = [], reader, source
+        while True:
+            fmt = node.attr["data_format"].s.decode() if "data_format" in node.attr else ""
+            if not reads(node, feeding) or node.name in keep or (fmt or "NHWC") != "NHWC":
+                return None
+            if node.op == "Conv2D":
+                return path + [node] if g.value(node.input[1]) is not None else None
+            if node.op not in PER_CHANNEL:
+                return None
+            if node.op == "DepthwiseConv2dNative" and g.value(node.input[1]) is None:
+                return None
+            if node.op == "BiasAdd" and g.value(node.input[1]) is None:
+                return None
+            after = g.consumers.get(node.name, [])
+            if len(after) != 1:
+                return None
+            path.append(node)
+            node, feeding = g.nodes[after[0]], node.name
+
+    def affine_tail(conv, channels: int):
+        """(scale, shift, ops): the constant per-channel Mul / BiasAdd / Add / Sub ops after `conv`,
+        each the only reader of the one before (a bias, an unfolded batch norm), as
+        y = conv * scale + shift."""
+        scale, shift, tail, last = np.ones(channels), np.zeros(channels), [], conv
+        while True:
+            after = g.consumers.get(last.name, [])
+            if len(after) != 1:
+                break
+            op = g.nodes[after[0]]
+            if op.name in keep or op.op not in ("Mul", "BiasAdd", "Add", "AddV2", "Sub") or len(op.input) != 2:
+                break
+            mine = [i for i, ref in enumerate(op.input) if ref in (last.name, f"{last.name}:0")]
+            if len(mine) != 1 or (op.op in ("BiasAdd", "Sub") and mine[0] != 0):
+                break
+            v = g.value(op.input[1 - mine[0]])
+            if v is None or v.size not in (1, channels) or (v.ndim > 1 and any(d != 1 for d in v.shape[:-1])):
+                break
+            v = np.broadcast_to(np.asarray(v, np.float64).reshape(-1), (channels,))
+            if op.op == "Mul":
+                scale, shift = scale * v, shift * v
+            else:
+                shift = shift - v if op.op == "Sub" else shift + v
+            tail.append(op)
+            last = op
+        return scale, shift, tail
+
+    added, replaced, done = [], {}, []
+    for node in graph_def.node:
+        if node.op != "ConcatV2" or node.name in keep or any(ref.startswith("^") for ref in node.input):
+            continue
+        parts, axis = list(node.input[:-1]), g.value(node.input[-1])
+        readers = [g.nodes[name] for name in g.consumers.get(node.name, [])]
+        if axis is None or len(parts) < 2 or not readers:
+            continue
+        out = g.graph.get_tensor_by_name(f"{node.name}:0")
+        if out.shape.rank != 4 or int(axis) not in (-1, 3):
+            continue
+        channels = []
+        for ref in parts:
+            shape = g.graph.get_tensor_by_name(ref if ":" in ref else f"{ref}:0").shape
+            channels.append(shape[-1] if shape.rank == 4 else None)
+        chains = [chain(r, node.name) for r in readers]
+        if None in channels or None in chains:
+            continue
+        offsets = np.cumsum([0, *channels])
+        for path in chains:
+            *per_channel, conv = path
+            base = conv.name + CONCAT_SPLIT
+            multiplier = 1  # channels out per channel in, through the chain's depthwise convolutions
+            heads = list(parts)
+            for step, op in enumerate(per_channel):
+                if op.op == "DepthwiseConv2dNative":
+                    weights = g.value(op.input[1])
+                    for i in range(len(parts)):
+                        name = f"{base}/chain{step}_{i}"
+                        added.append(g.const(f"{name}/weights", np.ascontiguousarray(weights[:, :, offsets[i]:offsets[i + 1]])))
+                        copy = g.op(name, op.op, [heads[i], f"{name}/weights"], like=op)
+                        for key in ("strides", "padding", "dilations", "data_format", "explicit_paddings"):
+                            if key in op.attr:
+                                copy.attr[key].CopyFrom(op.attr[key])
+                        added.append(copy)
+                        heads[i] = name
+                    multiplier *= int(weights.shape[3])
+                elif op.op == "BiasAdd":
+                    bias = g.value(op.input[1])
+                    for i in range(len(parts)):
+                        name = f"{base}/chain{step}_{i}"
+                        lo, hi = offsets[i] * multiplier, offsets[i + 1] * multiplier
+                        added.append(g.const(f"{name}/bias", np.ascontiguousarray(bias[lo:hi])))
+                        added.append(g.op(name, "BiasAdd", [heads[i], f"{name}/bias"], like=op,
+                                          data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
+                        heads[i] = name
+                else:  # Relu, Relu6
+                    for i in range(len(parts)):
+                        name = f"{base}/chain{step}_{i}"
+                        added.append(g.op(name, op.op, [heads[i]], like=op))
+                        heads[i] = name
+                replaced[op.name] = None
+            weights = g.value(conv.input[1])
+            scale, shift, tail = affine_tail(conv, int(weights.shape[3]))
+            terms = []
+            for i, head in enumerate(heads):
+                lo, hi = offsets[i] * multiplier, offsets[i + 1] * multiplier
+                added.append(g.const(f"{base}/weights_{i}", np.ascontiguousarray(weights[:, :, lo:hi] * scale, np.float32)))
+                part = g.op(f"{base}/conv_{i}", "Conv2D", [head, f"{base}/weights_{i}"], like=conv)
+                for key in ("strides", "padding", "dilations", "data_format", "explicit_paddings", "use_cudnn_on_gpu"):
+                    if key in conv.attr:
+                        part.attr[key].CopyFrom(conv.attr[key])
+                added.append(part)
+                terms.append(f"{base}/conv_{i}")
+            if tail:
+                added.append(g.const(f"{base}/bias", shift.astype(np.float32)))
+                added.append(g.op(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=conv,
+                                  data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
+                terms[-1] = f"{base}/biased"
+            final = tail[-1].name if tail else conv.name
+            for op in [conv, *tail[:-1]]:
+                replaced[op.name] = None
+            total = terms[0]
+            for i, term in enumerate(terms[1:], 1):
+                name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
+                replaced[name] = g.op(name, "AddV2", [total, term], like=conv)
+                total = name
+        replaced[node.name] = None
+        done.append({"node": node.name, "parts": len(parts), "channels": [int(c) for c in channels],
+                     "readers": [[op.name for op in path] for path in chains]})
+    if not done:
+        return graph_def, []
+    return _assemble(graph_def, replaced, added), done
+
+
+def refused_split_sums(flatbuffer: bytes) -> list[dict]:
+    """The ADDs of split_concat's sums in an int8 .tflite that XNNPACK will not take (an input
+    scale out of ADD_SCALE_RATIO of the output's: a part so small next to the sum that it is
+    below one int8 step of it). Each one is left to TFLite's builtin kernels and cuts the
+    delegated graph; [{tensor, ratios}]."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=flatbuffer)
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    refused = []
+    for op in interp._get_ops_details():  # noqa: SLF001 (the analyzer's own data)
+        if op["op_name"] != "ADD" or not any(CONCAT_SPLIT in tensors[i]["name"] for i in op["inputs"] if i >= 0):
+            continue
+        out = tensors[op["outputs"][0]]["quantization"][0]
+        ratios = [tensors[i]["quantization"][0] / out for i in op["inputs"] if i >= 0 and out]
+        if any(not ADD_SCALE_RATIO[0] <= r < ADD_SCALE_RATIO[1] for r in ratios):
+            refused.append({"tensor": tensors[op["outputs"][0]]["name"], "ratios": [float(f"{r:.3g}") for r in ratios]})
+    return refused
+
+
+REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_leaky_relu,
+            "split_concat": split_concat}
 
 
 def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str]) -> dict[str, list[dict]]:

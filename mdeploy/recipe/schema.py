@@ -666,6 +666,11 @@ class TfliteExport(Section):
         "leaky_relu", description="int8 variant: PReLU as w1*x + w2*LeakyReLU(x), which XNNPACK runs in int8 (it runs PRELU "
                                   "in float only); keep: leave PRELU to TFLite's builtin kernels"
     )
+    int8_concat: Literal["split", "keep"] = Field(
+        "split", description="int8 variant: a channel concatenation read only by convolutions becomes one convolution per "
+                             "part, summed, so each part keeps its own int8 scale (int8 concatenation forces one scale on "
+                             "all its inputs); keep: leave the concatenations"
+    )
 
     @model_validator(mode="after")
     def _unique(self):

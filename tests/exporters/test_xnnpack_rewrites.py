@@ -240,3 +240,152 @@ def test_a_rewritten_model_is_made_once_per_content_and_rewrite_list(saved, prel
     assert (nothing, none) == (None, {})
     assert xr.rewritten(prelu[0] / "original", ["split_depthwise"]) == (None, {})
     assert made == [["split_depthwise"], ["split_depthwise"]]  # once per content
+
+
+def _concat_model():
+    """Two refinement stages as CPM and OpenPose models have them: each reads concat(features,
+    previous heatmaps), one through a 1x1 convolution (bias, ReLU), one through a depthwise
+    convolution (bias, ReLU, two channels per channel) and then a 1x1 one (no bias). The
+    features span 0..6, the heatmaps 0..0.05; a concatenation that a reshape reads stays."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((16, 16, 3), name="image")
+    features = keras.layers.Conv2D(24, 3, padding="same", activation="relu6")(inp)
+    heat = keras.layers.Conv2D(4, 1, activation="sigmoid")(features)
+    heat = keras.layers.Rescaling(0.05)(heat)
+    x = keras.layers.Concatenate()([features, heat])
+    x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    heat2 = keras.layers.Conv2D(4, 1)(x)
+    y = keras.layers.Concatenate()([heat2, features, heat])
+    y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(y)  # per channel
+    y = keras.layers.Conv2D(14, 1, use_bias=False)(y)
+    kept = keras.layers.Concatenate()([heat, heat2])  # read by a reshape, not a convolution
+    kept = keras.layers.Reshape((16, 16, 8))(kept)
+    out = keras.layers.Concatenate(name="heatmaps")([y, keras.layers.Conv2D(14, 1)(kept)])
+    model = keras.Model(inp, out)
+    stage = model.layers[5]  # the first stage: lean on the heatmaps so their resolution shows
+    kernel, bias = stage.get_weights()
+    kernel[:, :, 24:] *= 40.0
+    stage.set_weights([kernel, bias + 0.1])
+    return model
+
+
+@pytest.fixture(scope="module")
+def concat(tmp_path_factory):
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    root = tmp_path_factory.mktemp("concat")
+    model = _concat_model()
+    write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16),
+                    root / "original")
+    done = rewrite_saved_model(root / "original", root / "split", ["split_concat"])
+    return root, done["split_concat"]
+
+
+def test_a_concatenation_read_by_convolutions_becomes_per_part_convolutions(concat):
+    import tensorflow as tf
+
+    root, done = concat
+    assert sorted(d["channels"] for d in done) == [[4, 24, 4], [24, 4]]  # the reshape's and the output stay
+    # The 1x1 convolution alone, and the depthwise convolution, its bias and ReLU, then the 1x1 one.
+    assert sorted(len(reader) for d in done for reader in d["readers"]) == [1, 4]
+    x = np.random.default_rng(4).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    split = tf.saved_model.load(str(root / "split")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    scale = float(np.abs(original).max())
+    assert scale > 0.1
+    np.testing.assert_allclose(split.numpy(), original.numpy(), atol=1e-5 * scale)
+
+
+def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(concat):
+    """Full-integer files of both graphs, calibrated alike: in the original every input of a
+    concatenation shares the concatenation's scale (the 0..0.05 heatmaps get the 0..6 features'
+    step, about 2 levels), in the split one the heatmaps keep theirs; the split file's output is
+    nearer the float model's on held-out inputs."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    root, _ = concat
+    rng = np.random.default_rng(5)
+    calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
+    held_out = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
+
+    def int8(path):
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=["serving_default"])
+        converter.optimizations = {tf.lite.Optimize.DEFAULT}
+        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+        converter.representative_dataset = lambda: ([x] for x in calibration)
+        return converter.convert()
+
+    files = {"original": int8(root / "original"), "split": int8(root / "split")}
+
+    def concat_scales(flatbuffer):
+        it = Interpreter(model_content=flatbuffer)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        return [sorted({round(tensors[i]["quantization"][0], 6) for i in op["inputs"]})
+                for op in it._get_ops_details() if op["op_name"] == "CONCATENATION"]
+
+    original, split = concat_scales(files["original"]), concat_scales(files["split"])
+    assert len(original) == 4 and all(len(s) == 1 for s in original)  # one shared scale per concatenation
+    assert len(split) == 2  # the reshape's and the output's are left
+    reference = _tflite(root / "original")
+    errors = {}
+    for name, flatbuffer in files.items():
+        errors[name] = np.mean([np.abs(_run(flatbuffer, x) - _run(reference, x)).mean() for x in held_out])
+    assert errors["split"] < 0.5 * errors["original"], errors
+
+
+def _faint_part_model():
+    """A stage reading concat(features, heatmaps) where the heatmaps are a millionth of the
+    features: in int8 the heatmap part of the sum is below one step of it."""
+    import keras
+
+    keras.utils.set_random_seed(9)
+    inp = keras.Input((16, 16, 3), name="image")
+    features = keras.layers.Conv2D(24, 3, padding="same", activation="relu6")(inp)
+    heat = keras.layers.Rescaling(1e-6)(keras.layers.Conv2D(4, 1, activation="sigmoid")(features))
+    x = keras.layers.Concatenate()([features, heat])
+    out = keras.layers.Conv2D(14, 1, name="heatmaps")(x)
+    return keras.Model(inp, out)
+
+
+def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_would_refuse_it(tmp_path):
+    """Through the TFLite exporter as a build runs it (`xnnpack_source`, then `convert`): the
+    two-stage model keeps its split (every sum one XNNPACK can take); the faint-part model's
+    sums would have an input scale under 2**-10 of the output's, which XNNPACK refuses (the ADD
+    would go to the builtin kernels and cut the delegated graph), so the exporter converts the
+    graph without the split and says so."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mdeploy.exporters import ExportInputs
+    from mdeploy.exporters.tflite import convert, xnnpack_source
+    from mdeploy.exporters.xnnpack_rewrites import CONCAT_SPLIT, refused_split_sums
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    class Target:
+        variant = "int8"
+        settings = {"variant": "int8", "split_depthwise": True, "int8_prelu": "leaky_relu", "int8_concat": "split", "io": "float"}
+
+    rng = np.random.default_rng(6)
+    samples = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
+    results = {}
+    for name, model in (("stages", _concat_model()), ("faint", _faint_part_model())):
+        saved = tmp_path / name
+        write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16), saved)
+        lines = []
+        inputs = ExportInputs(saved, None, tmp_path / f"{name}.tflite", lines.append, lambda: iter(samples))
+        with xnnpack_source(Target(), inputs) as source:
+            details = convert(Target(), source)
+        flatbuffer = (tmp_path / f"{name}.tflite").read_bytes()
+        names = [t["name"] for t in Interpreter(model_content=flatbuffer).get_tensor_details()]
+        results[name] = (details["int8_concat"], any(CONCAT_SPLIT in n for n in names), lines, refused_split_sums(flatbuffer))
+    concat, split, _, refused = results["stages"]
+    assert concat["concatenations"] == 2 and split and refused == []
+    concat, split, lines, refused = results["faint"]
+    assert "XNNPACK" in concat["undone"] and not split and refused == []
+    assert concat["sums"] and all(min(s["ratios"]) < 2**-10 for s in concat["sums"])
+    assert any("concatenation split undone" in line for line in lines)

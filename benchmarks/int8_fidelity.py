@@ -1,0 +1,115 @@
+"""How far int8 keypoints move from fp32's on real people, per int8 rewrite (PEFM CPM release).
+
+Builds the PoseEstimationForMobile CPM release (recipes/pefm_cpm.yaml) with TFLite fp32 and
+int8, int8 calibrated on the COCO people of ../shared/data/realkp (never on the people it is
+scored on) plus the package photos, once per configuration of the int8 rewrites
+(`export.tflite.int8_concat`, `export.tflite.split_depthwise`). Then, on every person of the
+AI Challenger, MPII and COCO sets, it runs each int8 file on XNNPACK and on TFLite's reference
+kernels and prints, per set: PCKh@0.5 (where the set has head sizes), the mean distance of
+each int8 keypoint from fp32's in model-input pixels (192 x 192), the share moved more than
+8 px, and the mean absolute heatmap difference. The keypoint distance uses every joint of
+every person, so it is a steadier measure of what quantization does than PCKh on 9 people
+(where one joint is 1.4 points). COCO is the calibration set: its row shows fit, not
+generalisation.
+
+    python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from common import REPO, machine
+
+REALKP = REPO.parent / "shared" / "data" / "realkp"
+CONFIGS = {
+    "concat kept, depthwise split": ["export.tflite.int8_concat=keep"],
+    "concat split, depthwise split (default)": [],
+    "concat split, depthwise kept": ["export.tflite.split_depthwise=false"],
+}
+
+
+def build(out: Path, name: str, overrides: list[str]) -> Path:
+    coco = REALKP / "coco"
+    sets = [
+        "export.tflite.variants=[fp32, int8]",
+        f"data.calibration={{coco: {{annotations: {coco / 'test_coco.json'}, images: {coco}}}}}",
+        *overrides,
+    ]
+    folder = out / name.split(" (")[0].replace(", ", "_").replace(" ", "-")
+    cmd = [sys.executable, "-m", "mdeploy", "build", str(REPO / "recipes" / "pefm_cpm.yaml"), "--out", str(folder), "--json"]
+    for o in sets:
+        cmd += ["--set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode not in (0, 1):  # 1: a gate failed (int8 is expected to fail some); the files are there
+        raise SystemExit(proc.stderr[-3000:])
+    return folder / "pefm_cpm"
+
+
+def people():
+    from mdeploy.data.coco import load_coco
+    from mdeploy.data.mpii import load_mpii
+    from mdeploy.keypoints import get_keypoint_set
+
+    kps = get_keypoint_set("aic14")
+    return {
+        "real_aic (9 people)": load_coco(REALKP / "aic" / "test_aic.json", REALKP / "aic", kps, crop="auto"),
+        "real_mpii (5 people)": load_mpii(REALKP / "mpii" / "test_mpii.json", REALKP / "mpii", kps, crop="person"),
+        "real_coco (12 people, calibration)": load_coco(REALKP / "coco" / "test_coco.json", REALKP / "coco", kps, crop="auto"),
+    }
+
+
+def outputs(path: Path, kernels: str, x: np.ndarray) -> np.ndarray:
+    from mdeploy.runners.litert import LiteRTRunner
+
+    runner = LiteRTRunner(path, kernels=kernels)
+    return np.concatenate([np.asarray(runner(x[i:i + 1]), np.float32) for i in range(len(x))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("/tmp/mdeploy-int8-fidelity"))
+    args = parser.parse_args()
+    if not REALKP.is_dir():
+        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
+    sys.path.insert(0, str(REPO))
+    from mdeploy.evaluate.decode import decode_spec, to_source
+    from mdeploy.evaluate.evaluator import prepare, score
+    from mdeploy.spec import ModelSpec
+
+    builds = {name: build(args.out, name, overrides) for name, overrides in CONFIGS.items()}
+    first = next(iter(builds.values()))
+    spec = ModelSpec.load(first / "model" / "spec.json")
+    fp32 = first / "tflite" / "pefm_cpm_fp32.tflite"
+
+    def decoded(hm, affines):
+        points = decode_spec(hm, spec.output_stride, spec.decode)
+        return points, np.stack([to_source(points[j], affines[j]) for j in range(len(points))])
+
+    print(f"Machine: {machine()}; {datetime.date.today()}\n")
+    print("| set | file | kernels | PCKh@0.5 | mean move px | moved > 8 px | heatmap MAE |")
+    print("|---|---|---|---|---|---|---|")
+    for set_name, ds in people().items():
+        x, affines = prepare(spec, ds, range(len(ds)))
+        ref_hm = outputs(fp32, "xnnpack", x)
+        ref_points, ref_source = decoded(ref_hm, affines)
+        pckh = score(ref_source, np.zeros((len(x), ref_points.shape[1], 2)), ds, spec).metrics.get("pckh@0.5")
+        print(f"| {set_name} | fp32 | XNNPACK | {'-' if pckh is None else f'{pckh:.1f}'} | 0 | 0 | 0 |")
+        for name, folder in builds.items():
+            for kernels in ("xnnpack", "reference"):
+                hm = outputs(folder / "tflite" / "pefm_cpm_int8.tflite", kernels, x)
+                points, source = decoded(hm, affines)
+                move = np.linalg.norm(points[..., :2] - ref_points[..., :2], axis=-1)
+                pckh = score(source, np.zeros((len(x), points.shape[1], 2)), ds, spec).metrics.get("pckh@0.5")
+                print(f"| {set_name} | int8, {name} | {'XNNPACK' if kernels == 'xnnpack' else 'reference'} "
+                      f"| {'-' if pckh is None else f'{pckh:.1f}'} | {move.mean():.1f} | {np.mean(move > 8):.2f} "
+                      f"| {np.abs(hm - ref_hm).mean():.4f} |")
+
+
+if __name__ == "__main__":
+    main()
