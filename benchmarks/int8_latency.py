@@ -13,13 +13,15 @@ split, to show what that one costs) and times every file in one child process, i
 Int8 calibrates on random inputs here: this script measures speed only (accuracy is the
 build's: docs/benchmarks.md).
 
-    python benchmarks/int8_latency.py [--runs 60] [--threads 1 2]
+    python benchmarks/int8_latency.py [--runs 60] [--threads 1 2] [--keep DIR]
+    python benchmarks/int8_latency.py --time-saved DIR   # another machine: LiteRT and numpy only
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -74,11 +76,31 @@ class SimpleTarget:
         self.variant, self.settings = variant, settings
 
 
+def time_saved(folder: Path, runs: int, threads: list[int]) -> None:
+    """Time the rewritten fp32 / int8 pairs that `--keep` saved (no TensorFlow needed: another
+    machine with LiteRT alone can run this)."""
+    pairs = sorted(p.name[: -len("_fp32_rewritten.tflite")] for p in folder.glob("*_fp32_rewritten.tflite"))
+    files = {f"{k} {v}": folder / f"{k}_{v}_rewritten.tflite" for k in pairs for v in ("fp32", "int8")}
+    print(f"Machine: {machine()}; {datetime.date.today()}; LiteRT XNNPACK, median of {runs}, interleaved\n")
+    print("| model | threads | fp32 rewritten ms | int8 rewritten ms | int8 / fp32 |")
+    print("|---|---|---|---|---|")
+    for t in threads:
+        measured = interleaved_latency(files.values(), t, 5, runs)
+        for k in pairs:
+            f, q = (measured[str(files[f"{k} {v}"])]["median"] for v in ("fp32", "int8"))
+            print(f"| {k} | {t} | {f:.1f} | {q:.1f} | {q / f:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--keep", type=Path, help="also copy the rewritten fp32 and int8 files here")
+    parser.add_argument("--time-saved", type=Path, help="only time the files a --keep run saved here")
     args = parser.parse_args()
+    if args.time_saved:
+        time_saved(args.time_saved, args.runs, args.threads)
+        return
     kinds = ["mv2_cpm", "mv2_cpm_k3", "mv2_hourglass", "lpski"] + (["pefm_cpm"] if PEFM.is_file() else [])
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
@@ -92,6 +114,11 @@ def main() -> None:
             name = f"{kind} int8 rewritten, concat kept"
             files[name] = convert(saved, "int8", True, low, high, Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}.tflite",
                                   size, concat=False)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for kind in kinds:
+                for v in ("fp32", "int8"):
+                    shutil.copy(files[f"{kind} {v} rewritten"], args.keep / f"{kind}_{v}_rewritten.tflite")
         print(f"Machine: {machine()}; {datetime.date.today()}; LiteRT XNNPACK, median of {args.runs}, interleaved\n")
         print("| model | threads | fp32 ms | int8 ms | int8 / fp32 | fp32 rewritten ms | int8 rewritten, concat kept ms "
               "| int8 rewritten ms | int8 / fp32, rewritten |")

@@ -77,10 +77,12 @@ def channel_error(float_tensors, quant_tensors, scale: float, zero_point: int) -
     """
     import numpy as np
 
-    f = np.concatenate([np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) for t in float_tensors])
-    q = np.concatenate([(np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) - zero_point) * scale for t in quant_tensors])
-    rmse = np.sqrt(np.mean((q - f) ** 2, axis=0))
-    spread = f.std(axis=0)
+    with np.errstate(invalid="ignore", over="ignore"):  # a non-finite tensor scores NaN, which the ranking skips
+        f = np.concatenate([np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) for t in float_tensors])
+        q = np.concatenate([(np.asarray(t, np.float64).reshape(-1, np.shape(t)[-1]) - zero_point) * scale
+                            for t in quant_tensors])
+        rmse = np.sqrt(np.mean((q - f) ** 2, axis=0))
+        spread = f.std(axis=0)
     live = spread > 1e-6
     return float(np.mean(rmse[live] / spread[live])) if live.any() else 0.0
 
