@@ -245,8 +245,8 @@ def test_a_rewritten_model_is_made_once_per_content_and_rewrite_list(saved, prel
 def _concat_model():
     """Two refinement stages as CPM and OpenPose models have them: each reads concat(features,
     previous heatmaps), one through a 1x1 convolution (bias, ReLU), one through a depthwise
-    convolution (bias, ReLU, two channels per channel) and then a 1x1 one (no bias). The
-    features span 0..6, the heatmaps 0..0.05; a concatenation that a reshape reads stays."""
+    convolution (bias, ReLU, two channels per channel) and then a 1x1 one (no bias) and a batch
+    norm. The features span 0..6, the heatmaps 0..0.05; a concatenation that a reshape reads stays."""
     import keras
 
     keras.utils.set_random_seed(7)
@@ -260,6 +260,8 @@ def _concat_model():
     y = keras.layers.Concatenate()([heat2, features, heat])
     y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(y)  # per channel
     y = keras.layers.Conv2D(14, 1, use_bias=False)(y)
+    bn = keras.layers.BatchNormalization()  # in the inference graph: Mul and Add of constants
+    y = bn(y)
     kept = keras.layers.Concatenate()([heat, heat2])  # read by a reshape, not a convolution
     kept = keras.layers.Reshape((16, 16, 8))(kept)
     out = keras.layers.Concatenate(name="heatmaps")([y, keras.layers.Conv2D(14, 1)(kept)])
@@ -268,6 +270,8 @@ def _concat_model():
     kernel, bias = stage.get_weights()
     kernel[:, :, 24:] *= 40.0
     stage.set_weights([kernel, bias + 0.1])
+    channels = np.arange(14, dtype=np.float32)
+    bn.set_weights([1.0 + 0.1 * channels, 0.05 * channels - 0.3, 0.02 * channels, 0.5 + 0.1 * channels])
     return model
 
 
@@ -328,6 +332,12 @@ def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(conc
         return [sorted({round(tensors[i]["quantization"][0], 6) for i in op["inputs"]})
                 for op in it._get_ops_details() if op["op_name"] == "CONCATENATION"]
 
+    def muls(flatbuffer):
+        return [op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details()].count("MUL")
+
+    # The batch norm after the split convolution is folded into its parts as into the whole
+    # convolution: the one MUL left in both files is the heatmaps' rescaling.
+    assert muls(files["split"]) == muls(files["original"]) == 1
     original, split = concat_scales(files["original"]), concat_scales(files["split"])
     assert len(original) == 4 and all(len(s) == 1 for s in original)  # one shared scale per concatenation
     assert len(split) == 2  # the reshape's and the output's are left
