@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PEFM_PB, save_all_formats
+from tests.helpers import PEFM_PB, VOLUMETRIC_TRAINING_RECIPE, save_all_formats, write
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,6 +31,31 @@ def _isolated_cache(tmp_path, monkeypatch):
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """One tiny heatmap model (~2k parameters) saved as .keras, SavedModel and frozen .pb."""
     return save_all_formats(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(scope="session")
+def volumetric_training_build(tmp_path_factory):
+    """The tiny LPSKI of tests/helpers.py VOLUMETRIC_TRAINING_RECIPE, trained and built into every
+    format with its report, once per session (tests/families/test_volumetric_training.py and
+    tests/report/test_skeletons3d.py read the same build)."""
+    from mdeploy.build import build
+    from mdeploy.pipeline import Cache
+    from mdeploy.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("train3d")
+    recipe = load_recipe(write(root / "tiny3d.yaml", VOLUMETRIC_TRAINING_RECIPE))
+    return build(recipe, out_root=root / "build", cache=Cache(root / "cache"))
+
+
+@pytest.fixture(scope="session")
+def pefm_cache(tmp_path_factory):
+    """One stage cache for the builds of the PEFM release's shipped recipe (recipes/pefm_cpm.yaml,
+    with --set overrides) in tests/importers/test_pefm.py, test_pefm_real.py and
+    tests/cli/test_pose_cmds.py: a stage they share (the import, TFLite fp32 and its parity, ...)
+    runs once. No test using it is about a cold build."""
+    from mdeploy.pipeline import Cache
+
+    return Cache(tmp_path_factory.mktemp("pefm-cache"))
 
 
 @pytest.fixture

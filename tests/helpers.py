@@ -73,6 +73,34 @@ def pytorch_style_onnx(model, path: Path, size: int, nchw_output: bool) -> Path:
     return path
 
 
+# A tiny LPSKI (Human3.6M-17 joints, 4 depth bins) trained on the synthetic 3-D people the build
+# generates itself, then built into every format. One build of it (the session fixture
+# `volumetric_training_build`, tests/conftest.py) serves tests/families/test_volumetric_training.py
+# and the report's 3-D skeletons (tests/report/test_skeletons3d.py).
+VOLUMETRIC_IMAGENET = "{size: [64, 64], channels: rgb, range: [0, 1], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"
+VOLUMETRIC_TRAINING_RECIPE = f"""
+name: tiny3d_train
+model:
+  arch: tiny_lpski
+  input: {VOLUMETRIC_IMAGENET}
+  keypoints: h36m17
+data:
+  train: {{synthetic: {{count: 64, seed: 1, size: 64, keypoints3d: h36m17}}}}
+  val: {{name: synth3d, synthetic: {{count: 16, seed: 2, size: 64, keypoints3d: h36m17}}}}
+train: {{epochs: 3, batch_size: 16, optimizer: {{lr: 0.005}}, early_stop: {{patience: 1}}}}
+export:
+  tflite: {{variants: [fp32, int8], calibration: {{samples: 32}}}}
+  onnx: {{opset: 17}}
+  coreml: {{precision: fp16, minimum_deployment_target: iOS16}}
+  mace: {{runtime: cpu+gpu, target_abis: [arm64-v8a]}}
+verify:
+  samples: {{random: 2}}
+  find_people: warn
+  tolerances: {{tflite/int8: {{max_abs: 40.0, min_agreement: 0.0}}}}
+  accuracy: {{max_drop: 5.0}}
+"""
+
+
 def frozen_names(pb_path: Path) -> tuple[str, str]:
     in_name, out_name = (pb_path.parent / "tiny.pb.names").read_text().split()
     return in_name, out_name

@@ -203,13 +203,14 @@ def test_predict_needs_a_spec_it_can_find(tmp_path, cli, tiny_build):
     assert ok.exit_code == 0
 
 
-def test_reference_model_draws_a_plausible_pose_on_a_real_photo(tmp_path, cli, pefm_pb):
+def test_reference_model_draws_a_plausible_pose_on_a_real_photo(tmp_path, cli, pefm_pb, pefm_cache):
     """The imported PEFM CPM on scikit-image's astronaut: head above neck above hips, shoulders apart."""
     from mdeploy.verify.samples import PACKAGE_PHOTOS, package_photo
 
     assert "astronaut" in PACKAGE_PHOTOS
     Image.fromarray(package_photo("astronaut")).save(tmp_path / "astronaut.png")
-    build(load_recipe(REPO / "recipes" / "pefm_cpm.yaml", ["export.tflite.variants=[fp32]"]), out_root=tmp_path / "b")
+    build(load_recipe(REPO / "recipes" / "pefm_cpm.yaml", ["export.tflite.variants=[fp32]"]), out_root=tmp_path / "b",
+          cache=pefm_cache)
     result = cli("predict", tmp_path / "b" / "pefm_cpm" / "tflite" / "pefm_cpm_fp32.tflite", tmp_path / "astronaut.png", "--out", tmp_path / "a.png", "--json")
     kp = {k["joint"]: k for k in json.loads(result.stdout)["keypoints"]}
     assert kp["head_top"]["y"] < kp["neck"]["y"]

@@ -16,42 +16,16 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import write
+from tests.helpers import VOLUMETRIC_TRAINING_RECIPE, write
 
 SIZE, DEPTH = 64, 4
-IMAGENET = "{size: [64, 64], channels: rgb, range: [0, 1], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}"
-RECIPE = f"""
-name: tiny3d_train
-model:
-  arch: tiny_lpski
-  input: {IMAGENET}
-  keypoints: h36m17
-data:
-  train: {{synthetic: {{count: 64, seed: 1, size: 64, keypoints3d: h36m17}}}}
-  val: {{name: synth3d, synthetic: {{count: 16, seed: 2, size: 64, keypoints3d: h36m17}}}}
-train: {{epochs: 3, batch_size: 16, optimizer: {{lr: 0.005}}, early_stop: {{patience: 1}}}}
-export:
-  tflite: {{variants: [fp32, int8], calibration: {{samples: 32}}}}
-  onnx: {{opset: 17}}
-  coreml: {{precision: fp16, minimum_deployment_target: iOS16}}
-  mace: {{runtime: cpu+gpu, target_abis: [arm64-v8a]}}
-verify:
-  samples: {{random: 2}}
-  find_people: warn
-  tolerances: {{tflite/int8: {{max_abs: 40.0, min_agreement: 0.0}}}}
-  accuracy: {{max_drop: 5.0}}
-"""
+RECIPE = VOLUMETRIC_TRAINING_RECIPE
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from mdeploy.build import build
-    from mdeploy.pipeline import Cache
-    from mdeploy.recipe import load_recipe
-
-    root = tmp_path_factory.mktemp("train3d")
-    recipe = load_recipe(write(root / "tiny3d.yaml", RECIPE))
-    return build(recipe, out_root=root / "build", cache=Cache(root / "cache"))
+def built(volumetric_training_build):
+    """The session's build of RECIPE (tests/conftest.py), which the report's 3-D tests read too."""
+    return volumetric_training_build
 
 
 @pytest.fixture(scope="module")

@@ -18,33 +18,27 @@ from tests.helpers import REPO, SHARED, write
 
 REALKP = SHARED / "data" / "realkp"
 
-RECIPE = f"""
-extends: {REPO / "recipes" / "pefm_cpm.yaml"}
-name: pefm_real
-data:
-  val:
-    - {{name: aic, kind: real, coco: {{annotations: {REALKP}/aic/test_aic.json, images: {REALKP}/aic}}}}
-    - {{name: coco, kind: real, coco: {{annotations: {REALKP}/coco/test_coco.json, images: {REALKP}/coco}}}}
-    - {{name: mpii, kind: real, mpii: {{annotations: {REALKP}/mpii/test_mpii.json, images: {REALKP}/mpii}}}}
-export:
-  tflite: {{variants: [fp32]}}
-verify:
-  accuracy: {{max_drop: 1.0, splits: {{coco: {{max_drop: 2.0}}}}}}
-"""
+# recipes/pefm_cpm.yaml with three real splits (--set overrides on the shipped recipe, so its stages
+# are keyed as test_pefm.py's builds of it: the import and TFLite fp32 are shared, pefm_cache).
+OVERRIDES = [
+    f"data.val=[{{name: aic, kind: real, coco: {{annotations: {REALKP}/aic/test_aic.json, images: {REALKP}/aic}}}},"
+    f" {{name: coco, kind: real, coco: {{annotations: {REALKP}/coco/test_coco.json, images: {REALKP}/coco}}}},"
+    f" {{name: mpii, kind: real, mpii: {{annotations: {REALKP}/mpii/test_mpii.json, images: {REALKP}/mpii}}}}]",
+    "export.tflite={variants: [fp32]}",
+    "verify.accuracy={max_drop: 1.0, splits: {coco: {max_drop: 2.0}}}",
+]
 
 
 @pytest.fixture(scope="module")
-def real_build(tmp_path_factory):
+def real_build(tmp_path_factory, pefm_cache):
     if not (REALKP / "aic" / "test_aic.json").is_file() or not (SHARED / "reference" / "pefm").is_dir():
         pytest.skip(f"real people and the PEFM release are not here ({SHARED}): ../shared is absent")
     import os
 
-    from mdeploy.pipeline import Cache
-
     root = tmp_path_factory.mktemp("pefm-real")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    recipe = load_recipe(write(root / "pefm_real.yaml", RECIPE))
-    return build(recipe, out_root=root / "build", cache=Cache(root / "cache"))
+    recipe = load_recipe(REPO / "recipes" / "pefm_cpm.yaml", OVERRIDES)
+    return build(recipe, out_root=root / "build", cache=pefm_cache)
 
 
 def gate(result, artifact, split):

@@ -131,8 +131,10 @@ def test_compare_flags_only_changes_beyond_the_spread(report_build, tmp_path, cl
     assert "Compared with" in html and "within the trials&#39; spread" in html
 
 
-def test_a_failed_gate_shows_in_report_and_junit(report_build, tmp_path, cli):
+def test_a_failed_gate_shows_in_report_and_junit(report_build, tmp_path, cli, monkeypatch):
     recipe, build_dir = report_build
+    # The session build's cache (as test_unchanged_build_keeps_its_report): only the gate differs.
+    monkeypatch.setenv("MDEPLOY_CACHE_DIR", str(build_dir.parent.parent / "cache"))
     result = cli("build", recipe, "--out", tmp_path / "b", "--set", "bench.max_latency_ms.host=0.000001",
                  "--junit", tmp_path / "junit.xml")
     assert result.exit_code == 1
