@@ -551,11 +551,17 @@ def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResu
                 continue
             ok = drop is not None and drop <= max_drop
             label = metric or "accuracy"
-            detail = (f"{value}{unit(metric)} vs {ref_value}{unit(metric)} on {split}" if drop is not None
-                      else f"{label} is not defined on split {split}")
+            detail = (f"{value}{unit(metric)} vs {ref_value}{unit(metric)} on {split}{resolution(ref_result, metric)}"
+                      if drop is not None else f"{label} is not defined on split {split}")
             check = {"check": f"{label} drop on {split}", "ok": ok, "value": drop, "limit": max_drop, "detail": detail}
             out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result, split))
     return out
+
+
+def resolution(result: dict, metric: str | None) -> str:
+    """How coarse a percentage metric is on a small split: ' (69 joints: one is 1.4 points)'."""
+    joints = (result.get("joints") or {}).get(metric) if metric else None
+    return f" ({joints} joints: one is {100.0 / joints:.1f} points)" if joints and joints < 1000 else ""
 
 
 def _gate_metric(gate, reference: dict) -> str | None:

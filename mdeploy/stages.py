@@ -543,7 +543,9 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     info = describe_split(recipe, split, ds, ctx)
     m = result.metrics
     shown = [f"{LABELS[k]} {m[k]}{unit(k)}" for k in (result.primary, "pefm_pckh") if k and m.get(k) is not None]
-    ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people)")
+    joints = result.joints.get(result.primary) if result.primary else None
+    counted = f", {joints} joints" if joints else ""
+    ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people{counted})")
     out = result.to_json() | {"split": info}
     if fmt == "tflite" and artifact != MODEL_STAGE:  # gated on XNNPACK; the reference kernels beside it
         out["kernels"] = "xnnpack"

@@ -37,6 +37,7 @@ class EvalResult:
     scored: int  # samples with the primary metric's normaliser
     primary: str | None = None
     normalisers: dict[str, str] = field(default_factory=dict)
+    joints: dict[str, int] = field(default_factory=dict)  # joints a percentage metric counted: its resolution
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +47,7 @@ class EvalResult:
             "per_joint": self.per_joint,
             "samples": self.samples,
             "scored": self.scored,
+            "joints": self.joints,
         }
 
 
@@ -122,7 +124,8 @@ def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec) ->
         row["labelled"] = int((truth[:, j, 2] >= 1).sum())
         per_joint[name] = row
     metrics = {m: (_round(results[m].value) if m in results else None) for m in METRICS}
-    return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers)
+    joints = {m: int(r.total.sum()) for m, r in results.items()}
+    return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers, joints)
 
 
 def _round(v: float) -> float | None:

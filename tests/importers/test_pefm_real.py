@@ -52,6 +52,10 @@ def test_the_ai_challenger_file_as_it_is_scores_the_release_at_its_real_accuracy
     assert model.metrics["primary"] == "pckh@0.5" and model.metrics["split"]["kind"] == "real"
     assert model.metrics["split"]["people"] == 9 and model.metrics["split"]["keypoints"]["reordered"] is True
     assert gate(real_build, "tflite/fp32", "aic").status == "passed"
+    # 9 people are coarse: the gate says how many joints the percentage counts (78.3% = 54 of 69).
+    assert model.metrics["joints"]["pckh@0.5"] == 69
+    (check,) = gate(real_build, "tflite/fp32", "aic").checks
+    assert check["detail"].endswith("on aic (69 joints: one is 1.4 points)"), check["detail"]
 
 
 def test_every_split_is_scored_with_the_metric_its_people_allow(real_build):
