@@ -78,7 +78,7 @@ class _Graph:
         self._graph = None
         self.nodes = {n.name: n for n in graph_def.node}
         self._values: dict[str, np.ndarray] = {}
-        self._const: dict[str, bool] = {}
+        self._variable: set[str] | None = None
         self.consumers: dict[str, list[str]] = {}
         for n in graph_def.node:
             for ref in n.input:
@@ -114,13 +114,18 @@ class _Graph:
 
     def _constant(self, name: str) -> bool:
         """Whether `name` depends on constants only (no input, variable or stateful op)."""
-        if name not in self._const:
-            self._const[name] = False  # a cycle, were there one, is not constant
-            node = self.nodes[name]
-            pure = node.op == "Const" or (node.op not in ("Placeholder", "VarHandleOp", "ReadVariableOp") and bool(node.input)
-                                          and not self.graph.get_operation_by_name(name).op_def.is_stateful)
-            self._const[name] = pure and all(self._constant(self.node(ref).name) for ref in node.input)
-        return self._const[name]
+        if self._variable is None:  # everything an input, a variable or a stateful op reaches, once
+            ops = {op.name: op for op in self.graph.get_operations()}
+            stack = [n.name for n in self.nodes.values()
+                     if n.op != "Const" and (not n.input or n.op in ("Placeholder", "VarHandleOp", "ReadVariableOp")
+                                             or ops[n.name].op_def.is_stateful)]
+            self._variable = set(stack)
+            while stack:
+                for reader in self.consumers.get(stack.pop(), []):
+                    if reader not in self._variable:
+                        self._variable.add(reader)
+                        stack.append(reader)
+        return name not in self._variable
 
     def const(self, name: str, value: np.ndarray):
         from tensorflow.core.framework import attr_value_pb2, node_def_pb2
