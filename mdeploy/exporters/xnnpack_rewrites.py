@@ -401,7 +401,8 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
                     weights = g.value(op.input[1])
                     for i in range(len(parts)):
                         name = f"{base}/chain{step}_{i}"
-                        added.append(g.const(f"{name}/weights", np.ascontiguousarray(weights[:, :, offsets[i]:offsets[i + 1]])))
+                        lo, hi = offsets[i] * multiplier, offsets[i + 1] * multiplier  # after earlier depthwise layers
+                        added.append(g.const(f"{name}/weights", np.ascontiguousarray(weights[:, :, lo:hi])))
                         copy = g.op(name, op.op, [heads[i], f"{name}/weights"], like=op)
                         for key in ("strides", "padding", "dilations", "data_format", "explicit_paddings"):
                             if key in op.attr:

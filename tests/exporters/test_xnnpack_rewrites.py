@@ -245,8 +245,8 @@ def test_a_rewritten_model_is_made_once_per_content_and_rewrite_list(saved, prel
 def _concat_model():
     """Two refinement stages as CPM and OpenPose models have them: each reads concat(features,
     previous heatmaps), one through a 1x1 convolution (bias, ReLU), one through a depthwise
-    convolution (bias, ReLU, two channels per channel) and then a 1x1 one (no bias) and a batch
-    norm. The features span 0..6, the heatmaps 0..0.05; a concatenation that a reshape reads stays."""
+    convolution (bias, ReLU, two channels per channel), a second depthwise one, then a 1x1 one
+    (no bias) and a batch norm. The features span 0..6, the heatmaps 0..0.05; a concatenation that a reshape reads stays."""
     import keras
 
     keras.utils.set_random_seed(7)
@@ -259,6 +259,7 @@ def _concat_model():
     heat2 = keras.layers.Conv2D(4, 1)(x)
     y = keras.layers.Concatenate()([heat2, features, heat])
     y = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(y)  # per channel
+    y = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(y)  # reads 2 channels per concatenated one
     y = keras.layers.Conv2D(14, 1, use_bias=False)(y)
     bn = keras.layers.BatchNormalization()  # in the inference graph: Mul and Add of constants
     y = bn(y)
@@ -294,8 +295,9 @@ def test_a_concatenation_read_by_convolutions_becomes_per_part_convolutions(conc
 
     root, done = concat
     assert sorted(d["channels"] for d in done) == [[4, 24, 4], [24, 4]]  # the reshape's and the output stay
-    # The 1x1 convolution alone, and the depthwise convolution, its bias and ReLU, then the 1x1 one.
-    assert sorted(len(reader) for d in done for reader in d["readers"]) == [1, 4]
+    # The 1x1 convolution alone, and the depthwise convolution, its bias and ReLU, a second
+    # depthwise convolution, then the 1x1 one.
+    assert sorted(len(reader) for d in done for reader in d["readers"]) == [1, 5]
     x = np.random.default_rng(4).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
     original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
     split = tf.saved_model.load(str(root / "split")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
