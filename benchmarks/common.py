@@ -32,6 +32,17 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, {platform.system()}"
 
 
+def build_with(recipe: Path, out: Path, overrides: list[str]) -> None:
+    """`mdeploy build RECIPE --out OUT --set ...` in a child process. A build whose gate failed
+    (exit 1) still wrote its artifacts and counts; anything else stops here."""
+    cmd = [sys.executable, "-m", "mdeploy", "build", str(recipe), "--out", str(out), "--json"]
+    for o in overrides:
+        cmd += ["--set", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(proc.stderr[-3000:])
+
+
 def timed(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> float:
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)

@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from common import REPO, machine
+from common import REPO, build_with, machine
 
 REALKP = REPO.parent / "shared" / "data" / "realkp"
 
@@ -33,12 +31,7 @@ def pefm_build(out: Path) -> Path:
         % (REALKP / "aic" / "test_aic.json", REALKP / "aic", coco / "test_coco.json", coco,
            REALKP / "mpii" / "test_mpii.json", REALKP / "mpii"),
     ]
-    cmd = [sys.executable, "-m", "mdeploy", "build", str(REPO / "recipes" / "pefm_cpm.yaml"), "--out", str(out), "--json"]
-    for o in overrides:
-        cmd += ["--set", o]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        raise SystemExit(proc.stderr[-3000:])
+    build_with(REPO / "recipes" / "pefm_cpm.yaml", out, overrides)
     return out / "pefm_cpm"
 
 

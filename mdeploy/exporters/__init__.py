@@ -52,9 +52,9 @@ class ExportInputs:
     log: Callable[[str], None]
     calibration: Callable[[], Iterator[Any]] | None = None  # yields [1, H, W, 3] float32 inputs
     rewrites: dict[str, Any] | None = None  # what `ExportTarget.source` changed in the graph (for the manifest)
-    # The source without one of those rewrites, by the rewrite's manifest key: what the exporter
-    # converts instead when that rewrite turns out to hurt the converted file.
-    fallbacks: dict[str, Path] | None = None
+    # The source without one of those rewrites, by the rewrite's manifest key (made when asked):
+    # what the exporter converts instead when that rewrite turns out to hurt the converted file.
+    fallbacks: dict[str, Callable[[], Path]] | None = None
 
 
 EXPORTERS: Registry[Callable[[Any, Path], list[ExportTarget]]] = Registry("export format")

@@ -125,8 +125,8 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
                    "each part keeps its own int8 scale")
         summary["int8_concat"] = {"concatenations": len(done), "readers": readers,
                                   "parts": [d["channels"] for d in done]}
-        without, _ = rewritten(inputs.saved_model, [r for r in rewrites if r != "split_concat"])
-        fallbacks["int8_concat"] = without or inputs.saved_model
+        others = [r for r in rewrites if r != "split_concat"]
+        fallbacks["int8_concat"] = lambda: rewritten(inputs.saved_model, others)[0] or inputs.saved_model
     yield replace(inputs, saved_model=source, rewrites=summary, fallbacks=fallbacks)
 
 
@@ -141,7 +141,7 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
             inputs.log(f"concatenation split undone: {len(refused)} of its sums have a part below one int8 step of the "
                        "sum, which XNNPACK does not take")
             # What follows in the stage (the mixed-precision search) reads the graph that ships.
-            inputs.saved_model = inputs.fallbacks["int8_concat"]
+            inputs.saved_model = inputs.fallbacks["int8_concat"]()
             flatbuffer = _convert(target, inputs, inputs.saved_model)
             rewrites["int8_concat"] = {"undone": "a part below one int8 step of its sum (XNNPACK refuses such ADDs)",
                                        "sums": refused[:8]}

@@ -166,6 +166,36 @@ def _assemble(graph_def, replaced: dict, added: list):
     return out
 
 
+def _biased_sum(g: _Graph, base: str, terms: list[str], bias, like, final: str, added: list, replaced: dict) -> None:
+    """terms[0] + ... + terms[-1] (+ bias on the last term, where TFLite fuses it), the last ADD
+    named `final` so that the replaced node's readers read the sum."""
+    from tensorflow.core.framework import attr_value_pb2
+
+    terms = list(terms)
+    if bias is not None:
+        added.append(g.const(f"{base}/bias", np.asarray(bias, np.float32)))
+        added.append(g.op(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=like,
+                          data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
+        terms[-1] = f"{base}/biased"
+    total = terms[0]
+    for i, term in enumerate(terms[1:], 1):
+        name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
+        replaced[name] = g.op(name, "AddV2", [total, term], like=like)
+        total = name
+
+
+CONV_ATTRS = ("strides", "padding", "dilations", "data_format", "explicit_paddings", "use_cudnn_on_gpu")
+
+
+def _copy_of(g: _Graph, name: str, node, inputs: list[str]):
+    """`node` as `name` reading `inputs`, with its convolution attributes."""
+    copy = g.op(name, node.op, inputs, like=node)
+    for key in CONV_ATTRS:
+        if key in node.attr:
+            copy.attr[key].CopyFrom(node.attr[key])
+    return copy
+
+
 def split_depthwise(graph_def, input_name: str, output_names: list[str], max_taps: int = MAX_TAPS):
     """A copy of a frozen `graph_def` whose depthwise convolutions of more than `max_taps` taps are
     split (see the module docstring), and what was split: [{node, kernel, pieces, taps}]."""
@@ -229,17 +259,8 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
             conv.attr["dilations"].CopyFrom(attr_value_pb2.AttrValue(list=attr_value_pb2.AttrValue.ListValue(i=[1, 1, 1, 1])))
             added.append(conv)
             terms.append(f"{base}/depthwise_{i}")
-        if bias_node is not None:
-            added.append(g.const(f"{base}/bias", bias))
-            added.append(g.op(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=node,
-                                 data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
-            terms[-1] = f"{base}/biased"
-        total = terms[0]
         final = bias_node.name if bias_node is not None else node.name
-        for i, term in enumerate(terms[1:], 1):
-            name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
-            replaced[name] = g.op(name, "AddV2", [total, term], like=node)
-            total = name
+        _biased_sum(g, base, terms, bias if bias_node is not None else None, node, final, added, replaced)
         if bias_node is not None:
             replaced[node.name] = None  # its only reader, the BiasAdd, is now the sum
         done.append({"node": node.name, "kernel": [kh, kw], "pieces": len(bands),
@@ -403,11 +424,7 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
                         name = f"{base}/chain{step}_{i}"
                         lo, hi = offsets[i] * multiplier, offsets[i + 1] * multiplier  # after earlier depthwise layers
                         added.append(g.const(f"{name}/weights", np.ascontiguousarray(weights[:, :, lo:hi])))
-                        copy = g.op(name, op.op, [heads[i], f"{name}/weights"], like=op)
-                        for key in ("strides", "padding", "dilations", "data_format", "explicit_paddings"):
-                            if key in op.attr:
-                                copy.attr[key].CopyFrom(op.attr[key])
-                        added.append(copy)
+                        added.append(_copy_of(g, name, op, [heads[i], f"{name}/weights"]))
                         heads[i] = name
                     multiplier *= int(weights.shape[3])
                 elif op.op == "BiasAdd":
@@ -431,25 +448,11 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
             for i, head in enumerate(heads):
                 lo, hi = offsets[i] * multiplier, offsets[i + 1] * multiplier
                 added.append(g.const(f"{base}/weights_{i}", np.ascontiguousarray(weights[:, :, lo:hi] * scale, np.float32)))
-                part = g.op(f"{base}/conv_{i}", "Conv2D", [head, f"{base}/weights_{i}"], like=conv)
-                for key in ("strides", "padding", "dilations", "data_format", "explicit_paddings", "use_cudnn_on_gpu"):
-                    if key in conv.attr:
-                        part.attr[key].CopyFrom(conv.attr[key])
-                added.append(part)
+                added.append(_copy_of(g, f"{base}/conv_{i}", conv, [head, f"{base}/weights_{i}"]))
                 terms.append(f"{base}/conv_{i}")
-            if tail:
-                added.append(g.const(f"{base}/bias", shift.astype(np.float32)))
-                added.append(g.op(f"{base}/biased", "BiasAdd", [terms[-1], f"{base}/bias"], like=conv,
-                                  data_format=attr_value_pb2.AttrValue(s=b"NHWC")))
-                terms[-1] = f"{base}/biased"
-            final = tail[-1].name if tail else conv.name
             for op in [conv, *tail[:-1]]:
                 replaced[op.name] = None
-            total = terms[0]
-            for i, term in enumerate(terms[1:], 1):
-                name = final if i == len(terms) - 1 else f"{base}/sum_{i}"
-                replaced[name] = g.op(name, "AddV2", [total, term], like=conv)
-                total = name
+            _biased_sum(g, base, terms, shift if tail else None, conv, tail[-1].name if tail else conv.name, added, replaced)
         replaced[node.name] = None
         done.append({"node": node.name, "parts": len(parts), "channels": [int(c) for c in channels],
                      "readers": [[op.name for op in path] for path in chains]})

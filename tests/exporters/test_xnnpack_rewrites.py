@@ -52,13 +52,9 @@ def _model():
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
-    from mdeploy.importers import LoadedModel
-    from mdeploy.importers.canonical import write_canonical
 
     root = tmp_path_factory.mktemp("split")
-    model = _model()
-    write_canonical(LoadedModel(fn=model, input_shape=(None, SIZE, SIZE, 3), input_dtype="float32", keep=model),
-                    (SIZE, SIZE), root / "original")
+    _canonical(_model(), SIZE, root / "original")
     done = rewrite_saved_model(root / "original", root / "split", ["split_depthwise"])["split_depthwise"]
     return root, done
 
@@ -77,18 +73,45 @@ def _run(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
     return runner(image=x)["heatmaps"]
 
 
-def test_the_split_graph_computes_what_the_layer_does(saved):
+def _canonical(model, size: int, folder):
+    """`model` written as the build writes a canonical SavedModel."""
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    write_canonical(LoadedModel(fn=model, input_shape=(None, size, size, 3), input_dtype="float32", keep=model), (size, size),
+                    folder)
+    return folder
+
+
+def _serve(folder, x: np.ndarray) -> np.ndarray:
+    """The SavedModel's heatmaps for `x`, in TensorFlow."""
     import tensorflow as tf
+
+    return tf.saved_model.load(str(folder)).signatures["serving_default"](image=tf.constant(x))["heatmaps"].numpy()
+
+
+def _int8(folder, calibration: list[np.ndarray]) -> bytes:
+    """A full-integer .tflite of the SavedModel, calibrated on `calibration`."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(folder), signature_keys=["serving_default"])
+    converter.optimizations = {tf.lite.Optimize.DEFAULT}
+    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+    converter.representative_dataset = lambda: ([x] for x in calibration)
+    return converter.convert()
+
+
+def test_the_split_graph_computes_what_the_layer_does(saved):
 
     root, done = saved
     assert [d["kernel"] for d in done] == [[7, 7]] * 3 and all(d["taps"] == [21, 21, 7] for d in done)
     x = np.random.default_rng(0).normal(size=(1, SIZE, SIZE, 3)).astype(np.float32)
-    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
-    split = tf.saved_model.load(str(root / "split")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    original = _serve(root / "original", x)
+    split = _serve(root / "split", x)
     assert split.shape == original.shape == (1, 6, 6, 14)
     scale = float(np.abs(original).max())
     assert scale > 0.1
-    np.testing.assert_allclose(split.numpy(), original.numpy(), atol=1e-5 * scale)
+    np.testing.assert_allclose(split, original, atol=1e-5 * scale)
 
 
 def test_the_converted_file_has_no_depthwise_kernel_over_25_taps(saved):
@@ -162,48 +185,35 @@ def _prelu_model():
 @pytest.fixture(scope="module")
 def prelu(tmp_path_factory):
     from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
-    from mdeploy.importers import LoadedModel
-    from mdeploy.importers.canonical import write_canonical
 
     root = tmp_path_factory.mktemp("prelu")
-    model = _prelu_model()
-    write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16),
-                    root / "original")
+    _canonical(_prelu_model(), 16, root / "original")
     done = rewrite_saved_model(root / "original", root / "leaky", ["prelu_as_leaky_relu"])
     return root, done["prelu_as_leaky_relu"]
 
 
 def test_prelu_becomes_leaky_relu_with_the_same_numbers(prelu):
-    import tensorflow as tf
 
     root, done = prelu
     assert [(d["channels"], d["single_op"]) for d in done] == [(8, False), (8, True)]
     assert done[1]["slope"] == pytest.approx(0.2)
     x = np.random.default_rng(2).normal(size=(1, 16, 16, 3)).astype(np.float32) * 3
-    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
-    leaky = tf.saved_model.load(str(root / "leaky")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
-    np.testing.assert_allclose(leaky.numpy(), original.numpy(), atol=1e-5 * float(np.abs(original).max()))
+    original = _serve(root / "original", x)
+    leaky = _serve(root / "leaky", x)
+    np.testing.assert_allclose(leaky, original, atol=1e-5 * float(np.abs(original).max()))
 
 
 def test_int8_prelu_rewritten_runs_in_one_xnnpack_partition(prelu):
     """Full-integer files of both graphs: the original keeps PRELU (left to TFLite's builtin
     kernels: the delegated graph is cut around each), the rewritten one has none and is one
     XNNPACK partition; both stay near the float model."""
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     root, _ = prelu
     rng = np.random.default_rng(3)
     calibration = [rng.normal(size=(1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
 
-    def int8(path):
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=["serving_default"])
-        converter.optimizations = {tf.lite.Optimize.DEFAULT}
-        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
-        converter.representative_dataset = lambda: ([x] for x in calibration)
-        return converter.convert()
-
-    files = {"original": int8(root / "original"), "leaky": int8(root / "leaky")}
+    files = {"original": _int8(root / "original", calibration), "leaky": _int8(root / "leaky", calibration)}
     ops = {}
     for name, flatbuffer in files.items():
         it = Interpreter(model_content=flatbuffer)
@@ -279,19 +289,14 @@ def _concat_model():
 @pytest.fixture(scope="module")
 def concat(tmp_path_factory):
     from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
-    from mdeploy.importers import LoadedModel
-    from mdeploy.importers.canonical import write_canonical
 
     root = tmp_path_factory.mktemp("concat")
-    model = _concat_model()
-    write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16),
-                    root / "original")
+    _canonical(_concat_model(), 16, root / "original")
     done = rewrite_saved_model(root / "original", root / "split", ["split_concat"])
     return root, done["split_concat"]
 
 
 def test_a_concatenation_read_by_convolutions_becomes_per_part_convolutions(concat):
-    import tensorflow as tf
 
     root, done = concat
     assert sorted(d["channels"] for d in done) == [[4, 24, 4], [24, 4]]  # the reshape's and the output stay
@@ -299,11 +304,11 @@ def test_a_concatenation_read_by_convolutions_becomes_per_part_convolutions(conc
     # depthwise convolution, then the 1x1 one.
     assert sorted(len(reader) for d in done for reader in d["readers"]) == [1, 5]
     x = np.random.default_rng(4).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
-    original = tf.saved_model.load(str(root / "original")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
-    split = tf.saved_model.load(str(root / "split")).signatures["serving_default"](image=tf.constant(x))["heatmaps"]
+    original = _serve(root / "original", x)
+    split = _serve(root / "split", x)
     scale = float(np.abs(original).max())
     assert scale > 0.1
-    np.testing.assert_allclose(split.numpy(), original.numpy(), atol=1e-5 * scale)
+    np.testing.assert_allclose(split, original, atol=1e-5 * scale)
 
 
 def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(concat):
@@ -311,7 +316,6 @@ def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(conc
     concatenation shares the concatenation's scale (the 0..0.05 heatmaps get the 0..6 features'
     step, about 2 levels), in the split one the heatmaps keep theirs; the split file's output is
     nearer the float model's on held-out inputs."""
-    import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     root, _ = concat
@@ -319,14 +323,7 @@ def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(conc
     calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
     held_out = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
 
-    def int8(path):
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=["serving_default"])
-        converter.optimizations = {tf.lite.Optimize.DEFAULT}
-        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
-        converter.representative_dataset = lambda: ([x] for x in calibration)
-        return converter.convert()
-
-    files = {"original": int8(root / "original"), "split": int8(root / "split")}
+    files = {"original": _int8(root / "original", calibration), "split": _int8(root / "split", calibration)}
 
     def concat_scales(flatbuffer):
         it = Interpreter(model_content=flatbuffer)
@@ -375,8 +372,6 @@ def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_
     from mdeploy.exporters import ExportInputs
     from mdeploy.exporters.tflite import convert, xnnpack_source
     from mdeploy.exporters.xnnpack_rewrites import CONCAT_SPLIT, refused_split_sums
-    from mdeploy.importers import LoadedModel
-    from mdeploy.importers.canonical import write_canonical
 
     class Target:
         variant = "int8"
@@ -386,8 +381,7 @@ def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_
     samples = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
     results = {}
     for name, model in (("stages", _concat_model()), ("faint", _faint_part_model())):
-        saved = tmp_path / name
-        write_canonical(LoadedModel(fn=model, input_shape=(None, 16, 16, 3), input_dtype="float32", keep=model), (16, 16), saved)
+        saved = _canonical(model, 16, tmp_path / name)
         lines = []
         inputs = ExportInputs(saved, None, tmp_path / f"{name}.tflite", lines.append, lambda: iter(samples))
         with xnnpack_source(Target(), inputs) as source:
