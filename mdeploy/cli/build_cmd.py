@@ -213,8 +213,9 @@ def quantization_lines(manifest: dict) -> list[str]:
         if mixed.get("needed"):
             layers = mixed.get("float_layers") or []
             if mixed.get("passed"):
-                out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy (worst error first): "
-                           + ", ".join(f"{layer['tensor']} ({layer['channel_error']:g})" for layer in layers))
+                groups = list(dict.fromkeys((layer.get("group") or "(all)", layer.get("output_error")) for layer in layers))
+                out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy, in "
+                           + ", ".join(f"{name.rsplit('/', 1)[-1]} (output error {error:g} with it in float)" for name, error in groups))
             else:
                 out.append(f"  mixed precision: no {mixed.get('limit')} layers in float passed verify.accuracy; the int8 file is plain")
     return [""] + out if out else []

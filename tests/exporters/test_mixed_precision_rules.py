@@ -1,4 +1,5 @@
-"""Which tensors a layer kept in float takes with it (mdeploy.exporters.mixed_precision.consumers)."""
+"""Which tensors a layer kept in float takes with it (mdeploy.exporters.mixed_precision.consumers),
+and how the search groups tensors into blocks (group_tensors)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,20 @@ def test_a_concatenation_kept_in_float_keeps_its_readers_in_float():
     assert tanh_out in kept and concat_out in kept and reader in kept
     relu_out = by_op["RELU"][0] if "RELU" in by_op else None
     assert relu_out is None or relu_out not in kept  # the other input of the concatenation is not dragged along
+
+
+def test_tensors_are_grouped_at_the_deepest_scope_level_with_few_enough_groups():
+    """The search measures blocks, not single layers, in a deep network: the deepest level of the
+    name scopes that still has at most `most` groups. A tensor fused from several ops is grouped
+    by its first name; one without a scope is a group of its own."""
+    from mdeploy.exporters.mixed_precision import group_tensors
+
+    tensors = [f"net/stage_{s}/block_{b}/conv_{c}/Relu6;net/stage_{s}/block_{b}/conv_{c}/BiasAdd"
+               for s in range(3) for b in range(4) for c in range(2)] + ["Conv2d_0"]
+    by_block = group_tensors(tensors, most=12)
+    assert sorted(by_block) == ["", "net/stage_0", "net/stage_1", "net/stage_2"]
+    assert len(by_block["net/stage_1"]) == 8 and by_block[""] == ["Conv2d_0"]
+    finer = group_tensors(tensors, most=13)
+    assert len(finer) == 13 and finer["net/stage_2/block_3"] == tensors[22:24]
+    assert group_tensors(tensors, most=64)["net/stage_0/block_0/conv_1"] == [tensors[1]]  # one layer per group
+    assert group_tensors(tensors, most=1) == {"": tensors}

@@ -175,6 +175,13 @@ def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dot
     assert all(layer["tensor"] and layer["channel_error"] > 0 for layer in mixed["float_layers"])
     assert any("widen" in layer["tensor"] or "narrow" in layer["tensor"] for layer in mixed["float_layers"])
     assert [t["float_layers"] for t in mixed["trail"]][0] == 1
+    # Chosen by what they do to the outputs: each group kept lowers the output error.
+    errors = [mixed["int8_output_error"]] + [g["output_error"] for g in mixed["groups"]]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert {layer["group"] for layer in mixed["float_layers"]} == {g["group"] for g in mixed["groups"]}
+    report = (tmp_path / "b" / "mixed" / "report" / "report.html").read_text()
+    assert f"all int8: output error {mixed['int8_output_error']}" in report
+    assert mixed["groups"][0]["group"] in report
     gate = next(g for g in result.gates if g.gate == "accuracy" and g.artifact == "tflite/int8")
     assert gate.status == "passed", gate.checks
     assert "DEQUANTIZE" in art["details"]["ops"]  # a float island inside the int8 graph
