@@ -3,16 +3,18 @@
 Builds the PoseEstimationForMobile CPM release (recipes/pefm_cpm.yaml) with TFLite fp32 and
 int8, int8 calibrated on the COCO people of ../shared/data/realkp (never on the people it is
 scored on) plus the package photos, once per configuration of the int8 rewrites
-(`export.tflite.int8_concat`, `export.tflite.split_depthwise`). Then, on every person of the
-AI Challenger, MPII and COCO sets, it runs each int8 file on XNNPACK and on TFLite's reference
-kernels and prints, per set: PCKh@0.5 (where the set has head sizes), the mean distance of
+(`export.tflite.int8_concat`, `export.tflite.split_depthwise`) and once with the
+accuracy-driven mixed-precision search (`export.tflite.mixed_precision`, gate 1.5 points).
+Then, on every person of the AI Challenger, MPII and COCO sets, it runs each int8 file on
+XNNPACK and on TFLite's reference kernels and prints, per set: PCKh@0.5 (where the set has head sizes), the mean distance of
 each int8 keypoint from fp32's in model-input pixels (192 x 192), the share moved more than
 8 px, and the mean absolute heatmap difference. The keypoint distance uses every joint of
 every person, so it is a steadier measure of what quantization does than PCKh on 9 people
 (where one joint is 1.4 points). COCO is the calibration set: its row shows fit, not
-generalisation.
+generalisation. Last, every file is timed on XNNPACK, interleaved in one process (median,
+1 and 2 threads), so each configuration's cost sits next to its fidelity.
 
-    python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity]
+    python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity] [--runs 40]
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ CONFIGS = {
     "concat kept, depthwise split": ["export.tflite.int8_concat=keep"],
     "concat split, depthwise split (default)": [],
     "concat split, depthwise kept": ["export.tflite.split_depthwise=false"],
+    # The search picks its float layers with the validation splits (real_aic, real_mpii): their
+    # PCKh is what it passed on; the COCO rows and the heatmap error show what carries over.
+    "default + mixed precision (max 48 layers, gate 1.5)": [
+        "export.tflite.mixed_precision={max_float_layers: 48}", "verify.accuracy.max_drop=1.5"],
 }
 
 
@@ -40,7 +46,7 @@ def build(out: Path, name: str, overrides: list[str]) -> Path:
         f"data.calibration={{coco: {{annotations: {coco / 'test_coco.json'}, images: {coco}}}}}",
         *overrides,
     ]
-    folder = out / name.split(" (")[0].replace(", ", "_").replace(" ", "-")
+    folder = out / name.split(" (")[0].replace(", ", "_").replace(" + ", "_").replace(" ", "-")
     build_with(REPO / "recipes" / "pefm_cpm.yaml", folder, sets)  # exit 1 (int8 fails a gate) still writes the files
     return folder / "pefm_cpm"
 
@@ -68,6 +74,7 @@ def outputs(path: Path, kernels: str, x: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/mdeploy-int8-fidelity"))
+    parser.add_argument("--runs", type=int, default=40, help="timed runs per file and thread count")
     args = parser.parse_args()
     if not REALKP.is_dir():
         raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
@@ -103,6 +110,30 @@ def main() -> None:
                 print(f"| {set_name} | int8, {name} | {'XNNPACK' if kernels == 'xnnpack' else 'reference'} "
                       f"| {'-' if pckh is None else f'{pckh:.1f}'} | {move.mean():.1f} | {np.mean(move > 8):.2f} "
                       f"| {np.abs(hm - ref_hm).mean():.4f} |")
+    files = {"fp32": fp32, **{f"int8, {name}": folder / "tflite" / "pefm_cpm_int8.tflite" for name, folder in builds.items()}}
+    x = prepare(spec, next(iter(people().values())), [0])[0]
+    print("\n| file | 1 thread ms | x fp32 | 2 threads ms | x fp32 |\n|---|---|---|---|---|")
+    timed = {threads: latency(files, x, threads, args.runs) for threads in (1, 2)}
+    for name in files:
+        one, two = timed[1][name], timed[2][name]
+        print(f"| {name} | {one:.2f} | {one / timed[1]['fp32']:.2f} | {two:.2f} | {two / timed[2]['fp32']:.2f} |")
+
+
+def latency(files: dict, x: np.ndarray, threads: int, runs: int) -> dict:
+    """Median ms per file, the files run in turn (A B C A B C ...) after a warm-up."""
+    import time
+
+    from mdeploy.runners.litert import LiteRTRunner
+
+    runners = {name: LiteRTRunner(path, num_threads=threads) for name, path in files.items()}
+    times = {name: [] for name in files}
+    for i in range(runs + 5):
+        for name, runner in runners.items():
+            start = time.perf_counter()
+            runner(x)
+            if i >= 5:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 if __name__ == "__main__":

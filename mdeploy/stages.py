@@ -390,14 +390,14 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
     found = mp.search(inputs.saved_model, inputs.calibration, probe, target.settings["io"], passes,
                       recipe.export.tflite.mixed_precision.max_float_layers, ctx.log)
     result = {"needed": True, "drops": measured["drops"], "float_layers": found["float_layers"], "trail": found["trail"],
-              "limit": found["limit"], "int8_output_error": found["int8_output_error"],
+              "limit": found["limit"], "order": found["order"], "int8_output_error": found["int8_output_error"],
               "groups": [{"group": g["group"], "layers": len(g["tensors"]), "output_error": g["output_error"]} for g in found["groups"]]}
     if found["flatbuffer"] is None:
         ctx.log(f"no {found['limit']} layers in float bring int8 under the gate: the plain int8 file is kept")
         result["passed"] = False
         return result
     inputs.out.write_bytes(found["flatbuffer"])
-    ctx.log(f"{len(found['float_layers'])} layer(s) kept in float, in {len(found['groups'])} group(s)")
+    ctx.log(f"{len(found['float_layers'])} layer(s) kept in float (chosen in the {found['order']} order)")
     result["passed"] = True
     return result
 

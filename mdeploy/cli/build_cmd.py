@@ -213,9 +213,12 @@ def quantization_lines(manifest: dict) -> list[str]:
         if mixed.get("needed"):
             layers = mixed.get("float_layers") or []
             if mixed.get("passed"):
-                groups = list(dict.fromkeys((layer.get("group") or "(all)", layer.get("output_error")) for layer in layers))
-                out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy, in "
-                           + ", ".join(f"{name.rsplit('/', 1)[-1]} (output error {error:g} with it in float)" for name, error in groups))
+                if mixed.get("groups"):
+                    groups = [(g["group"].rsplit("/", 1)[-1] or "(all)", g["output_error"]) for g in mixed["groups"]]
+                    kept = ", ".join(f"{name} (output error {error:g} with it in float)" for name, error in groups)
+                else:
+                    kept = ", ".join(f"{layer['tensor']} ({layer['channel_error']:g})" for layer in layers)
+                out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy ({mixed.get('order')} order): {kept}")
             else:
                 out.append(f"  mixed precision: no {mixed.get('limit')} layers in float passed verify.accuracy; the int8 file is plain")
     return [""] + out if out else []

@@ -8,14 +8,17 @@ requantized (one calibration, many requantizations) with candidate groups in flo
 outputs compared with the float model's on the validation images (the model is quantized
 with the calibration images; the validation images only probe it, they never set a range).
 Groups join the float set one at a time, greedily: each step takes the group that lowers the
-output error most per layer, then scores the candidate on every validation split's gate,
-until all pass, nothing lowers the error, or `export.tflite.mixed_precision.max_float_layers`
-is reached. A layer's own error (LiteRT's quantization debugger: each channel's error relative
-to its own spread, averaged, and the usual `rmse/scale`) is recorded beside it, but it does not
-choose: a block whose coarse step is amplified by the layers after it (a per-channel scale
-that shrinks a 0..6 tensor to 0..0.45, say) shows little error where it happens and much at
-the output. The layers kept in float, their group and errors, and what each step measured go
-into the manifest and the report.
+output error most per layer, up to `export.tflite.mixed_precision.max_float_layers` layers.
+The gates of every validation split then say how many of those groups are needed (scored at
+1, 2, 4, ... groups, then bisected: about 2 log2(n) scorings). A layer's own error (LiteRT's
+quantization debugger: each channel's error relative to its own spread, averaged, and the
+usual `rmse/scale`) misses a block whose coarse step is amplified by the layers after it (a
+per-channel scale that shrinks a 0..6 tensor to 0..0.45, say): little error where it happens,
+much at the output. A relative output error can in turn weigh little what a decoder's
+thresholds hang on (a multi-person model's faint false peaks). So the single layers ranked by
+their own error are tried too, for fewer layers than the output-error order needed, and the
+order that passes with fewer layers wins. The layers kept in float, their group and errors,
+the order that chose them, and what each scoring measured go into the manifest and the report.
 
 The validation splits choose which layers and how many, so the int8 accuracy the build
 reports after a search is the one that passed it: an optimistic number on those splits,
@@ -140,25 +143,41 @@ class Requantizer:
 
 
 MAX_GROUPS = 32  # the deepest name-scope level with at most this many groups is measured
+REMEASURED = 8  # groups measured again at each step after the first: those that gained most before
 
 
-def group_tensors(tensors: list[str], most: int = MAX_GROUPS) -> dict[str, list[str]]:
+def group_tensors(tensors: list[str], most: int = MAX_GROUPS, largest: int | None = None) -> dict[str, list[str]]:
     """`tensors` by name scope: the deepest level of the scope path (a tensor's first name less its
-    op) at which there are at most `most` groups; every tensor in one group at worst."""
+    op) at which there are at most `most` groups; every tensor in one group at worst. A group of
+    more than `largest` tensors (one the search could never keep whole) is split the same way
+    below its own level, until it is a single scope's layers."""
 
-    def scope(name: str, depth: int) -> str:
-        return "/".join(name.split(";")[0].split("/")[:-1][:depth])
+    def path(name: str) -> list[str]:
+        return name.split(";")[0].split("/")[:-1]
 
-    deepest = max((len(t.split(";")[0].split("/")) - 1 for t in tensors), default=0)
-    best: dict[str, list[str]] = {"": list(tensors)}
-    for depth in range(1, deepest + 1):
-        grouped: dict[str, list[str]] = {}
-        for t in tensors:
-            grouped.setdefault(scope(t, depth), []).append(t)
-        if len(grouped) > most:
-            break
-        best = grouped
-    return best
+    def level(members: list[str], first: int) -> tuple[int, dict[str, list[str]]]:
+        deepest = max((len(path(t)) for t in members), default=0)
+        found = (first - 1, {"/".join(path(members[0])[:first - 1]): list(members)})
+        for depth in range(first, deepest + 1):
+            grouped: dict[str, list[str]] = {}
+            for t in members:
+                grouped.setdefault("/".join(path(t)[:depth]), []).append(t)
+            if len(grouped) > most and (depth > first or first == 1):
+                break
+            found = (depth, grouped)  # a group being split takes its next level even if that is wide
+            if len(grouped) > most:
+                break
+        return found
+
+    def split(members: list[str], first: int) -> dict[str, list[str]]:
+        depth, grouped = level(members, first)
+        out: dict[str, list[str]] = {}
+        for name, group in grouped.items():
+            deeper = largest is not None and len(group) > largest and any(len(path(t)) > depth for t in group)
+            out.update(split(group, depth + 1) if deeper else {name: group})
+        return out
+
+    return split(list(tensors), 1) if tensors else {}
 
 
 class OutputError:
@@ -192,6 +211,27 @@ class OutputError:
         self._folder.cleanup()
 
 
+def _fewest(reach: Callable[[int], int], score: Callable[[int], bool]) -> int | None:
+    """The smallest k for which `score(k)` holds, trying 1, 2, 4, ... then bisecting (the scores are
+    taken to rise with k). `reach(k)` says how many items there are, up to k."""
+    low, high, k = 0, None, 1
+    while high is None:
+        reached = reach(k)
+        if reached <= low:
+            return None
+        if score(reached):
+            high = reached
+        else:
+            low, k = reached, 2 * reached
+    while high - low > 1:
+        mid = (low + high) // 2
+        if score(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
 def search(
     saved_model: Path,
     calibration: Callable,
@@ -201,15 +241,20 @@ def search(
     max_float_layers: int,
     log: Callable[[str], None],
 ) -> dict:
-    """Groups kept in float one at a time until every gate passes (greedy on the output error).
+    """The fewest layers in float, in one of two orders, that pass every gate.
 
-    Each step tries every group not yet in float (`group_tensors`; those larger than what is
-    left of `max_float_layers` are passed over) together with the groups already chosen, and
-    takes the one that lowers the output error (`OutputError`) most per layer; then
-    `passes(flatbuffer)` scores the candidate on the gates. Steps stop when the gates pass, when
-    no group lowers the error, or at the limit. Returns the chosen flatbuffer (None when nothing
-    within the limit passes), the layers kept in float with their group and errors, and every
-    measurement of the search.
+    The output-error order (first): groups of layers (`group_tensors`), greedily, each step
+    taking the group that lowers the output error (`OutputError`) most per layer together with
+    those already chosen. The first step measures every group; later ones the `REMEASURED` that
+    gained most when last measured (a group's gain seldom grows as others join: the usual lazy
+    greedy). The order stops at `max_float_layers` or when no group lowers the error.
+    The layer-error order (second, only for fewer layers than the first needed): single layers
+    by the debugger's per-channel error (`rank_layers`). Some models' accuracy hangs on what a
+    relative output error weighs little (a multi-person decoder's thresholds), others on what a
+    layer's own error misses; each order is scored on the gates at 1, 2, 4, ... of its items,
+    then bisected. Returns the chosen flatbuffer (None when nothing within the limit passes),
+    the order that won, the layers kept in float (with their group and output error in the
+    first order), the groups, and every gate measurement.
     """
     import tensorflow as tf
 
@@ -219,53 +264,92 @@ def search(
     floating = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"]).convert()
     requantizer = Requantizer(saved_model, calibration, int8_io)
     limit = min(max_float_layers, len(ranked))
-    remaining = [{"group": name, "tensors": tensors} for name, tensors in group_tensors([r["tensor"] for r in ranked]).items()]
-    shared = os.path.commonpath([g["group"] for g in remaining]) if len(remaining) > 1 else ""
+    grouped = group_tensors([r["tensor"] for r in ranked], largest=limit)
+    remaining = [{"group": name, "tensors": tensors} for name, tensors in grouped.items()]
+    named = [g["group"] for g in remaining if g["group"]]
+    shared = os.path.commonpath(named) if len(named) > 1 else ""
 
     def short(group: dict) -> str:  # what tells the groups apart, for the log
         return group["group"][len(shared):].lstrip("/") or group["group"] or "(all)"
+
+    trail: list[dict] = []
+
+    def scored(order_name: str, k: int, layers: int, flatbuffer: bytes | None, note: dict) -> bool:
+        if flatbuffer is None:
+            return False
+        ok, measured = passes(flatbuffer)
+        trail.append({"order": order_name, "float_layers": layers, **note, "passed": ok, **measured})
+        log(f"mixed precision ({order_name} order): {layers} layer(s) in float: {'passes' if ok else 'still fails'} "
+            f"({measured.get('summary', '')})")
+        return ok
+
+    def requantized(tensors: list[str]) -> bytes | None:
+        try:
+            return requantizer.keeping_float(consumers(floating, tensors))
+        except Exception as err:  # the converter refuses some splits of a graph
+            log(f"mixed precision: {len(tensors)} layer(s) in float cannot be converted ({' '.join(str(err).split())[:160]})")
+            return None
 
     error = OutputError(floating, probe)
     try:
         current = baseline = error(requantizer.keeping_float([]))
         log(f"mixed precision: {len(ranked)} quantized layers in {len(remaining)} group(s); int8 output error {baseline:.4f}")
-        chosen: list[dict] = []
-        trail: list[dict] = []
-        found = {"ranked": ranked[:limit], "int8_output_error": round(baseline, 5), "groups": chosen, "trail": trail, "limit": limit}
-        used = 0
-        while True:
+        order: list[dict] = []  # the groups in the order the greedy steps chose them
+        prefixes: dict[int, bytes] = {}  # the candidate with the first k of them in float
+        gains: dict[str, float] = {}  # each group's gain per layer when last measured
+
+        def step() -> bool:
+            nonlocal current
+            used = sum(len(g["tensors"]) for g in order)
+            fitting = [g for g in remaining if used + len(g["tensors"]) <= limit]
+            if gains:  # after the first step, remeasure only the groups that gained most last time
+                fitting = sorted(fitting, key=lambda g: -gains.get(g["group"], math.inf))[:REMEASURED]
             best = None
-            for group in remaining:
-                if used + len(group["tensors"]) > limit:
-                    continue
-                tensors = [t for g in chosen for t in g["tensors"]] + group["tensors"]
-                try:
-                    flatbuffer = requantizer.keeping_float(consumers(floating, tensors))
-                except Exception as err:  # the converter refuses some splits of a graph: not a candidate
-                    log(f"mixed precision: {short(group)} cannot be kept in float ({' '.join(str(err).split())[:160]})")
+            for group in fitting:
+                flatbuffer = requantized([t for g in order for t in g["tensors"]] + group["tensors"])
+                if flatbuffer is None:
+                    gains[group["group"]] = -math.inf
                     continue
                 measured = error(flatbuffer)
-                gain = (current - measured) / len(group["tensors"])
+                gain = gains[group["group"]] = (current - measured) / len(group["tensors"])
                 if best is None or gain > best[0]:
                     best = (gain, measured, group, flatbuffer)
             if best is None or best[0] <= 0:
-                log("mixed precision: no group left within the limit lowers the output error")
-                return {**found, "flatbuffer": None, "float_layers": []}
+                return False
             _, current, group, flatbuffer = best
             remaining.remove(group)
-            used += len(group["tensors"])
-            chosen.append({**group, "output_error": round(current, 5)})
-            ok, measured = passes(flatbuffer)
-            trail.append({"float_groups": len(chosen), "float_layers": used, "group": group["group"],
-                          "output_error": round(current, 5), "passed": ok, **measured})
-            log(f"mixed precision: + {short(group)} ({len(group['tensors'])} layer(s); {used} in float, "
-                f"output error {current:.4f}): {'passes' if ok else 'still fails'} ({measured.get('summary', '')})")
-            if ok:
-                layers = [{**by_tensor[t], "group": g["group"], "output_error": g["output_error"]}
-                          for g in chosen for t in sorted(g["tensors"], key=lambda t: -by_tensor[t]["channel_error"])]
-                return {**found, "flatbuffer": flatbuffer, "float_layers": layers}
+            order.append({**group, "output_error": round(current, 5)})
+            prefixes[len(order)] = flatbuffer
+            log(f"mixed precision: + {short(group)} ({len(group['tensors'])} layer(s); "
+                f"{used + len(group['tensors'])} in float, output error {current:.4f})")
+            return True
+
+        def reach(k: int) -> int:
+            while len(order) < k and step():
+                pass
+            return min(k, len(order))
+
+        def size(k: int) -> int:
+            return sum(len(g["tensors"]) for g in order[:k])
+
+        groups = _fewest(reach, lambda k: scored("output error", k, size(k), prefixes[k],
+                                                 {"float_groups": k, "output_error": order[k - 1]["output_error"]}))
     finally:
         error.close()
+    found = {"ranked": ranked[:limit], "int8_output_error": round(baseline, 5), "trail": trail, "limit": limit}
+    best = size(groups) if groups else limit + 1
+    layers = _fewest(lambda k: min(k, best - 1, len(ranked)),
+                     lambda k: scored("layer error", k, k, requantized([r["tensor"] for r in ranked[:k]]), {}))
+    if layers is not None:
+        return {**found, "order": "layer error", "groups": [], "float_layers": ranked[:layers],
+                "flatbuffer": requantized([r["tensor"] for r in ranked[:layers]])}
+    if groups is None:
+        log(f"mixed precision: no {limit} layer(s) in float pass the gates in either order")
+        return {**found, "order": None, "groups": order, "flatbuffer": None, "float_layers": []}
+    chosen = order[:groups]
+    return {**found, "order": "output error", "groups": chosen, "flatbuffer": prefixes[groups],
+            "float_layers": [{**by_tensor[t], "group": g["group"], "output_error": g["output_error"]}
+                             for g in chosen for t in sorted(g["tensors"], key=lambda t: -by_tensor[t]["channel_error"])]}
 
 
 def scratch_path(flatbuffer: bytes, folder: Path) -> Path:

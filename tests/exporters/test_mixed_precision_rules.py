@@ -61,3 +61,16 @@ def test_tensors_are_grouped_at_the_deepest_scope_level_with_few_enough_groups()
     assert len(finer) == 13 and finer["net/stage_2/block_3"] == tensors[22:24]
     assert group_tensors(tensors, most=64)["net/stage_0/block_0/conv_1"] == [tensors[1]]  # one layer per group
     assert group_tensors(tensors, most=1) == {"": tensors}
+
+
+def test_a_group_larger_than_the_search_can_keep_is_split_below_its_level():
+    """A block of more layers than `max_float_layers` could never be kept whole: it is split into
+    its sub-scopes (however many), and the small blocks beside it stay whole."""
+    from mdeploy.exporters.mixed_precision import group_tensors
+
+    big = [f"net/head/layer_{i}/Relu" for i in range(40)]
+    small = [f"net/body/block_{b}/conv/Relu" for b in range(3)]
+    grouped = group_tensors(big + small, most=8, largest=16)
+    assert grouped["net/body"] == small
+    assert len(grouped) == 41 and grouped["net/head/layer_7"] == [big[7]]
+    assert group_tensors(big + small, most=8) == {"net/head": big, "net/body": small}
