@@ -15,10 +15,10 @@ quantization debugger: each channel's error relative to its own spread, averaged
 usual `rmse/scale`) misses a block whose coarse step is amplified by the layers after it (a
 per-channel scale that shrinks a 0..6 tensor to 0..0.45, say): little error where it happens,
 much at the output. A relative output error can in turn weigh little what a decoder's
-thresholds hang on (a multi-person model's faint false peaks). So the single layers ranked by
-their own error are tried too, for fewer layers than the output-error order needed, and the
-order that passes with fewer layers wins. The layers kept in float, their group and errors,
-the order that chose them, and what each scoring measured go into the manifest and the report.
+thresholds hang on (a multi-person model's faint false peaks). So when the output-error order
+passes nowhere within the limit, single layers ranked by their own error are tried the same
+way. The layers kept in float, their group and errors, the order that chose them, and what
+each scoring measured go into the manifest and the report.
 
 The validation splits choose which layers and how many, so the int8 accuracy the build
 reports after a search is the one that passed it: an optimistic number on those splits,
@@ -248,13 +248,15 @@ def search(
     those already chosen. The first step measures every group; later ones the `REMEASURED` that
     gained most when last measured (a group's gain seldom grows as others join: the usual lazy
     greedy). The order stops at `max_float_layers` or when no group lowers the error.
-    The layer-error order (second, only for fewer layers than the first needed): single layers
-    by the debugger's per-channel error (`rank_layers`). Some models' accuracy hangs on what a
-    relative output error weighs little (a multi-person decoder's thresholds), others on what a
-    layer's own error misses; each order is scored on the gates at 1, 2, 4, ... of its items,
-    then bisected. Returns the chosen flatbuffer (None when nothing within the limit passes),
-    the order that won, the layers kept in float (with their group and output error in the
-    first order), the groups, and every gate measurement.
+    The layer-error order (the fallback, when the first passes nowhere within the limit): single
+    layers by the debugger's per-channel error (`rank_layers`). Some models' accuracy hangs on
+    what a relative output error weighs little (a multi-person decoder's thresholds). Each order
+    is scored on the gates at 1, 2, 4, ... of its items, then bisected. (On splits of a few
+    people a gate's verdict moves with single joints, so the first order is kept whenever it
+    passes rather than whichever passes with fewer layers: fewer layers passing there is often
+    luck.) Returns the chosen flatbuffer (None when nothing within the limit passes), the order
+    that chose it, the layers kept in float (with their group and output error in the first
+    order), the groups, and every gate measurement.
     """
     import tensorflow as tf
 
@@ -337,15 +339,15 @@ def search(
     finally:
         error.close()
     found = {"ranked": ranked[:limit], "int8_output_error": round(baseline, 5), "trail": trail, "limit": limit}
-    best = size(groups) if groups else limit + 1
-    layers = _fewest(lambda k: min(k, best - 1, len(ranked)),
-                     lambda k: scored("layer error", k, k, requantized([r["tensor"] for r in ranked[:k]]), {}))
-    if layers is not None:
+    if groups is None:
+        log("mixed precision: the output-error order does not pass within the limit; trying single layers by their own error")
+        layers = _fewest(lambda k: min(k, limit),
+                         lambda k: scored("layer error", k, k, requantized([r["tensor"] for r in ranked[:k]]), {}))
+        if layers is None:
+            log(f"mixed precision: no {limit} layer(s) in float pass the gates in either order")
+            return {**found, "order": None, "groups": order, "flatbuffer": None, "float_layers": []}
         return {**found, "order": "layer error", "groups": [], "float_layers": ranked[:layers],
                 "flatbuffer": requantized([r["tensor"] for r in ranked[:layers]])}
-    if groups is None:
-        log(f"mixed precision: no {limit} layer(s) in float pass the gates in either order")
-        return {**found, "order": None, "groups": order, "flatbuffer": None, "float_layers": []}
     chosen = order[:groups]
     return {**found, "order": "output error", "groups": chosen, "flatbuffer": prefixes[groups],
             "float_layers": [{**by_tensor[t], "group": g["group"], "output_error": g["output_error"]}
