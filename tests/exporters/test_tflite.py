@@ -182,6 +182,11 @@ def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dot
     report = (tmp_path / "b" / "mixed" / "report" / "report.html").read_text()
     assert f"all int8: output error {mixed['int8_output_error']}" in report
     assert mixed["groups"][0]["group"] in report
+    from mdeploy.cli.build_cmd import quantization_lines
+
+    summary = "\n".join(quantization_lines(result.manifest))
+    assert f"{len(mixed['float_layers'])} layer(s) kept in float to pass verify.accuracy (output error order)" in summary
+    assert f"{mixed['groups'][0]['group'].rsplit('/', 1)[-1]} (output error {mixed['groups'][0]['output_error']:g}" in summary
     gate = next(g for g in result.gates if g.gate == "accuracy" and g.artifact == "tflite/int8")
     assert gate.status == "passed", gate.checks
     assert "DEQUANTIZE" in art["details"]["ops"]  # a float island inside the int8 graph
