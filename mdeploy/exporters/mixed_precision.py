@@ -155,18 +155,21 @@ def group_tensors(tensors: list[str], most: int = MAX_GROUPS, largest: int | Non
     def path(name: str) -> list[str]:
         return name.split(";")[0].split("/")[:-1]
 
+    def at(members: list[str], depth: int) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = {}
+        for t in members:
+            grouped.setdefault("/".join(path(t)[:depth]), []).append(t)
+        return grouped
+
     def level(members: list[str], first: int) -> tuple[int, dict[str, list[str]]]:
-        deepest = max((len(path(t)) for t in members), default=0)
-        found = (first - 1, {"/".join(path(members[0])[:first - 1]): list(members)})
-        for depth in range(first, deepest + 1):
-            grouped: dict[str, list[str]] = {}
-            for t in members:
-                grouped.setdefault("/".join(path(t)[:depth]), []).append(t)
-            if len(grouped) > most and (depth > first or first == 1):
-                break
-            found = (depth, grouped)  # a group being split takes its next level even if that is wide
+        """The deepest depth from `first` on with at most `most` groups. When even `first` has more,
+        a group being split takes it anyway; at the top, everything is one group."""
+        found = (first, at(members, first)) if first > 1 else (0, {"": list(members)})
+        for depth in range(first, max(len(path(t)) for t in members) + 1):
+            grouped = at(members, depth)
             if len(grouped) > most:
                 break
+            found = (depth, grouped)
         return found
 
     def split(members: list[str], first: int) -> dict[str, list[str]]:
