@@ -74,3 +74,77 @@ def test_a_group_larger_than_the_search_can_keep_is_split_below_its_level():
     assert grouped["net/body"] == small
     assert len(grouped) == 41 and grouped["net/head/layer_7"] == [big[7]]
     assert group_tensors(big + small, most=8) == {"net/head": big, "net/body": small}
+
+
+def amplifying_block_model(folder) -> str:
+    """A SavedModel whose int8 error is made where a layer's own error does not show it.
+
+    block: a ReLU6 conv (one channel saturates, so int8 stores every channel at a 6/255 step),
+    a 1x1 depthwise that scales it by 0.05, and a head that takes differences of near-equal
+    channel pairs (x60): the step is small where it is made and large at the output. noise: six
+    layers with one outlier channel each (the largest error relative to their other channels'
+    spread) whose outputs reach the heatmaps at 1e-6."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    c = 16
+    wa = np.abs(rng.normal(size=(1, 1, 3, c))).astype(np.float32) * 0.3
+    wa[..., 2::2] = wa[..., 1::2][..., : wa[..., 2::2].shape[-1]] * 0.97
+    wa[..., 0] = 10.0
+    wd = np.full((1, 1, c, 1), 0.05, np.float32)
+    wb = np.zeros((1, 1, c, 1), np.float32)
+    wb[0, 0, 1::2, 0], wb[0, 0, 2::2, 0] = 60.0, -60.0
+    noise = [np.full((1, 1, 3, c), 0.01 * (i + 1), np.float32) for i in range(6)]
+    for w in noise:
+        w[..., 0] = 300.0
+    faint = np.full((1, 1, c, 1), 1e-6, np.float32)
+
+    class Model(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
+        def serve(self, image):
+            with tf.name_scope("block"):
+                t = tf.nn.relu6(tf.nn.conv2d(image, wa, 1, "SAME"))
+                u = tf.nn.relu(tf.nn.depthwise_conv2d(t, wd, [1, 1, 1, 1], "SAME"))
+                head = tf.nn.conv2d(u, wb, 1, "SAME")
+            for i, w in enumerate(noise):
+                with tf.name_scope(f"noise/layer_{i}"):
+                    head = head + tf.nn.conv2d(tf.nn.relu(tf.nn.conv2d(image, w, 1, "SAME")), faint, 1, "SAME")
+            return {"heatmaps": head}
+
+    model = Model()
+    path = str(folder / "saved_model")
+    tf.saved_model.save(model, path, signatures={"serving_default": model.serve})
+    return path
+
+
+def test_the_search_finds_the_block_whose_error_shows_only_at_the_output(tmp_path):
+    """The layers the debugger ranks worst (each layer's own error) cost the output nothing here;
+    keeping them in float does not help. The search measures at the output and keeps the block
+    that makes the error: one group, three layers, the output error 20x lower."""
+    import tensorflow as tf
+
+    from mdeploy.exporters import mixed_precision as mp
+
+    path = amplifying_block_model(tmp_path)
+    rng = np.random.default_rng(1)
+    calibration = [rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32) for _ in range(16)]
+    probe = [rng.uniform(0, 1, (1, 8, 8, 3)).astype(np.float32) for _ in range(8)]
+    floating = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"]).convert()
+    error = mp.OutputError(floating, lambda: iter(probe))
+    requantizer = mp.Requantizer(path, lambda: iter(calibration), "float")
+    plain = error(requantizer.keeping_float([]))
+
+    def passes(flatbuffer):
+        measured = error(flatbuffer)
+        return measured < plain / 3, {"summary": f"output error {measured:.4f}"}
+
+    found = mp.search(path, lambda: iter(calibration), lambda: iter(probe), "float", passes, 4, lambda line: None)
+    worst_own = [r["tensor"] for r in found["ranked"][:4]]
+    assert all(t.startswith("noise/") for t in worst_own), worst_own
+    assert error(requantizer.keeping_float(mp.consumers(floating, worst_own))) > plain * 0.9  # they cost nothing
+    assert found["order"] == "output error" and found["flatbuffer"], found["trail"]
+    assert [g["group"] for g in found["groups"]] == ["block"]
+    assert {layer["tensor"].split("/")[0] for layer in found["float_layers"]} == {"block"}
+    assert len(found["float_layers"]) == 3
+    assert found["groups"][0]["output_error"] < found["int8_output_error"] / 20
+    error.close()
