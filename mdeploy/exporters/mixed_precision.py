@@ -279,7 +279,7 @@ def search(
 
     trail: list[dict] = []
 
-    def scored(order_name: str, k: int, layers: int, flatbuffer: bytes | None, note: dict) -> bool:
+    def scored(order_name: str, layers: int, flatbuffer: bytes | None, note: dict) -> bool:
         if flatbuffer is None:
             return False
         ok, measured = passes(flatbuffer)
@@ -337,7 +337,7 @@ def search(
         def size(k: int) -> int:
             return sum(len(g["tensors"]) for g in order[:k])
 
-        groups = _fewest(reach, lambda k: scored("output error", k, size(k), prefixes[k],
+        groups = _fewest(reach, lambda k: scored("output error", size(k), prefixes[k],
                                                  {"float_groups": k, "output_error": order[k - 1]["output_error"]}))
     finally:
         error.close()
@@ -345,7 +345,7 @@ def search(
     if groups is None:
         log("mixed precision: the output-error order does not pass within the limit; trying single layers by their own error")
         layers = _fewest(lambda k: min(k, limit),
-                         lambda k: scored("layer error", k, k, requantized([r["tensor"] for r in ranked[:k]]), {}))
+                         lambda k: scored("layer error", k, requantized([r["tensor"] for r in ranked[:k]]), {}))
         if layers is None:
             log(f"mixed precision: no {limit} layer(s) in float pass the gates in either order")
             return {**found, "order": None, "groups": order, "flatbuffer": None, "float_layers": []}

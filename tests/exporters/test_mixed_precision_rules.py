@@ -120,7 +120,8 @@ def amplifying_block_model(folder) -> str:
 def test_the_search_finds_the_block_whose_error_shows_only_at_the_output(tmp_path):
     """The layers the debugger ranks worst (each layer's own error) cost the output nothing here;
     keeping them in float does not help. The search measures at the output and keeps the block
-    that makes the error: one group, three layers, the output error 20x lower."""
+    that makes the error: one group, three layers, the output error 20x lower. With a limit too
+    small for the block, the per-layer order runs as the fallback and nothing passes."""
     import tensorflow as tf
 
     from mdeploy.exporters import mixed_precision as mp
@@ -147,4 +148,12 @@ def test_the_search_finds_the_block_whose_error_shows_only_at_the_output(tmp_pat
     assert {layer["tensor"].split("/")[0] for layer in found["float_layers"]} == {"block"}
     assert len(found["float_layers"]) == 3
     assert found["groups"][0]["output_error"] < found["int8_output_error"] / 20
+    # Two layers cannot hold the block: the output-error order fails, the per-layer order runs as
+    # the fallback and fails too, and nothing is chosen.
+    found = mp.search(path, lambda: iter(calibration), lambda: iter(probe), "float", passes, 2, lambda line: None)
+    assert found["order"] is None and found["flatbuffer"] is None and found["float_layers"] == []
+    assert not any(t["passed"] for t in found["trail"])
+    assert [(t["order"], t["float_layers"]) for t in found["trail"] if t["order"] == "layer error"] == [("layer error", 1),
+                                                                                                      ("layer error", 2)]
+    assert found["trail"][-1]["order"] == "layer error"  # tried after the output-error order
     error.close()
