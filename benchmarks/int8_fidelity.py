@@ -79,6 +79,25 @@ def people():
     }
 
 
+def int8_graph(out: Path):
+    """The PEFM release built with TFLite fp32 into `out`, for studies of its int8 graph: (build
+    folder, each set of `people()` through the evaluation path, the SavedModel the int8 variant is
+    converted from: the exporter's rewrites applied, split_depthwise and split_concat)."""
+    if not REALKP.is_dir():
+        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
+    sys.path.insert(0, str(REPO))
+    from mdeploy.evaluate.evaluator import prepare
+    from mdeploy.exporters.xnnpack_rewrites import rewritten
+    from mdeploy.spec import ModelSpec
+
+    build_with(REPO / "recipes" / "pefm_cpm.yaml", out, ["export.tflite.variants=[fp32]"])
+    folder = out / "pefm_cpm"
+    spec = ModelSpec.load(folder / "model" / "spec.json")
+    inputs = {name: prepare(spec, ds, range(len(ds)))[0] for name, ds in people().items()}
+    source, _ = rewritten(folder / "model" / "saved_model", ["split_depthwise", "split_concat"])
+    return folder, inputs, source
+
+
 def outputs(path: Path, kernels: str, x: np.ndarray) -> np.ndarray:
     from mdeploy.runners.litert import LiteRTRunner
 

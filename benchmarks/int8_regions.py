@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 from pathlib import Path
 
 import numpy as np
-from common import REPO, build_with, machine
-from int8_fidelity import REALKP, outputs, people
+from common import machine
+from int8_fidelity import int8_graph, outputs
 
 PARTS = {
     "nothing (plain int8)": [],
@@ -38,34 +37,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/mdeploy-int8-regions"))
     args = parser.parse_args()
-    if not REALKP.is_dir():
-        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
-    sys.path.insert(0, str(REPO))
+    folder, inputs, source = int8_graph(args.out)
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from mdeploy.evaluate.evaluator import prepare
     from mdeploy.exporters.mixed_precision import Requantizer, scratch_path
-    from mdeploy.exporters.xnnpack_rewrites import rewritten
-    from mdeploy.spec import ModelSpec
 
-    build_with(REPO / "recipes" / "pefm_cpm.yaml", args.out, ["export.tflite.variants=[fp32]"])
-    folder = args.out / "pefm_cpm"
-    spec = ModelSpec.load(folder / "model" / "spec.json")
     fp32 = folder / "tflite" / "pefm_cpm_fp32.tflite"
-    sets = people()
-    inputs = {name: prepare(spec, ds, range(len(ds)))[0] for name, ds in sets.items()}
     calibration = next(x for name, x in inputs.items() if "coco" in name)
-    # The int8 variant's own graph: the same rewrites the exporter applies (split_depthwise, split_concat).
-    source, _ = rewritten(folder / "model" / "saved_model", ["split_depthwise", "split_concat"])
     requantizer = Requantizer(source, lambda: (calibration[i:i + 1] for i in range(len(calibration))), "float")
     floating = tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"]).convert()
     names = [d["name"] for d in Interpreter(model_content=floating).get_tensor_details()]
     reference = {name: outputs(fp32, "xnnpack", x) for name, x in inputs.items()}
 
     print(f"Machine: {machine()}; {datetime.date.today()}\n")
-    print("| kept in float | tensors | " + " | ".join(f"MAE {n.split(' (')[0]}" for n in sets) + " |")
-    print("|---|---|" + "---|" * len(sets))
+    print("| kept in float | tensors | " + " | ".join(f"MAE {n.split(' (')[0]}" for n in inputs) + " |")
+    print("|---|---|" + "---|" * len(inputs))
     for part, scopes in PARTS.items():
         tensors = [n for n in names if any(f"/{s}" in n.split(";")[0] for s in scopes)]
         path = scratch_path(requantizer.keeping_float(tensors), args.out)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, build_with, machine
-from int8_fidelity import REALKP, people
+from common import machine
+from int8_fidelity import int8_graph
 
 
 def main() -> None:
@@ -29,23 +28,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if not REALKP.is_dir():
-        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
-    sys.path.insert(0, str(REPO))
+    _, inputs, source = int8_graph(args.out)
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from mdeploy.evaluate.evaluator import prepare
-    from mdeploy.exporters.xnnpack_rewrites import rewritten
-    from mdeploy.spec import ModelSpec
-
-    build_with(REPO / "recipes" / "pefm_cpm.yaml", args.out, ["export.tflite.variants=[fp32]"])
-    folder = args.out / "pefm_cpm"
-    spec = ModelSpec.load(folder / "model" / "spec.json")
-    coco = next(ds for name, ds in people().items() if "coco" in name)
-    calibration = prepare(spec, coco, range(len(coco)))[0]
-    source, _ = rewritten(folder / "model" / "saved_model", ["split_depthwise", "split_concat"])
+    calibration = next(x for name, x in inputs.items() if "coco" in name)
     concrete = tf.saved_model.load(str(source)).signatures["serving_default"]
     frozen = convert_variables_to_constants_v2(concrete)
     graph_def = frozen.graph.as_graph_def()

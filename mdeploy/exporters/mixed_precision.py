@@ -52,32 +52,6 @@ def _converter(saved_model: Path, calibration: Callable, int8_io: str, mixed: bo
     return converter
 
 
-def rank_layers(saved_model: Path, calibration: Callable, int8_io: str, probe: Callable) -> list[dict]:
-    """Quantized layers, worst first: tensor name, op, rmse/scale of the int8 model (quantized with
-    the calibration images) against the float one, on the `probe` images."""
-    import tensorflow as tf
-
-    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_error": channel_error})
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_converter(saved_model, calibration, int8_io, mixed=False),
-        debug_dataset=lambda: ([x] for x in probe()),
-        debug_options=options,
-    )
-    debugger.run()
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    rows = []
-    for row in csv.DictReader(io.StringIO(buffer.getvalue())):
-        try:
-            rmse, scale, error = math.sqrt(float(row["mean_squared_error"])), float(row["scale"]), float(row["channel_error"])
-        except (KeyError, ValueError):
-            continue
-        if scale > 0 and math.isfinite(error):
-            rows.append({"tensor": row["tensor_name"], "op": row.get("op_name", ""), "channel_error": round(error, 4),
-                         "rmse_over_scale": round(rmse / scale, 4)})
-    return sorted(rows, key=lambda r: -r["channel_error"])
-
-
 def channel_error(float_tensors, quant_tensors, scale: float, zero_point: int) -> float:
     """Mean over channels of the quantization error relative to the channel's own spread.
 
@@ -123,22 +97,42 @@ def consumers(flatbuffer: bytes, tensors: list[str]) -> list[str]:
 
 
 class Requantizer:
-    """The int8 model calibrated once, requantized with any set of tensors left in float
-    (their producer ops: see `consumers` for which to name)."""
+    """The int8 model calibrated once (LiteRT's quantization debugger), then measured layer by layer
+    on the `probe` images (the calibration images if none; `ranked`) and requantized with any set of tensors left in float
+    (`keeping_float`; their producer ops: see `consumers` for which to name)."""
 
-    def __init__(self, saved_model: Path, calibration: Callable, int8_io: str):
+    def __init__(self, saved_model: Path, calibration: Callable, int8_io: str, probe: Callable | None = None):
         import tensorflow as tf
 
-        self._options = tf.lite.experimental.QuantizationDebugOptions(fully_quantize=int8_io != "float")
+        self._fully_quantize = int8_io != "float"
+        self._options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_error": channel_error})
         self._debugger = tf.lite.experimental.QuantizationDebugger(
             converter=_converter(saved_model, calibration, int8_io, mixed=True),
-            debug_dataset=lambda: ([x] for x in calibration()),
+            debug_dataset=lambda: ([x] for x in (probe or calibration)()),
             debug_options=self._options,
         )
+
+    def ranked(self) -> list[dict]:
+        """Quantized layers, worst first: tensor name, op, channel error and rmse/scale of the int8
+        model (quantized with the calibration images) against the float one, on the probe images."""
+        self._debugger.run()
+        buffer = io.StringIO()
+        self._debugger.layer_statistics_dump(buffer)
+        rows = []
+        for row in csv.DictReader(io.StringIO(buffer.getvalue())):
+            try:
+                rmse, scale, error = math.sqrt(float(row["mean_squared_error"])), float(row["scale"]), float(row["channel_error"])
+            except (KeyError, ValueError):
+                continue
+            if scale > 0 and math.isfinite(error):
+                rows.append({"tensor": row["tensor_name"], "op": row.get("op_name", ""), "channel_error": round(error, 4),
+                             "rmse_over_scale": round(rmse / scale, 4)})
+        return sorted(rows, key=lambda r: -r["channel_error"])
 
     def keeping_float(self, tensors: list[str]) -> bytes:
         # The debugger reads its options at each quantization: no second calibration.
         self._options.denylisted_nodes = list(tensors)
+        self._options.fully_quantize = self._fully_quantize
         return self._debugger.get_nondebug_quantized_model()
 
 
@@ -252,7 +246,7 @@ def search(
     gained most when last measured (a group's gain seldom grows as others join: the usual lazy
     greedy). The order stops at `max_float_layers` or when no group lowers the error.
     The layer-error order (the fallback, when the first passes nowhere within the limit): single
-    layers by the debugger's per-channel error (`rank_layers`). Some models' accuracy hangs on
+    layers by the debugger's per-channel error (`Requantizer.ranked`). Some models' accuracy hangs on
     what a relative output error weighs little (a multi-person decoder's thresholds). Each order
     is scored on the gates at 1, 2, 4, ... of its items, then bisected. (On splits of a few
     people a gate's verdict moves with single joints, so the first order is kept whenever it
@@ -263,11 +257,11 @@ def search(
     """
     import tensorflow as tf
 
-    ranked = rank_layers(saved_model, calibration, int8_io, probe)
+    requantizer = Requantizer(saved_model, calibration, int8_io, probe)
+    ranked = requantizer.ranked()
     by_tensor = {r["tensor"]: r for r in ranked}
     # The float graph's tensor names (those the debugger's denylist takes), read once.
     floating = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"]).convert()
-    requantizer = Requantizer(saved_model, calibration, int8_io)
     limit = min(max_float_layers, len(ranked))
     grouped = group_tensors([r["tensor"] for r in ranked], largest=limit)
     remaining = [{"group": name, "tensors": tensors} for name, tensors in grouped.items()]
