@@ -220,7 +220,8 @@ def quantization_lines(manifest: dict) -> list[str]:
                     kept = ", ".join(f"{layer['tensor']} ({layer['channel_error']:g})" for layer in layers)
                 out.append(f"  {len(layers)} layer(s) kept in float to pass verify.accuracy ({mixed.get('order')} order): {kept}")
             else:
-                out.append(f"  mixed precision: no {mixed.get('limit')} layers in float passed verify.accuracy; the int8 file is plain")
+                out.append(f"  mixed precision: no {mixed.get('limit')} layers in float passed verify.accuracy; the int8 file is plain "
+                           "(export.tflite.mixed_precision: a higher max_float_layers, or enabled: false to skip the search)")
     return [""] + out if out else []
 
 

@@ -64,7 +64,7 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         if variant == "int8":
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"),
                             int8_prelu=section.int8_prelu, int8_concat=section.int8_concat)
-            if section.mixed_precision is not None:
+            if recipe.mixed_precision_search():
                 settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
                 settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
             settings["calibration"]["split"] = recipe.calibration_split()

@@ -646,6 +646,11 @@ class CalibrationSection(Section):
 class MixedPrecision(Section):
     """Keep the layers that cost an int8 variant its accuracy in float, until verify.accuracy passes."""
 
+    enabled: Literal["auto"] | bool = Field(
+        "auto", description="auto: search when the int8 variant fails verify.accuracy on a data.val split the recipe has "
+                            "(nothing to search without them); true: the same, and a recipe without them is an error; "
+                            "false: never (a failing int8 variant stays plain int8)"
+    )
     max_float_layers: Annotated[int, Field(gt=0, le=1000)] = Field(16, description="most layers kept in float (1 to 1000)")
 
 
@@ -654,8 +659,9 @@ class TfliteExport(Section):
         default_factory=lambda: ["fp32"], min_length=1, description="fp32, fp16 (weights), dynamic (int8 weights), int8"
     )
     calibration: CalibrationSection = Field(default_factory=CalibrationSection)
-    mixed_precision: MixedPrecision | None = Field(
-        None, description="when int8 loses more than verify.accuracy allows, keep the costliest layers in float (needs data.val)"
+    mixed_precision: MixedPrecision = Field(
+        default_factory=MixedPrecision,
+        description="when int8 loses more than verify.accuracy allows, keep the costliest layers in float (needs data.val)",
     )
     int8_io: Literal["float", "uint8", "int8"] = Field("float", description="input/output type of the int8 variant")
     split_depthwise: bool = Field(
@@ -943,12 +949,12 @@ class Recipe(Section):
                     "the int8 variant calibrates on data.{split} (export.tflite.calibration.split), which the recipe lacks",
                     {"split": split, "at": "export"},
                 )
-            if tflite.mixed_precision is not None and (self.verify.accuracy is None or not self.val_splits(absent=True)):
+            if tflite.mixed_precision.enabled is True and (self.verify.accuracy is None or not self.val_splits(absent=True)):
                 raise PydanticCustomError(
                     "mixed_precision",
-                    "export.tflite.mixed_precision searches for the layers that break verify.accuracy: the recipe needs "
-                    "verify.accuracy and a data.val split",
-                    {"at": "export"},
+                    "the search for the layers that break verify.accuracy needs verify.accuracy and a data.val split "
+                    "(enabled: auto searches only where the recipe has them)",
+                    {"at": "export.tflite.mixed_precision.enabled"},
                 )
             calibration = getattr(self.data, split)
             if calibration.synthetic is None:
@@ -978,6 +984,14 @@ class Recipe(Section):
         if tflite is not None and tflite.calibration.split is not None:
             return tflite.calibration.split
         return "calibration" if self.data is not None and self.data.calibration is not None else "train"
+
+    def mixed_precision_search(self) -> bool:
+        """Whether the int8 variant runs the mixed-precision search when it fails verify.accuracy:
+        export.tflite.mixed_precision.enabled, and for `auto` a gate and a validation split here."""
+        tflite = self.export.tflite
+        if tflite is None or "int8" not in tflite.variants or tflite.mixed_precision.enabled is False:
+            return False
+        return self.verify.accuracy is not None and bool(self.val_splits())
 
     def val_splits(self, *, absent: bool = False) -> list[tuple[str, DataSplit, tuple]]:
         """(name, split, key path) of every validation split (none without data.val)."""

@@ -157,3 +157,17 @@ def test_the_search_finds_the_block_whose_error_shows_only_at_the_output(tmp_pat
                                                                                                       ("layer error", 2)]
     assert found["trail"][-1]["order"] == "layer error"  # tried after the output-error order
     error.close()
+
+
+def test_the_build_summary_says_what_to_change_when_no_layers_pass():
+    """A search that found nothing within its limit tells the user the two settings that change
+    the outcome; a search that was not needed prints nothing."""
+    from mdeploy.cli.build_cmd import quantization_lines
+
+    def manifest(mixed):
+        return {"artifacts": [{"id": "tflite/int8", "details": {"mixed_precision": mixed}}]}
+
+    lines = quantization_lines(manifest({"needed": True, "passed": False, "limit": 16, "float_layers": []}))
+    assert len(lines) == 2 and "no 16 layers in float passed verify.accuracy" in lines[1]
+    assert "max_float_layers" in lines[1] and "enabled: false" in lines[1]
+    assert quantization_lines(manifest({"needed": False, "drops": {"val": 0.2}, "float_layers": []})) == []

@@ -57,13 +57,19 @@ def test_full_integer_variant_with_quantized_io(tmp_path, dots, dots_model, io):
     assert gates[("parity", "tflite/int8")].status == "passed", gates[("parity", "tflite/int8")].checks
     assert gates[("accuracy", "tflite/int8")].status == "passed"
     assert abs(gates[("accuracy", "tflite/int8")].metrics["drop"]) <= 3.0
+    # The mixed-precision search is on by default (the recipe has a gate and data.val); int8 passed
+    # on every validation split, so every layer stays int8.
+    mixed = art["details"]["mixed_precision"]
+    assert mixed["needed"] is False and mixed["float_layers"] == [] and set(mixed["drops"]) == {"val"}, mixed
     assert gates[("accuracy", "model")].metrics["metrics"]["pckh@0.5"] > 10  # a model with something to lose
 
 
 def test_int8_calibrated_on_blank_images_is_caught(tmp_path, dots, dots_model, cli):
+    """Plain int8 (the mixed-precision search off) calibrated on blank images fails its gates."""
     path = dots_import_recipe(
         tmp_path, dots_model, dots,
-        "export: {tflite: {variants: [fp32, int8], calibration: {split: train, samples: 32, photos: false}}}\nverify: {accuracy: {max_drop: 1.0}}\n",
+        "export: {tflite: {variants: [fp32, int8], calibration: {split: train, samples: 32, photos: false}, "
+        "mixed_precision: {enabled: false}}}\nverify: {accuracy: {max_drop: 1.0}}\n",
         name="blank_calibration",
     )
     result = cli("build", path, "--out", tmp_path / "b")
@@ -157,9 +163,10 @@ def outlier_model(dots_model, folder):
 
 
 def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dots, dots_model):
-    """One tensor with an outlier channel makes the int8 variant fail its accuracy gate; with
-    export.tflite.mixed_precision the search ranks layers by the quantization debugger's error,
-    keeps the fewest of the worst in float until every validation split passes, and names them."""
+    """One tensor with an outlier channel makes the int8 variant fail its accuracy gate; the
+    mixed-precision search (on by default; the recipe sets only its limit) keeps the fewest
+    groups of layers in float, chosen by what they do to the outputs, until every validation
+    split passes, and names them."""
     path = dots_import_recipe(
         tmp_path, outlier_model(dots_model, tmp_path), dots,
         "export: {tflite: {variants: [fp32, int8], calibration: {split: calibration, photos: false}, "

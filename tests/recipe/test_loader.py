@@ -40,6 +40,27 @@ def test_export_defaults_to_tflite_fp32(tmp_path):
     assert not recipe.given("export")
 
 
+def test_mixed_precision_search_is_on_where_an_int8_gate_can_be_checked(tmp_path):
+    """The search runs by default for an int8 variant of a recipe with verify.accuracy and a
+    data.val split; without either there is nothing to search for, and `enabled: false` turns it off."""
+    int8 = BASE.replace("variants: [fp32, fp16]", "variants: [fp32, int8]").replace(
+        "name: base\n", "name: base\ndata:\n  train: {synthetic: {count: 8}}\n")
+    val = int8.replace("  train: {synthetic: {count: 8}}\n", "  train: {synthetic: {count: 8}}\n  val: {synthetic: {count: 8}}\n")
+    gate = "\n  accuracy: {max_drop: 1.0}\n"
+    cases = {
+        "no gate, no val": (int8, False),
+        "val, no gate": (val, False),
+        "gate, no val": (int8 + gate, False),
+        "gate and val": (val + gate, True),
+        "fp16 only": ((val + gate).replace("[fp32, int8]", "[fp32, fp16]"), False),
+        "turned off": ((val + gate).replace("variants: [fp32, int8]", "variants: [fp32, int8], mixed_precision: {enabled: false}"), False),
+    }
+    for case, (text, expected) in cases.items():
+        recipe = load_recipe(write(tmp_path / f"{case}.yaml", text))
+        assert recipe.mixed_precision_search() is expected, case
+        assert recipe.export.tflite.mixed_precision.max_float_layers == 16
+
+
 def test_extends_merges_maps_and_replaces_lists(tmp_path):
     write(tmp_path / "base" / "b.yaml", BASE)
     child = write(
