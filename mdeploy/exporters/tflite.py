@@ -63,7 +63,8 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
         calibration = {}
         if variant == "int8":
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"),
-                            int8_prelu=section.int8_prelu, int8_concat=section.int8_concat)
+                            int8_prelu=section.int8_prelu, int8_concat=section.int8_concat,
+                            int8_equalize=section.int8_equalize)
             if recipe.mixed_precision_search():
                 settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
                 settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
@@ -90,18 +91,20 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
 @contextmanager
 def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     """The canonical SavedModel through the rewrites that keep this variant on XNNPACK's fast
-    paths (exporters/xnnpack_rewrites.py: `split_depthwise`, and `int8_prelu` for int8); the
-    rewritten model is made once per content in a process and shared by the variants."""
+    paths and int8 its precision (exporters/xnnpack_rewrites.py: `split_depthwise`; for int8 also
+    `int8_prelu`, `int8_concat` and `int8_equalize`, the last measured on the calibration
+    images); the rewritten model is made once per content in a process and shared by the variants."""
     rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
                                       ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"),
-                                      ("split_concat", target.settings.get("int8_concat") == "split"))
+                                      ("split_concat", target.settings.get("int8_concat") == "split"),
+                                      ("equalize_ranges", target.settings.get("int8_equalize")))
                 if on]
     if not rewrites:
         yield inputs
         return
     from mdeploy.exporters.xnnpack_rewrites import MAX_TAPS, rewritten
 
-    source, changed = rewritten(inputs.saved_model, rewrites)
+    source, changed = rewritten(inputs.saved_model, rewrites, inputs.calibration)
     if source is None:
         yield inputs
         return
@@ -126,7 +129,13 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
         summary["int8_concat"] = {"concatenations": len(done), "readers": readers,
                                   "parts": [d["channels"] for d in done]}
         others = [r for r in rewrites if r != "split_concat"]
-        fallbacks["int8_concat"] = lambda: rewritten(inputs.saved_model, others)[0] or inputs.saved_model
+        fallbacks["int8_concat"] = lambda: rewritten(inputs.saved_model, others, inputs.calibration)[0] or inputs.saved_model
+    if "equalize_ranges" in changed:
+        done = changed["equalize_ranges"]
+        inputs.log(f"{len(done)} layer pair(s) rescaled across their ReLU so that int8 activations and weights share the "
+                   f"range ({sum(d['scaled'] for d in done)} channels; smallest scale {min(d['smallest'] for d in done):g})")
+        summary["int8_equalize"] = {"pairs": len(done), "channels": sum(d["scaled"] for d in done),
+                                    "smallest_scale": min(d["smallest"] for d in done)}
     yield replace(inputs, saved_model=source, rewrites=summary, fallbacks=fallbacks)
 
 

@@ -1,7 +1,7 @@
 """Graph rewrites for the TFLite artifacts: XNNPACK's fast paths, and int8 that keeps its numbers.
 
 XNNPACK is the CPU backend a TFLite app gets by default. Two things in pose models fall off
-its fast paths, and a third loses int8 precision; all three have exact (float) rewrites:
+its fast paths, and two lose int8 precision; all four have exact (float) rewrites:
 
 **Large depthwise kernels** (`export.tflite.split_depthwise`). XNNPACK has single-pass
 depthwise kernels for up to 25 taps (3x3, 5x5 and anything with as few taps). A 7x7 depthwise
@@ -33,6 +33,18 @@ concatenation and the convolution (a depthwise convolution, bias, ReLU) are repe
 each part keeps its own int8 scale and the ADDs rescale. A part so faint that it is below one
 int8 step of the sum gains nothing and makes an ADD XNNPACK refuses: the exporter checks the
 converted file (`refused_split_sums`) and converts the graph without the split when that happens.
+
+**Channel ranges in int8** (`export.tflite.int8_equalize`). An int8 activation tensor has one
+scale for all its channels, so a channel whose values span 0..0.01 next to one spanning
+0..0.45 keeps 2 or 3 of its 255 steps. In the PEFM CPM's stage blocks, a 1x1 depthwise layer
+multiplies each channel of a 0..6 tensor by its own weight before a ReLU: that is where most of
+its int8 heatmap error is made (docs/benchmarks.md). ReLU commutes with a positive scale
+(ReLU(x / r) = ReLU(x) / r), so for a convolution -> ReLU -> Conv2D pair each channel can be
+divided by r_c before the ReLU and multiplied by r_c in the reader's weights with the float
+model unchanged. Weights are quantized per output channel, so shrinking a channel's range moves
+precision from the reader's weights to the activation: r_c = sqrt(m_c / w_c) balances the two
+(the channel's largest value on the calibration images, m_c, against the largest weight the
+reader gives it, w_c; SmoothQuant's rule at alpha 0.5).
 
 All are the same numbers up to float rounding; in int8 each new tensor has its own scale, so
 the rewritten file is measured, not assumed: parity and the accuracy gate score the artifact as
@@ -461,6 +473,118 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
     return _assemble(graph_def, replaced, added), done
 
 
+AFFINE = ("Mul", "BiasAdd", "Add", "AddV2", "Sub")  # constant per-channel ops between a layer and its ReLU
+EQUALIZE_ALPHA = 0.5  # how the range moves between activations and weights: (m / w) ** 0.5 per channel
+
+
+def equalize_ranges(graph_def, input_name: str, output_names: list[str], calibration):
+    """A copy of a frozen `graph_def` where each convolution -> ReLU -> Conv2D pair has its
+    channels rescaled across the ReLU (see the module docstring), and what was changed:
+    [{node, reader, channels, scaled, smallest}].
+
+    The producer is a Conv2D or a depthwise convolution with constant weights, optionally
+    followed by constant per-channel Mul / BiasAdd / Add / Sub ops, then a Relu read only by a
+    Conv2D with constant weights, each op read only by the next. `calibration()` yields the
+    inputs whose ReLU outputs give each channel's range m_c; w_c is the largest weight the
+    reader gives channel c. Channel c is divided by r_c = sqrt(m_c / w_c) (relative to the
+    largest) before the ReLU and the reader's weights for it multiplied by r_c: ReLU(x / r) =
+    ReLU(x) / r for r > 0, so the float model is the same. Channels that never fire keep r = 1."""
+    g = _Graph(graph_def)
+    keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
+
+    def only_reader(node):
+        after = g.consumers.get(node.name, [])
+        return g.nodes[after[0]] if len(after) == 1 and after[0] not in keep else None
+
+    def nhwc(node) -> bool:
+        return "data_format" not in node.attr or node.attr["data_format"].s in (b"", b"NHWC")
+
+    pairs = []
+    for producer in graph_def.node:
+        if producer.op not in ("Conv2D", "DepthwiseConv2dNative") or producer.name in keep or not nhwc(producer):
+            continue
+        if g.value(producer.input[1]) is None:
+            continue
+        affine, node = [], only_reader(producer)
+        while node is not None and node.op in AFFINE and nhwc(node) and len(node.input) == 2:
+            ours = [i for i, ref in enumerate(node.input) if ref in (affine[-1].name if affine else producer.name,
+                                                                      f"{affine[-1].name if affine else producer.name}:0")]
+            if len(ours) != 1 or (node.op in ("BiasAdd", "Sub") and ours[0] != 0) or g.value(node.input[1 - ours[0]]) is None:
+                node = None
+                break
+            affine.append(node)
+            node = only_reader(node)
+        if node is None or node.op != "Relu":
+            continue
+        reader = only_reader(node)
+        if reader is None or reader.op != "Conv2D" or not nhwc(reader) or g.value(reader.input[1]) is None:
+            continue
+        if reader.input[0] not in (node.name, f"{node.name}:0"):
+            continue
+        pairs.append((producer, affine, node, reader))
+    if not pairs:
+        return graph_def, []
+
+    # Each channel's largest ReLU output over the calibration inputs, in float.
+    highest = [None] * len(pairs)
+    with g.tf.compat.v1.Session(graph=g.graph) as session:
+        fetches = [f"{relu.name}:0" for _, _, relu, _ in pairs]
+        for x in calibration():
+            values = session.run(fetches, {input_name: np.asarray(x, np.float32)})
+            for i, v in enumerate(values):
+                top = v.reshape(-1, v.shape[-1]).max(axis=0)
+                highest[i] = top if highest[i] is None else np.maximum(highest[i], top)
+
+    # A layer can read one pair and produce the next: its weights take both scalings.
+    weights: dict[str, np.ndarray] = {}
+    shifts: dict[str, np.ndarray] = {}
+    done = []
+    for (producer, affine, relu, reader), m in zip(pairs, highest):
+        w_reader = weights.get(reader.name, g.value(reader.input[1]))
+        channels = int(w_reader.shape[2])
+        if m is None or m.shape[0] != channels:
+            continue
+        w = np.abs(w_reader).max(axis=(0, 1, 3)).astype(np.float64)
+        live = (m > 0) & (w > 0)
+        if live.sum() < 2:
+            continue
+        s = m[live] ** EQUALIZE_ALPHA / w[live] ** (1 - EQUALIZE_ALPHA)
+        r = np.ones(channels)
+        r[live] = s / s.max()
+        produced = weights.get(producer.name, g.value(producer.input[1]))
+        if producer.op == "Conv2D":
+            weights[producer.name] = produced / r
+        else:  # depthwise [kh, kw, in, multiplier]: output channel c * multiplier + k
+            weights[producer.name] = (produced.reshape(*produced.shape[:2], -1) / r).reshape(produced.shape)
+        previous = producer.name
+        for op in affine:
+            ours = 0 if op.input[0] in (previous, f"{previous}:0") else 1
+            if op.op != "Mul":  # a shift scales with the channel; a product already follows it
+                value = np.asarray(g.value(op.input[1 - ours]), np.float64)
+                shifts[op.name] = (1 - ours, np.broadcast_to(value, value.shape[:-1] + (channels,)) / r)
+            previous = op.name
+        weights[reader.name] = w_reader * r[None, None, :, None]
+        done.append({"node": producer.name, "reader": reader.name, "channels": channels, "scaled": int(live.sum()),
+                     "smallest": float(f"{r[live].min():.3g}")})
+    added, replaced = [], {}
+    for name, value in weights.items():
+        node = g.nodes[name]
+        added.append(g.const(f"{name}/equalized", value.astype(np.float32)))
+        replaced[name] = _copy_of(g, name, node, [node.input[0], f"{name}/equalized"])
+    for name, (const, value) in shifts.items():
+        node = g.nodes[name]
+        inputs = list(node.input)
+        inputs[const] = f"{name}/equalized"
+        added.append(g.const(f"{name}/equalized", value.astype(np.float32)))
+        copy = g.op(name, node.op, inputs, like=node)
+        if "data_format" in node.attr:
+            copy.attr["data_format"].CopyFrom(node.attr["data_format"])
+        replaced[name] = copy
+    if not done:
+        return graph_def, []
+    return _assemble(graph_def, replaced, added), done
+
+
 def refused_split_sums(flatbuffer: bytes) -> list[dict]:
     """The ADDs of split_concat's sums in an int8 .tflite that XNNPACK will not take (an input
     scale out of ADD_SCALE_RATIO of the output's: a part so small next to the sum that it is
@@ -482,12 +606,14 @@ def refused_split_sums(flatbuffer: bytes) -> list[dict]:
 
 
 REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_leaky_relu,
-            "split_concat": split_concat}
+            "split_concat": split_concat, "equalize_ranges": equalize_ranges}
+MEASURED = {"equalize_ranges"}  # rewrites that read the calibration inputs
 
 
-def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str]) -> dict[str, list[dict]]:
+def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str], calibration=None) -> dict[str, list[dict]]:
     """Write `saved_model` through the named `rewrites` (of REWRITES, in order) to `out_dir`, with
-    the same signature; return what each changed (empty: nothing changed, nothing written)."""
+    the same signature; return what each changed (empty: nothing changed, nothing written). The
+    MEASURED rewrites read `calibration` (a factory of [1, H, W, 3] inputs) and are skipped without it."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -502,7 +628,12 @@ def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str]) -
     # Outputs of a frozen function come in the order of its flattened structure (sorted keys).
     changed = {}
     for name in rewrites:
-        graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()))
+        if name in MEASURED:
+            if calibration is None:
+                continue
+            graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()), calibration)
+        else:
+            graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()))
         if done:
             changed[name] = done
     if not changed:
@@ -545,14 +676,26 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def rewritten(saved_model: Path, rewrites: list[str]) -> tuple[Path | None, dict[str, list[dict]]]:
+def _inputs_digest(calibration) -> str:
+    h = hashlib.sha256()
+    for x in calibration():
+        x = np.ascontiguousarray(x, np.float32)
+        h.update(str(x.shape).encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def rewritten(saved_model: Path, rewrites: list[str], calibration=None) -> tuple[Path | None, dict[str, list[dict]]]:
     """(`saved_model` through `rewrites`, what each changed), or (None, {}) when nothing changes;
-    computed once per content and rewrite list in this process (see _CACHE)."""
-    key = (_digest(Path(saved_model)), tuple(rewrites))
+    computed once per content, rewrite list and (for MEASURED rewrites) calibration inputs in
+    this process (see _CACHE)."""
+    measured = calibration is not None and any(name in MEASURED for name in rewrites)
+    key = (_digest(Path(saved_model)), tuple(rewrites), _inputs_digest(calibration) if measured else None)
     with _LOCK:
         if key not in _CACHE:
             folder = tempfile.TemporaryDirectory(prefix="mdeploy-xnnpack-")
-            changed = rewrite_saved_model(Path(saved_model), Path(folder.name) / "saved_model", rewrites)
+            changed = rewrite_saved_model(Path(saved_model), Path(folder.name) / "saved_model", rewrites,
+                                          calibration if measured else None)
             if not changed:
                 folder.cleanup()
                 folder = None

@@ -672,6 +672,11 @@ class TfliteExport(Section):
         "leaky_relu", description="int8 variant: PReLU as w1*x + w2*LeakyReLU(x), which XNNPACK runs in int8 (it runs PRELU "
                                   "in float only); keep: leave PRELU to TFLite's builtin kernels"
     )
+    int8_equalize: bool = Field(
+        True, description="int8 variant: rescale the channels of each convolution -> ReLU -> convolution pair across "
+                          "the ReLU, sqrt(activation range / weight range) per channel measured on the calibration images, "
+                          "so that one int8 scale serves all of a tensor's channels (exact in float)"
+    )
     int8_concat: Literal["split", "keep"] = Field(
         "split", description="int8 variant: a channel concatenation read only by convolutions becomes one convolution per "
                              "part, summed, so each part keeps its own int8 scale (int8 concatenation forces one scale on "

@@ -395,3 +395,116 @@ def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_
     assert "XNNPACK" in concat["undone"] and not split and refused == []
     assert concat["sums"] and all(min(s["ratios"]) < 2**-10 for s in concat["sums"])
     assert any("concatenation split undone" in line for line in lines)
+
+
+def _ranges_model():
+    """Two convolution -> ReLU -> convolution pairs whose ReLU outputs have channels of very
+    different ranges, as the PEFM CPM's stage blocks have them: a 1x1 depthwise layer (bias,
+    ReLU) that multiplies each channel of a 0..6 tensor by its own weight, 0.004 to 0.4 (some
+    negative: channels that never fire), read by a 1x1 convolution that weighs each channel
+    back up; and that convolution, with a batch norm (constant Mul and Add in the inference
+    graph) before its ReLU, read by the output convolution. The middle convolution reads one
+    pair and produces the other."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    inp = keras.Input((16, 16, 3), name="image")
+    first = keras.layers.Conv2D(16, 3, padding="same", activation="relu6")
+    x = first(inp)
+    dw = keras.layers.DepthwiseConv2D(1, activation="relu")
+    x = dw(x)
+    reader = keras.layers.Conv2D(12, 1, use_bias=False)
+    x = reader(x)
+    bn = keras.layers.BatchNormalization()
+    x = keras.layers.ReLU()(bn(x))
+    out = keras.layers.Conv2D(14, 1, name="heatmaps")(x)
+    model = keras.Model(inp, out)
+    gains = np.geomspace(0.004, 0.4, 16).astype(np.float32)
+    gains[[3, 9]] *= -1  # never fire
+    kernel, bias = first.get_weights()
+    first.set_weights([kernel * 8.0, bias + 0.5])  # a 0..6 tensor that uses its range
+    dw.set_weights([gains.reshape(1, 1, 16, 1), np.full(16, -0.001, np.float32)])
+    # The reader weighs each channel back up, as a trained layer does: every channel counts.
+    (kernel,) = reader.get_weights()
+    reader.set_weights([(kernel * 0.02 / np.abs(gains)[None, None, :, None]).astype(np.float32)])
+    channels = np.arange(12, dtype=np.float32)
+    bn.set_weights([0.5 + 0.2 * channels, np.full(12, 0.05, np.float32), np.zeros(12, np.float32), 1.0 + 0.1 * channels])
+    return model
+
+
+@pytest.fixture(scope="module")
+def ranges(tmp_path_factory):
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+
+    root = tmp_path_factory.mktemp("ranges")
+    _canonical(_ranges_model(), 16, root / "original")
+    rng = np.random.default_rng(8)
+    calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
+    done = rewrite_saved_model(root / "original", root / "equalized", ["equalize_ranges"], lambda: iter(calibration))
+    return root, done["equalize_ranges"], calibration
+
+
+def test_channels_rescaled_across_a_relu_compute_the_same_numbers(ranges):
+    root, done, _ = ranges
+    by_kind = {d["node"].rsplit("/", 1)[-1]: d for d in done}
+    assert sorted(by_kind) == ["convolution", "depthwise"] and len(done) == 2, done
+    assert by_kind["depthwise"]["channels"] == 16 and by_kind["depthwise"]["scaled"] == 14  # two never fire
+    assert by_kind["convolution"]["channels"] == 12
+    assert all(0 < d["smallest"] < 0.5 for d in done)  # something was rescaled
+    x = np.random.default_rng(9).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    original, equalized = _serve(root / "original", x), _serve(root / "equalized", x)
+    scale = float(np.abs(original).max())
+    assert scale > 0.01
+    np.testing.assert_allclose(equalized, original, atol=1e-5 * scale)
+
+
+def test_rescaled_channels_keep_their_int8_precision(ranges):
+    """Full-integer files of both graphs calibrated alike: the rescaled one's output is nearer the
+    float model's on held-out inputs, and without calibration inputs nothing is rewritten."""
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+
+    root, _, calibration = ranges
+    rng = np.random.default_rng(10)
+    held_out = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
+    reference = _tflite(root / "original")
+    errors = {}
+    for name in ("original", "equalized"):
+        flatbuffer = _int8(root / name, calibration)
+        errors[name] = np.mean([np.abs(_run(flatbuffer, x) - _run(reference, x)).mean() for x in held_out])
+    assert errors["equalized"] < 0.7 * errors["original"], errors
+    assert rewrite_saved_model(root / "original", root / "unmeasured", ["equalize_ranges"]) == {}
+    assert not (root / "unmeasured").exists()
+
+
+def test_the_exporter_equalizes_int8_on_its_calibration_images(tmp_path):
+    """Through the TFLite exporter as a build runs it: the int8 variant is rescaled with the
+    calibration images it is converted with (recorded, and said in the log), `int8_equalize:
+    false` leaves the graph as it is, and the rewritten model is reused only for the same images."""
+    from mdeploy.exporters import ExportInputs
+    from mdeploy.exporters.tflite import convert, xnnpack_source
+    from mdeploy.exporters.xnnpack_rewrites import rewritten
+
+    class Target:
+        variant = "int8"
+
+        def __init__(self, equalize: bool):
+            self.settings = {"variant": "int8", "split_depthwise": True, "int8_prelu": "leaky_relu", "int8_concat": "split",
+                             "int8_equalize": equalize, "io": "float"}
+
+    rng = np.random.default_rng(12)
+    samples = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
+    saved = _canonical(_ranges_model(), 16, tmp_path / "model")
+    results = {}
+    for equalize in (True, False):
+        lines = []
+        inputs = ExportInputs(saved, None, tmp_path / f"{equalize}.tflite", lines.append, lambda: iter(samples))
+        with xnnpack_source(Target(equalize), inputs) as source:
+            results[equalize] = (convert(Target(equalize), source), lines)
+    details, lines = results[True]
+    assert details["int8_equalize"]["pairs"] == 2 and details["int8_equalize"]["channels"] == 14 + 12
+    assert any("rescaled across their ReLU" in line for line in lines)
+    assert "int8_equalize" not in results[False][0]
+    same, _ = rewritten(saved, ["equalize_ranges"], lambda: iter(samples))
+    again, _ = rewritten(saved, ["equalize_ranges"], lambda: iter(list(samples)))
+    other, _ = rewritten(saved, ["equalize_ranges"], lambda: iter(samples[:8]))
+    assert same == again and other != same
