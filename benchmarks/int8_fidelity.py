@@ -3,7 +3,8 @@
 Builds the PoseEstimationForMobile CPM release (recipes/pefm_cpm.yaml) with TFLite fp32 and
 int8, int8 calibrated on the COCO people of ../shared/data/realkp (never on the people it is
 scored on) plus the package photos, once per configuration of the int8 rewrites
-(`export.tflite.int8_concat`, `export.tflite.split_depthwise`) and once with the
+(`export.tflite.int8_concat`, `export.tflite.int8_equalize`, `export.tflite.split_depthwise`)
+and once with the
 accuracy-driven mixed-precision search (`export.tflite.mixed_precision`, gate 1.5 points);
 then, held out, calibrated on the MPII people instead, plain and with the search scored on the
 COCO people alone (gate 1.0), so that neither choice sees the AI Challenger people.
@@ -37,7 +38,8 @@ COCO_ONLY_VALIDATION = (f"data.val=[{{name: real_coco, kind: real, coco: {{annot
                         f"{REALKP / 'coco' / 'test_coco.json'}, images: {REALKP / 'coco'}}}}}]")
 CONFIGS = {
     "concat kept, depthwise split": ["export.tflite.int8_concat=keep"],
-    "concat split, depthwise split (default)": [],
+    "concat split, depthwise split, not equalized": ["export.tflite.int8_equalize=false"],
+    "concat split, depthwise split, equalized (default)": [],
     "concat split, depthwise kept": ["export.tflite.split_depthwise=false"],
     # The search picks its float layers with the validation splits (real_aic, real_mpii): their
     # PCKh is what it passed on; the COCO rows and the heatmap error show what carries over.
@@ -45,6 +47,7 @@ CONFIGS = {
         "export.tflite.mixed_precision={max_float_layers: 48}", "verify.accuracy.max_drop=1.5"],
     # Held out: calibrated on the MPII people, the search scored on the COCO people alone, so
     # neither touches the AI Challenger people (compare with the plain file calibrated the same way).
+    "calibrated on MPII, not equalized": [MPII_CALIBRATION, COCO_ONLY_VALIDATION, "export.tflite.int8_equalize=false"],
     "calibrated on MPII": [MPII_CALIBRATION, COCO_ONLY_VALIDATION],
     "calibrated on MPII + mixed precision chosen on COCO (gate 1.0)": [
         MPII_CALIBRATION, COCO_ONLY_VALIDATION, "export.tflite.mixed_precision={max_float_layers: 48}",
@@ -61,7 +64,7 @@ def build(out: Path, name: str, overrides: list[str]) -> Path:
     ]
     folder = out / name.split(" (")[0].replace(", ", "_").replace(" + ", "_").replace(" ", "-")
     if "MPII" in name:
-        folder = out / ("mpii-calibrated" + ("_mixed" if "mixed" in name else ""))
+        folder = out / ("mpii-calibrated" + ("_mixed" if "mixed" in name else "") + ("_plain" if "not equalized" in name else ""))
     build_with(REPO / "recipes" / "pefm_cpm.yaml", folder, sets)  # exit 1 (int8 fails a gate) still writes the files
     return folder / "pefm_cpm"
 
@@ -82,7 +85,8 @@ def people():
 def int8_graph(out: Path):
     """The PEFM release built with TFLite fp32 into `out`, for studies of its int8 graph: (build
     folder, each set of `people()` through the evaluation path, the SavedModel the int8 variant is
-    converted from: the exporter's rewrites applied, split_depthwise and split_concat)."""
+    converted from with the exporter's structural rewrites, split_depthwise and split_concat; not
+    int8_equalize, which rescales channels with the calibration images)."""
     if not REALKP.is_dir():
         raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
     sys.path.insert(0, str(REPO))

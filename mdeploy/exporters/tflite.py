@@ -94,6 +94,9 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     paths and int8 its precision (exporters/xnnpack_rewrites.py: `split_depthwise`; for int8 also
     `int8_prelu`, `int8_concat` and `int8_equalize`, the last measured on the calibration
     images); the rewritten model is made once per content in a process and shared by the variants."""
+    # Equalization last, on the graph that is quantized: a depthwise layer split into bands is
+    # not rescaled (each band's partial sum is an int8 tensor of its own; rescaling the PEFM
+    # CPM's 7x7 layers before the split brought its heatmap error back to plain int8's).
     rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
                                       ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"),
                                       ("split_concat", target.settings.get("int8_concat") == "split"),

@@ -44,7 +44,8 @@ divided by r_c before the ReLU and multiplied by r_c in the reader's weights wit
 model unchanged. Weights are quantized per output channel, so shrinking a channel's range moves
 precision from the reader's weights to the activation: r_c = sqrt(m_c / w_c) balances the two
 (the channel's largest value on the calibration images, m_c, against the largest weight the
-reader gives it, w_c; SmoothQuant's rule at alpha 0.5).
+reader gives it, w_c; SmoothQuant's rule at alpha 0.5). It runs after the other rewrites: a
+depthwise layer split into bands is a sum of int8 partial sums and is left alone.
 
 All are the same numbers up to float rounding; in int8 each new tensor has its own scale, so
 the rewritten file is measured, not assumed: parity and the accuracy gate score the artifact as
@@ -537,9 +538,9 @@ def equalize_ranges(graph_def, input_name: str, output_names: list[str], calibra
 
     # A layer can read one pair and produce the next: its weights take both scalings.
     weights: dict[str, np.ndarray] = {}
-    shifts: dict[str, np.ndarray] = {}
+    shifts: dict[str, tuple[int, np.ndarray]] = {}  # op: (which input is the constant, its new value)
     done = []
-    for (producer, affine, relu, reader), m in zip(pairs, highest):
+    for (producer, affine, _relu, reader), m in zip(pairs, highest):
         w_reader = weights.get(reader.name, g.value(reader.input[1]))
         channels = int(w_reader.shape[2])
         if m is None or m.shape[0] != channels:
