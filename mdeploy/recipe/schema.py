@@ -673,9 +673,10 @@ class TfliteExport(Section):
                                   "in float only); keep: leave PRELU to TFLite's builtin kernels"
     )
     int8_equalize: bool = Field(
-        True, description="int8 variant: rescale the channels of each convolution -> ReLU -> convolution pair across "
-                          "the ReLU, sqrt(activation range / weight range) per channel measured on the calibration images, "
-                          "so that one int8 scale serves all of a tensor's channels (exact in float)"
+        False, description="int8 variant: rescale the channels of each convolution -> ReLU -> convolution pair across "
+                           "the ReLU, sqrt(activation range / weight range) per channel measured on the calibration images, "
+                           "so that one int8 scale serves all of a tensor's channels (exact in float; off by default: "
+                           "docs/benchmarks.md)"
     )
     int8_concat: Literal["split", "keep"] = Field(
         "split", description="int8 variant: a channel concatenation read only by convolutions becomes one convolution per "
