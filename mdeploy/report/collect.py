@@ -73,6 +73,7 @@ def artifact_rows(manifest: dict) -> list[dict]:
         details = art.get("details") or {}
         row["calibration"] = details.get("calibration")
         row["mixed_precision"] = details.get("mixed_precision")
+        row["int8_rewrites"] = _int8_rewrites(details)
         if "gpu_fallback" in details:
             row["gpu_fallback"] = sorted({f["op"] for f in details["gpu_fallback"]})
         if o is not None:
@@ -136,3 +137,20 @@ def collect(build_dir: Path, summary: list | None = None) -> dict:
     doc["ok"] = not any(g["status"] == "failed" for g in gates)
     doc["inputs"] = sha256_json({k: doc[k] for k in ("artifacts", "gates", "bench", "recipe", "tools", "provenance", "validation")})
     return doc
+
+
+def _int8_rewrites(details: dict) -> list[str]:
+    """What the int8 graph rewrites changed in an artifact, one phrase each (exporters/xnnpack_rewrites.py)."""
+    out = []
+    concat = details.get("int8_concat")
+    if concat:
+        out.append(f"concatenation split undone: {concat['undone']}" if "undone" in concat else
+                   f"{concat['concatenations']} concatenation(s) split into per-part convolutions")
+    prelu = details.get("int8_prelu")
+    if prelu:
+        out.append(f"{prelu['layers']} PReLU layer(s) as LeakyReLU")
+    equalize = details.get("int8_equalize")
+    if equalize:
+        out.append(f"{equalize['pairs']} layer pair(s) rescaled across their ReLU ({equalize['channels']} channels, "
+                   f"smallest scale {equalize['smallest_scale']:g})")
+    return out

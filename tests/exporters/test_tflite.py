@@ -188,6 +188,10 @@ def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dot
     assert {layer["group"] for layer in mixed["float_layers"]} == {g["group"] for g in mixed["groups"]}
     report = (tmp_path / "b" / "mixed" / "report" / "report.html").read_text()
     assert f"all int8: output error {mixed['int8_output_error']}" in report
+    from mdeploy.report.collect import _int8_rewrites
+
+    rewrites = _int8_rewrites(art["details"])  # what the int8 graph rewrites did, shown beside the calibration
+    assert rewrites and all(line in report for line in rewrites), rewrites
     assert mixed["groups"][0]["group"] in report
     from mdeploy.cli.build_cmd import quantization_lines
 
