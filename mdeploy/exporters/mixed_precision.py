@@ -36,15 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _converter(saved_model: Path, calibration: Callable, int8_io: str, mixed: bool):
+def _converter(saved_model: Path, calibration: Callable, int8_io: str):
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
     converter.optimizations = {tf.lite.Optimize.DEFAULT}
-    ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
-    if mixed:
-        ops.add(tf.lite.OpsSet.TFLITE_BUILTINS)  # float kernels for the layers kept in float
-    converter.target_spec.supported_ops = ops
+    # Float kernels too, for the layers kept in float.
+    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS}
     converter.representative_dataset = lambda: ([x] for x in calibration())
     if int8_io != "float":
         converter.inference_input_type = tf.uint8 if int8_io == "uint8" else tf.int8
@@ -107,7 +105,7 @@ class Requantizer:
         self._fully_quantize = int8_io != "float"
         self._options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_error": channel_error})
         self._debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=_converter(saved_model, calibration, int8_io, mixed=True),
+            converter=_converter(saved_model, calibration, int8_io),
             debug_dataset=lambda: ([x] for x in (probe or calibration)()),
             debug_options=self._options,
         )

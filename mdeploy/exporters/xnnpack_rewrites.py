@@ -342,6 +342,30 @@ CONCAT_SPLIT = "/concat_split"  # in the names of the nodes split_concat adds
 ADD_SCALE_RATIO = (2.0**-10, 2.0**8)
 
 
+AFFINE = ("Mul", "BiasAdd", "Add", "AddV2", "Sub")  # constant per-channel ops: a bias, an unfolded batch norm
+
+
+def _constant_ops(g: _Graph, start, keep: set[str]) -> list[tuple]:
+    """The elementwise ops with a constant (AFFINE) after `start`, each the only reader of the one
+    before and none an input or output: [(op, which input holds the constant, the constant)]."""
+    out, last = [], start
+    while True:
+        after = g.consumers.get(last.name, [])
+        if len(after) != 1:
+            return out
+        op = g.nodes[after[0]]
+        if op.name in keep or op.op not in AFFINE or len(op.input) != 2:
+            return out
+        mine = [i for i, ref in enumerate(op.input) if ref in (last.name, f"{last.name}:0")]
+        if len(mine) != 1 or (op.op in ("BiasAdd", "Sub") and mine[0] != 0):
+            return out
+        value = g.value(op.input[1 - mine[0]])
+        if value is None:
+            return out
+        out.append((op, 1 - mine[0], value))
+        last = op
+
+
 def split_concat(graph_def, input_name: str, output_names: list[str]):
     """A copy of a frozen `graph_def` whose channel concatenations read only by convolutions are
     gone (see the module docstring), and what was split: [{node, parts, channels, readers}].
@@ -383,19 +407,9 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
         """(scale, shift, ops): the constant per-channel Mul / BiasAdd / Add / Sub ops after `conv`,
         each the only reader of the one before (a bias, an unfolded batch norm), as
         y = conv * scale + shift."""
-        scale, shift, tail, last = np.ones(channels), np.zeros(channels), [], conv
-        while True:
-            after = g.consumers.get(last.name, [])
-            if len(after) != 1:
-                break
-            op = g.nodes[after[0]]
-            if op.name in keep or op.op not in ("Mul", "BiasAdd", "Add", "AddV2", "Sub") or len(op.input) != 2:
-                break
-            mine = [i for i, ref in enumerate(op.input) if ref in (last.name, f"{last.name}:0")]
-            if len(mine) != 1 or (op.op in ("BiasAdd", "Sub") and mine[0] != 0):
-                break
-            v = g.value(op.input[1 - mine[0]])
-            if v is None or v.size not in (1, channels) or (v.ndim > 1 and any(d != 1 for d in v.shape[:-1])):
+        scale, shift, tail = np.ones(channels), np.zeros(channels), []
+        for op, _, v in _constant_ops(g, conv, keep):
+            if v.size not in (1, channels) or (v.ndim > 1 and any(d != 1 for d in v.shape[:-1])):
                 break
             v = np.broadcast_to(np.asarray(v, np.float64).reshape(-1), (channels,))
             if op.op == "Mul":
@@ -403,7 +417,6 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
             else:
                 shift = shift - v if op.op == "Sub" else shift + v
             tail.append(op)
-            last = op
         return scale, shift, tail
 
     added, replaced, done = [], {}, []
@@ -474,7 +487,6 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
     return _assemble(graph_def, replaced, added), done
 
 
-AFFINE = ("Mul", "BiasAdd", "Add", "AddV2", "Sub")  # constant per-channel ops between a layer and its ReLU
 EQUALIZE_ALPHA = 0.5  # how the range moves between activations and weights: (m / w) ** 0.5 per channel
 
 
@@ -506,15 +518,10 @@ def equalize_ranges(graph_def, input_name: str, output_names: list[str], calibra
             continue
         if g.value(producer.input[1]) is None:
             continue
-        affine, node = [], only_reader(producer)
-        while node is not None and node.op in AFFINE and nhwc(node) and len(node.input) == 2:
-            ours = [i for i, ref in enumerate(node.input) if ref in (affine[-1].name if affine else producer.name,
-                                                                      f"{affine[-1].name if affine else producer.name}:0")]
-            if len(ours) != 1 or (node.op in ("BiasAdd", "Sub") and ours[0] != 0) or g.value(node.input[1 - ours[0]]) is None:
-                node = None
-                break
-            affine.append(node)
-            node = only_reader(node)
+        affine = _constant_ops(g, producer, keep)
+        if not all(nhwc(op) for op, _, _ in affine):
+            continue
+        node = only_reader(affine[-1][0] if affine else producer)
         if node is None or node.op != "Relu":
             continue
         reader = only_reader(node)
@@ -557,13 +564,10 @@ def equalize_ranges(graph_def, input_name: str, output_names: list[str], calibra
             weights[producer.name] = produced / r
         else:  # depthwise [kh, kw, in, multiplier]: output channel c * multiplier + k
             weights[producer.name] = (produced.reshape(*produced.shape[:2], -1) / r).reshape(produced.shape)
-        previous = producer.name
-        for op in affine:
-            ours = 0 if op.input[0] in (previous, f"{previous}:0") else 1
+        for op, const, value in affine:
             if op.op != "Mul":  # a shift scales with the channel; a product already follows it
-                value = np.asarray(g.value(op.input[1 - ours]), np.float64)
-                shifts[op.name] = (1 - ours, np.broadcast_to(value, value.shape[:-1] + (channels,)) / r)
-            previous = op.name
+                value = np.asarray(value, np.float64)
+                shifts[op.name] = (const, np.broadcast_to(value, value.shape[:-1] + (channels,)) / r)
         weights[reader.name] = w_reader * r[None, None, :, None]
         done.append({"node": producer.name, "reader": reader.name, "channels": channels, "scaled": int(live.sum()),
                      "smallest": float(f"{r[live].min():.3g}")})
