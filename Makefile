@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-onnx2tf.txt | sha256sum | cut -c1-16)
 RECIPE ?= recipes/cpm_android.yaml
+# Test processes (pytest-xdist): CI runners have 2 cores.
+TEST_WORKERS ?= 2
 # The generated Kotlin is checked with a real kotlinc and ktlint (npm packages, need a JDK).
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha256sum | cut -c1-16)
 
@@ -48,7 +50,7 @@ quickstart: setup
 
 ## The full test suite (what CI runs).
 test: setup tools debian-tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 ## Regenerate the committed demo apps from the templates (the tests compare them).
 demo-apps: setup

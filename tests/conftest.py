@@ -78,3 +78,41 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return invoke
+
+
+# Session fixtures that take tens of seconds to build. When the suite runs on several workers
+# (pytest-xdist, `make test`), every test file that uses one of them joins one group, and a
+# group runs on one worker: each is built once, and each file's module fixtures too.
+SHARED_SESSION_FIXTURES = ("pefm_cache", "volumetric_training_build", "report_build", "dots_model", "jvm_build", "thin_release")
+
+
+@pytest.hookimpl(wrapper=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    grouped = bool(getattr(config.option, "loadgroup", False))  # in an xdist worker run with --dist loadgroup
+    if grouped:
+        _group_for_workers(items)
+    result = yield
+    if grouped and items and "@" not in items[0].nodeid:
+        raise pytest.UsageError("pytest-xdist did not apply the xdist_group marks (a pytest release it does not support? "
+                                "pyproject.toml pins a pair that works)")
+    return result
+
+
+def _group_for_workers(items) -> None:
+    parent: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        while parent.get(node, node) != node:
+            node = parent[node]
+        return node
+
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        for name in SHARED_SESSION_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                a, b = root(file), root(name)
+                if a != b:
+                    parent[a] = b
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(root(item.nodeid.split("::")[0])))
+
