@@ -527,6 +527,8 @@ def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResu
         ref_result = reference.results["accuracy"] if reference else {}
         metric = _gate_metric(gate, ref_result)
         ref_value = (ref_result.get("metrics") or {}).get(metric) if metric else None
+        ref_instances = ref_result.get("instances")
+        ref_result = {k: v for k, v in ref_result.items() if k != "instances"}
         out.append(GateResult("accuracy", MODEL_STAGE, "measured" if reference else "not run", [], ref_result | {"metric": metric}, split))
         max_drop = None
         if gate is not None:
@@ -546,16 +548,66 @@ def accuracy_gates(plan: Plan, records: dict[str, StageRecord]) -> list[GateResu
             value = (result.get("metrics") or {}).get(metric) if metric else None
             drop = metric_drop(metric, ref_value, value)
             result.update(metric=metric, reference=ref_value, drop=drop)
+            changes = changed_joints(ref_instances, result.pop("instances", None), metric)
+            if changes:
+                result["changed_joints"] = changes
             if max_drop is None:
                 out.append(GateResult("accuracy", target.artifact_id, "measured", [], result, split))
                 continue
             ok = drop is not None and drop <= max_drop
             label = metric or "accuracy"
             detail = (f"{value}{unit(metric)} vs {ref_value}{unit(metric)} on {split}{resolution(ref_result, metric)}"
+                      f"{describe_changes(changes, unit(metric))}"
                       if drop is not None else f"{label} is not defined on split {split}")
             check = {"check": f"{label} drop on {split}", "ok": ok, "value": drop, "limit": max_drop, "detail": detail}
             out.append(GateResult("accuracy", target.artifact_id, "passed" if ok else "failed", [check], result, split))
     return out
+
+
+def changed_joints(reference: dict | None, artifact: dict | None, metric: str | None) -> dict | None:
+    """Which scored joints an artifact gets right or wrong where its source model did not, and
+    how many of those the source model's heatmap finds only weakly (evaluator.EvalResult.instances);
+    with the metric on the joints the source finds clearly. None when either run lacks them."""
+    if not reference or not artifact or reference.get("metric") != metric or artifact.get("metric") != metric:
+        return None
+    ref_hits, hits, clear = reference["hits"], artifact["hits"], reference["clear"]
+    if len(ref_hits) != len(hits) or len(clear) != len(hits):
+        return None
+    lost = gained = weak = 0
+    clear_ref = clear_art = clear_n = 0
+    for ref_row, row, clear_row in zip(ref_hits, hits, clear):
+        for a, b, c in zip(ref_row, row, clear_row):
+            if a == "-" or b == "-":
+                continue
+            if a != b:
+                lost += a == "1"
+                gained += b == "1"
+                weak += c == "0"
+            if c == "1":
+                clear_n += 1
+                clear_ref += a == "1"
+                clear_art += b == "1"
+    out = {"lost": lost, "gained": gained, "weak_in_source": weak, "clear_joints": clear_n}
+    if clear_n:
+        out |= {"clear_reference": round(100.0 * clear_ref / clear_n, 3), "clear_value": round(100.0 * clear_art / clear_n, 3)}
+    return out
+
+
+def describe_changes(changes: dict | None, unit: str) -> str:
+    """'; 2 joints lost, 0 gained, all 2 weak in the source model; on the 44 it finds clearly: 90.9% vs 90.9%'."""
+    from mdeploy.evaluate.decode import CLEAR_PEAK
+
+    if not changes or not changes["lost"] + changes["gained"]:
+        return ""
+    n = changes["lost"] + changes["gained"]
+    weak = changes["weak_in_source"]
+    share = f"all {n}" if weak == n else f"{weak} of {n}"
+    text = (f"; {changes['lost']} joint{'' if changes['lost'] == 1 else 's'} lost, {changes['gained']} gained, {share} weak in the source model "
+            f"(heatmap peak < {CLEAR_PEAK:g} or a second peak)")
+    if changes.get("clear_joints"):
+        text += (f"; on the {changes['clear_joints']} it finds clearly: {changes['clear_value']:.1f}{unit} "
+                 f"vs {changes['clear_reference']:.1f}{unit}")
+    return text
 
 
 def resolution(result: dict, metric: str | None) -> str:

@@ -114,7 +114,8 @@ def _parity_cell(gate) -> str:
 
 def render_summary(result, width: int | None = None) -> str:
     """The build's tables and notes; with `width` (a terminal's) every table fits in it."""
-    from mdeploy.evaluate.metrics import LABELS
+    from mdeploy.build import describe_changes
+    from mdeploy.evaluate.metrics import LABELS, unit
 
     parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
     accuracy = {(g.artifact, g.split): g for g in result.gates if g.gate == "accuracy"}
@@ -164,6 +165,10 @@ def render_summary(result, width: int | None = None) -> str:
                 width=width,
             )
         )
+        for g in accuracy_failures:
+            changes = describe_changes(g.metrics.get("changed_joints"), unit(g.metrics.get("metric")))
+            if changes:
+                lines.append(f"{g.artifact} on {g.split}: {changes.removeprefix('; ')}")
     failing = [g for g in result.gates if g.status in ("failed", "warned") and g.gate == "parity"]
     if failing:
         lines.append("")

@@ -122,3 +122,38 @@ def to_source(points: np.ndarray, affine: Affine) -> np.ndarray:
     """[K, 3] input-pixel keypoints -> original-image pixels (confidence kept)."""
     x, y = affine.to_source(points[:, 0], points[:, 1])
     return np.stack([x, y, points[:, 2]], axis=1).astype(np.float32)
+
+
+CLEAR_PEAK = 0.3  # the least heatmap peak a joint is found clearly with
+SECOND_PEAK = 0.5  # ... and no other local maximum reaches this share of it
+PEAK_WINDOW = 2  # local maxima are over (2 r + 1)^2 cells; a second peak lies outside that of the first
+
+
+def clear_peaks(heatmaps: np.ndarray) -> np.ndarray:
+    """[N, H, W, K] -> [N, K] True where a joint's heatmap has one clear peak: at least
+    CLEAR_PEAK, and no other local maximum (5 x 5) of SECOND_PEAK of it or more.
+
+    A joint that fails this is one the model barely finds (a low peak) or hesitates on (two
+    near-equal peaks); any small change to the model, quantization among them, can move it.
+    """
+    hm = np.asarray(heatmaps, np.float32)
+    if hm.ndim == 3:
+        hm = hm[None]
+    n, h, w, k = hm.shape
+    r = PEAK_WINDOW
+    local = hm
+    for axis in (1, 2):
+        pad = [(0, 0)] * 4
+        pad[axis] = (r, r)
+        padded = np.pad(local, pad, constant_values=-np.inf)
+        size = local.shape[axis]
+        local = np.max([np.take(padded, np.arange(i, i + size), axis=axis) for i in range(2 * r + 1)], axis=0)
+    peaks = np.where((hm == local) & (hm > 0), hm, 0.0)
+    flat = hm.reshape(n, h * w, k)
+    top_at = flat.argmax(axis=1)  # [N, K]
+    top = np.take_along_axis(flat, top_at[:, None, :], axis=1)[:, 0, :]
+    ty, tx = np.divmod(top_at, w)
+    yy, xx = np.arange(h)[None, :, None, None], np.arange(w)[None, None, :, None]
+    near = (np.abs(yy - ty[:, None, None, :]) <= r) & (np.abs(xx - tx[:, None, None, :]) <= r)
+    second = np.where(near, 0.0, peaks).max(axis=(1, 2))
+    return (top >= CLEAR_PEAK) & (second < SECOND_PEAK * top)

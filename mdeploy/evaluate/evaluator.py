@@ -20,7 +20,7 @@ import numpy as np
 
 from mdeploy.data.coco import HEAD_TOP_NECK, Dataset
 from mdeploy.evaluate import pefm
-from mdeploy.evaluate.decode import decode_spec, to_source
+from mdeploy.evaluate.decode import clear_peaks, decode_spec, to_source
 from mdeploy.evaluate.metrics import PCK, TORSO, joint_distance, pck
 from mdeploy.images import load_rgb
 from mdeploy.spec import ModelSpec
@@ -38,9 +38,13 @@ class EvalResult:
     primary: str | None = None
     normalisers: dict[str, str] = field(default_factory=dict)
     joints: dict[str, int] = field(default_factory=dict)  # joints a percentage metric counted: its resolution
+    # Per person and joint, for the primary metric: "hits" (1 within, 0 not, - not scored) and
+    # "clear" (1 where the model's heatmap has one clear peak, decode.clear_peaks), one
+    # string per person. Gates compare an artifact's hits with its source model's, joint by joint.
+    instances: dict | None = None
 
     def to_json(self) -> dict:
-        return {
+        return ({"instances": self.instances} if self.instances else {}) | {
             "metrics": self.metrics,
             "primary": self.primary,
             "normalisers": self.normalisers,
@@ -70,32 +74,35 @@ def predict_split(
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keypoints in source-image pixels per sample: (the spec's decode [N, K, 3], PEFM's decode [N, K, 2])."""
+    """Keypoints in source-image pixels per sample: (the spec's decode [N, K, 3], PEFM's decode [N, K, 2],
+    [N, K] whether each joint's heatmap has one clear peak)."""
     n = min(len(ds), limit) if limit else len(ds)
     k = len(spec.keypoints)
     std = np.zeros((n, k, 3), np.float32)
     lenient = np.zeros((n, k, 2), np.float64)
+    clear = np.zeros((n, k), bool)
     stride = spec.output_stride
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
         batch, affines = prepare(spec, ds, idx)
         hm = np.asarray(runner(batch), np.float32)
         a = decode_spec(hm, stride, spec.decode)
+        clear[idx] = clear_peaks(hm)
         lenient[idx] = pefm.decode(hm, affines, spec.preprocessing.size)
         for j, i in enumerate(idx):
             std[i] = to_source(a[j], affines[j])
         if progress:
             progress(idx[-1] + 1, n)
-    return std, lenient
+    return std, lenient, clear
 
 
 def evaluate(runner: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, ds: Dataset, **options) -> EvalResult:
     """Score a runner on a split; `options` as `predict_split` takes them (batch_size, limit, progress)."""
-    std, lenient = predict_split(runner, spec, ds, **options)
-    return score(std, lenient, ds, spec)
+    std, lenient, clear = predict_split(runner, spec, ds, **options)
+    return score(std, lenient, ds, spec, clear)
 
 
-def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec) -> EvalResult:
+def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec, clear: np.ndarray | None = None) -> EvalResult:
     n = len(std)
     truth = np.stack([ds.samples[i].keypoints for i in range(n)]).astype(np.float32)
     results, normalisers, scored = {}, {}, {}
@@ -125,7 +132,12 @@ def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec) ->
         per_joint[name] = row
     metrics = {m: (_round(results[m].value) if m in results else None) for m in METRICS}
     joints = {m: int(r.total.sum()) for m, r in results.items()}
-    return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers, joints)
+    instances = None
+    if primary and clear is not None and results[primary].hits is not None:
+        instances = {"metric": primary,
+                     "hits": ["".join("-" if v < 0 else str(int(v)) for v in row) for row in results[primary].hits],
+                     "clear": ["".join("1" if c else "0" for c in row) for row in clear]}
+    return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers, joints, instances)
 
 
 def _round(v: float) -> float | None:

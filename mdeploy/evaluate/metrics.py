@@ -69,6 +69,7 @@ def drop(metric: str | None, reference: float | None, value: float | None) -> fl
 class PCK:
     correct: np.ndarray  # [K] joints within the threshold
     total: np.ndarray  # [K] joints scored
+    hits: np.ndarray | None = None  # [N, K] per person: 1 within, 0 not, -1 not scored
 
     @property
     def value(self) -> float:
@@ -98,7 +99,8 @@ def pck(pred: np.ndarray, truth: np.ndarray, sizes: np.ndarray, alpha: float, mi
     scored = (truth[:, :, 2] >= min_visibility) & np.isfinite(sizes)[:, None]
     dist = np.linalg.norm(pred[:, :, :2] - truth[:, :, :2], axis=2)
     within = dist <= alpha * np.nan_to_num(sizes, nan=0.0)[:, None]
-    return PCK((within & scored).sum(axis=0), scored.sum(axis=0))
+    hits = np.where(scored, within.astype(np.int8), np.int8(-1))
+    return PCK((within & scored).sum(axis=0), scored.sum(axis=0), hits)
 
 
 def pckh(pred: np.ndarray, truth: np.ndarray, head: tuple[int, int], alpha: float, min_visibility: int) -> PCK:

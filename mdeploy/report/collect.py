@@ -35,7 +35,8 @@ def _accuracy_entry(gate: dict) -> dict:
     ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(metric) if metric else None
     return {"status": gate["status"], "metric": metric, "value": values.get(metric) if metric else None, "reference_kernels": ref,
             "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"), "drop": m.get("drop"),
-            "per_joint": m.get("per_joint"), "reason": m.get("unverified") or m.get("runtime_error")}
+            "per_joint": m.get("per_joint"), "reason": m.get("unverified") or m.get("runtime_error"),
+            "changed_joints": m.get("changed_joints")}
 
 
 def artifact_rows(manifest: dict) -> list[dict]:

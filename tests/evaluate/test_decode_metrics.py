@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mdeploy.evaluate.decode import decode, gaussian_kernel, smooth, to_source
+from mdeploy.evaluate.decode import clear_peaks, decode, gaussian_kernel, smooth, to_source
 from mdeploy.evaluate.metrics import head_sizes, pckh
 from mdeploy.spec import Preprocessing
 
@@ -120,3 +120,16 @@ def test_pefm_android_preset_follows_the_demo_rules():
     flat = hm.copy()
     flat[..., 1] = 0.005  # no cell reaches 0.01: the demo draws nothing that frame
     assert not decode_pefm_android(flat, stride=4).any()
+
+
+def test_a_clear_peak_is_high_and_alone():
+    """clear_peaks: one peak of 0.3 or more and no other local maximum of half of it; a broad
+    blob or a plateau of equal cells is one peak, not two."""
+    hm = np.zeros((2, 24, 24, 4), np.float32)
+    hm[0, ..., 0] = 0.9 * blob(24, 24, 6, 6) + 0.4 * blob(24, 24, 18, 18)  # second peak 0.44 of the first
+    hm[0, ..., 1] = 0.9 * blob(24, 24, 6, 6) + 0.5 * blob(24, 24, 18, 18)  # 0.56: two peaks
+    hm[0, ..., 2] = 0.25 * blob(24, 24, 12, 12)  # one peak, too low
+    hm[0, ..., 3] = 0.8 * blob(24, 24, 12, 12, sigma=4)  # broad
+    hm[1, 5, 5:7, 0] = 0.7  # a plateau of two cells
+    hm[1, ..., 1] = -0.1  # nothing above zero
+    assert clear_peaks(hm).tolist() == [[True, False, False, True], [True, False, False, False]]
