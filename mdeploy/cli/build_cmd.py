@@ -112,6 +112,15 @@ def _parity_cell(gate) -> str:
     return cell
 
 
+def _peak(disagreement: dict) -> str:
+    """'0.27 (weak)': the reference heatmap's peak, and whether it was one clear peak (evaluate/decode.py)."""
+    peak = disagreement.get("reference_peak")
+    if peak is None:
+        return "-"
+    clear = disagreement.get("reference_clear")
+    return f"{peak:.2f}" + ("" if clear is None else " (clear)" if clear else " (weak)")
+
+
 def render_summary(result, width: int | None = None) -> str:
     """The build's tables and notes; with `width` (a terminal's) every table fits in it."""
     from mdeploy.build import describe_changes
@@ -185,8 +194,9 @@ def render_summary(result, width: int | None = None) -> str:
             lines.append("keypoints whose argmax cell moved (first ones):")
             lines.append(
                 table(
-                    ["artifact", "sample", "keypoint", "reference (row, col)", "artifact (row, col)"],
-                    [[a, d["sample"], d["keypoint"], _cell(d.get("reference_cell")), _cell(d.get("artifact_cell"))] for a, d in dis[:12]],
+                    ["artifact", "sample", "keypoint", "reference (row, col)", "artifact (row, col)", "reference peak"],
+                    [[a, d["sample"], d["keypoint"], _cell(d.get("reference_cell")), _cell(d.get("artifact_cell")), _peak(d)]
+                     for a, d in dis[:12]],
                     width=width,
                 )
             )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mdeploy.evaluate.decode import clear_peaks
 from mdeploy.spec import ModelSpec
 from mdeploy.verify.people import MIN_RATIO, artifact_found
 
@@ -54,6 +55,7 @@ def measure(reference: np.ndarray, candidate: np.ndarray, sample_names: list[str
     ref_peaks = reference.max(axis=(1, 2))  # [N, K]
     cand_peaks = np.nan_to_num(candidate, nan=-np.inf).max(axis=(1, 2))
     drawn = (ref_peaks >= threshold) | (cand_peaks >= threshold)
+    clear = clear_peaks(reference)  # [N, K] the reference found the joint with one clear peak
     names = spec.keypoints.names
     disagreements = []
     for i, name in enumerate(sample_names):
@@ -77,6 +79,7 @@ def measure(reference: np.ndarray, candidate: np.ndarray, sample_names: list[str
                     "artifact_cell": [int(v) for v in cand_cells[i, k]],
                     "reference_peak": float(ref_peaks[i, k]),
                     "artifact_peak": float(cand_peaks[i, k]),
+                    "reference_clear": bool(clear[i, k]),
                 }
             )
     result.update(artifact_found(reference, candidate, sample_names, threshold))

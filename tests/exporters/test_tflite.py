@@ -84,6 +84,11 @@ def test_int8_calibrated_on_blank_images_is_caught(tmp_path, dots, dots_model, c
     assert changes["lost"] > 0 and 100.0 * (changes["lost"] - changes["gained"]) / counted == pytest.approx(
         acc["tflite/int8"]["metrics"]["drop"], abs=0.01), changes
     assert f"tflite/int8 on val: {changes['lost']} joint" in result.stdout and f"lost, {changes['gained']} gained" in result.stdout
+    # The keypoints that moved on the parity samples say whether the reference found them clearly.
+    moved = next(g for g in manifest["gates"]["parity"]["results"] if g["artifact"] == "tflite/int8")["metrics"]["disagreements"]
+    assert moved and all(isinstance(d["reference_clear"], bool) for d in moved)
+    assert all(d["reference_peak"] >= 0.3 for d in moved if d["reference_clear"])
+    assert "reference peak" in result.stdout
     report = (tmp_path / "b" / "blank_calibration" / "report" / "report.html").read_text()
     assert f'<span class="note changed-joints">{changes["lost"]} lost, {changes["gained"]} gained;' in report
     assert acc["tflite/fp32"]["status"] == "passed"
