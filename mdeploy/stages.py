@@ -530,8 +530,8 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     evaluate = family_of(spec).evaluate
     owner = model if artifact == MODEL_STAGE else ctx.dep(artifact)
     ds = load_split(recipe, split, ctx)
-    if artifact == MODEL_STAGE:
-        result = evaluate(canonical_runner(model), spec, ds)
+    if artifact == MODEL_STAGE:  # which joints it finds clearly: what the gates weigh an artifact's changes by
+        result = evaluate(canonical_runner(model), spec, ds, peaks=True)
     else:
         try:
             result = evaluate(open_runner(fmt, owner.out / rel_path), spec, ds)
@@ -547,6 +547,8 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     counted = f", {joints} joints" if joints else ""
     ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people{counted})")
     out = result.to_json() | {"split": info}
+    if getattr(result, "instances", None):
+        out["instances"] = result.instances
     if fmt == "tflite" and artifact != MODEL_STAGE:  # gated on XNNPACK; the reference kernels beside it
         out["kernels"] = "xnnpack"
         try:

@@ -88,17 +88,25 @@ SHARED_SESSION_FIXTURES = ("pefm_cache", "volumetric_training_build", "report_bu
 
 @pytest.hookimpl(wrapper=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    grouped = bool(getattr(config.option, "loadgroup", False))  # in an xdist worker run with --dist loadgroup
-    if grouped:
+    if getattr(config.option, "loadgroup", False):  # an xdist worker of a --dist loadgroup run
         _group_for_workers(items)
-    result = yield
-    if grouped and items and "@" not in items[0].nodeid:
-        raise pytest.UsageError("pytest-xdist did not apply the xdist_group marks (a pytest release it does not support? "
-                                "pyproject.toml pins a pair that works)")
-    return result
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """On the controller: xdist marks a test's group by appending '@GROUP' to its id. A pytest
+    release that ignores that (9.2 does) would spread each group over the workers, building
+    every slow fixture once per worker; stop the run instead of letting it get slower unnoticed."""
+    if node.config.getoption("dist", "no") == "loadgroup" and any("@" not in i.rsplit("::", 1)[-1] for i in ids):
+        pytest.exit("pytest-xdist did not apply the test groups of tests/conftest.py (a pytest release it does "
+                    "not support? pyproject.toml pins a pair that works)", returncode=4)
 
 
 def _group_for_workers(items) -> None:
+    """One xdist_group per test file, except that every file using one of SHARED_SESSION_FIXTURES
+    (directly or through another fixture) joins the group of that fixture: a union of files and
+    fixture names, whose root names the group."""
     parent: dict[str, str] = {}
 
     def root(node: str) -> str:
@@ -115,4 +123,3 @@ def _group_for_workers(items) -> None:
                     parent[a] = b
     for item in items:
         item.add_marker(pytest.mark.xdist_group(root(item.nodeid.split("::")[0])))
-

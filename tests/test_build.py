@@ -269,7 +269,7 @@ def test_changed_joints_are_counted_against_the_source_models_clear_ones():
     # the clear ones: person 0's joints 0 and 1, person 1's 2 and 3 (2 of 4 right in the source, 1 here).
     assert changes == {"lost": 1, "gained": 1, "weak_in_source": 1, "clear_joints": 4,
                        "clear_reference": 50.0, "clear_value": 25.0}
-    assert describe_changes(changes, "%") == ("; 1 joint lost, 1 gained, 1 of 2 weak in the source model "
+    assert describe_changes(changes, "%") == ("; 1 joint lost, 1 gained; 1 of these 2 weak in the source model "
                                               "(heatmap peak < 0.3 or a second peak); on the 4 it finds clearly: 25.0% vs 50.0%")
     assert changed_joints(reference, artifact | {"metric": "pck@0.2_torso"}, "pckh@0.5") is None
     assert changed_joints(reference, {**artifact, "hits": ["10-1"]}, "pckh@0.5") is None

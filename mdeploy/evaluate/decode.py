@@ -131,23 +131,24 @@ PEAK_WINDOW = 2  # local maxima are over (2 r + 1)^2 cells; a second peak lies o
 
 def clear_peaks(heatmaps: np.ndarray) -> np.ndarray:
     """[N, H, W, K] -> [N, K] True where a joint's heatmap has one clear peak: at least
-    CLEAR_PEAK, and no other local maximum (5 x 5) of SECOND_PEAK of it or more.
+    CLEAR_PEAK (heatmaps on the 0..1 scale of a drawn Gaussian), and no local maximum (5 x 5)
+    of SECOND_PEAK of it or more outside the 5 x 5 cells around the highest cell. A flat top
+    up to 3 cells wide is one peak; a wider one reads as two. Non-finite values count as 0.
 
     A joint that fails this is one the model barely finds (a low peak) or hesitates on (two
     near-equal peaks); any small change to the model, quantization among them, can move it.
     """
-    hm = np.asarray(heatmaps, np.float32)
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    hm = np.nan_to_num(np.asarray(heatmaps, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if hm.ndim == 3:
         hm = hm[None]
     n, h, w, k = hm.shape
     r = PEAK_WINDOW
-    local = hm
-    for axis in (1, 2):
-        pad = [(0, 0)] * 4
-        pad[axis] = (r, r)
-        padded = np.pad(local, pad, constant_values=-np.inf)
-        size = local.shape[axis]
-        local = np.max([np.take(padded, np.arange(i, i + size), axis=axis) for i in range(2 * r + 1)], axis=0)
+    padded = np.pad(hm, [(0, 0), (r, r), (0, 0), (0, 0)], constant_values=-np.inf)
+    local = sliding_window_view(padded, 2 * r + 1, axis=1).max(axis=-1)
+    padded = np.pad(local, [(0, 0), (0, 0), (r, r), (0, 0)], constant_values=-np.inf)
+    local = sliding_window_view(padded, 2 * r + 1, axis=2).max(axis=-1)
     peaks = np.where((hm == local) & (hm > 0), hm, 0.0)
     flat = hm.reshape(n, h * w, k)
     top_at = flat.argmax(axis=1)  # [N, K]

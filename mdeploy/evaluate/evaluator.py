@@ -38,13 +38,15 @@ class EvalResult:
     primary: str | None = None
     normalisers: dict[str, str] = field(default_factory=dict)
     joints: dict[str, int] = field(default_factory=dict)  # joints a percentage metric counted: its resolution
-    # Per person and joint, for the primary metric: "hits" (1 within, 0 not, - not scored) and
-    # "clear" (1 where the model's heatmap has one clear peak, decode.clear_peaks), one
-    # string per person. Gates compare an artifact's hits with its source model's, joint by joint.
+    # Per person and joint, for the primary metric: "hits" (1 within, 0 not, - not scored) and,
+    # when asked for (`evaluate(..., peaks=True)`), "clear" (1 where the model's heatmap has one
+    # clear peak, decode.clear_peaks), one string per person. The accuracy stage stores them for
+    # the gates, which compare an artifact's hits with its source model's, joint by joint; they
+    # are not part of `to_json` (a summary).
     instances: dict | None = None
 
     def to_json(self) -> dict:
-        return ({"instances": self.instances} if self.instances else {}) | {
+        return {
             "metrics": self.metrics,
             "primary": self.primary,
             "normalisers": self.normalisers,
@@ -73,21 +75,23 @@ def predict_split(
     batch_size: int = 16,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    peaks: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Keypoints in source-image pixels per sample: (the spec's decode [N, K, 3], PEFM's decode [N, K, 2],
-    [N, K] whether each joint's heatmap has one clear peak)."""
+    with `peaks` [N, K] whether each joint's heatmap has one clear peak, else None)."""
     n = min(len(ds), limit) if limit else len(ds)
     k = len(spec.keypoints)
     std = np.zeros((n, k, 3), np.float32)
     lenient = np.zeros((n, k, 2), np.float64)
-    clear = np.zeros((n, k), bool)
+    clear = np.zeros((n, k), bool) if peaks else None
     stride = spec.output_stride
     for start in range(0, n, batch_size):
         idx = list(range(start, min(n, start + batch_size)))
         batch, affines = prepare(spec, ds, idx)
         hm = np.asarray(runner(batch), np.float32)
         a = decode_spec(hm, stride, spec.decode)
-        clear[idx] = clear_peaks(hm)
+        if peaks:
+            clear[idx] = clear_peaks(hm)
         lenient[idx] = pefm.decode(hm, affines, spec.preprocessing.size)
         for j, i in enumerate(idx):
             std[i] = to_source(a[j], affines[j])
@@ -97,12 +101,15 @@ def predict_split(
 
 
 def evaluate(runner: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, ds: Dataset, **options) -> EvalResult:
-    """Score a runner on a split; `options` as `predict_split` takes them (batch_size, limit, progress)."""
+    """Score a runner on a split; `options` as `predict_split` takes them (batch_size, limit,
+    progress, peaks: also say which joints the heatmaps find clearly)."""
     std, lenient, clear = predict_split(runner, spec, ds, **options)
     return score(std, lenient, ds, spec, clear)
 
 
 def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec, clear: np.ndarray | None = None) -> EvalResult:
+    """The split's metrics for keypoints in source pixels (`predict_split`'s first two), with the
+    per-joint hits of the primary metric in `instances`, and `clear` [N, K] beside them if given."""
     n = len(std)
     truth = np.stack([ds.samples[i].keypoints for i in range(n)]).astype(np.float32)
     results, normalisers, scored = {}, {}, {}
@@ -133,10 +140,11 @@ def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec, cl
     metrics = {m: (_round(results[m].value) if m in results else None) for m in METRICS}
     joints = {m: int(r.total.sum()) for m, r in results.items()}
     instances = None
-    if primary and clear is not None and results[primary].hits is not None:
+    if primary and results[primary].hits is not None:
         instances = {"metric": primary,
-                     "hits": ["".join("-" if v < 0 else str(int(v)) for v in row) for row in results[primary].hits],
-                     "clear": ["".join("1" if c else "0" for c in row) for row in clear]}
+                     "hits": ["".join("-" if v < 0 else str(int(v)) for v in row) for row in results[primary].hits]}
+        if clear is not None:
+            instances["clear"] = ["".join("1" if c else "0" for c in row) for row in clear]
     return EvalResult(metrics, per_joint, n, scored.get(primary, 0), primary, normalisers, joints, instances)
 
 

@@ -124,7 +124,7 @@ def test_pefm_android_preset_follows_the_demo_rules():
 
 def test_a_clear_peak_is_high_and_alone():
     """clear_peaks: one peak of 0.3 or more and no other local maximum of half of it; a broad
-    blob or a plateau of equal cells is one peak, not two."""
+    blob or a plateau of two equal cells is one peak, not two; a NaN cell counts as 0."""
     hm = np.zeros((2, 24, 24, 4), np.float32)
     hm[0, ..., 0] = 0.9 * blob(24, 24, 6, 6) + 0.4 * blob(24, 24, 18, 18)  # second peak 0.44 of the first
     hm[0, ..., 1] = 0.9 * blob(24, 24, 6, 6) + 0.5 * blob(24, 24, 18, 18)  # 0.56: two peaks
@@ -132,4 +132,6 @@ def test_a_clear_peak_is_high_and_alone():
     hm[0, ..., 3] = 0.8 * blob(24, 24, 12, 12, sigma=4)  # broad
     hm[1, 5, 5:7, 0] = 0.7  # a plateau of two cells
     hm[1, ..., 1] = -0.1  # nothing above zero
-    assert clear_peaks(hm).tolist() == [[True, False, False, True], [True, False, False, False]]
+    hm[1, ..., 2] = 0.9 * blob(24, 24, 12, 12)
+    hm[1, 3, 3, 2] = np.nan
+    assert clear_peaks(hm).tolist() == [[True, False, False, True], [True, False, True, False]]
