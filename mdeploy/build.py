@@ -240,6 +240,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 deps=deps,
                 tools=target.tools,
                 groups=("export", target.format),
+                code_version=3,  # 3: TFLite depthwise bands XNNPACK takes whole; details say how XNNPACK takes the file
             )
         )
         stages.append(

@@ -161,9 +161,19 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
     inputs.out.write_bytes(flatbuffer)
     details = describe_flatbuffer(flatbuffer)
     details.update(rewrites)
-    if details["gpu_fallback"]:
-        inputs.log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details['gpu_fallback']}))}")
+    log_delegates(inputs.log, details)
     return details
+
+
+def log_delegates(log, details: dict) -> None:
+    """One line each for what the GPU delegate and XNNPACK leave to other kernels, if anything."""
+    if details["gpu_fallback"]:
+        log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details['gpu_fallback']}))}")
+    plan = details.get("xnnpack") or {}
+    if plan.get("builtin"):
+        ops = ", ".join(f"{o['op']} x{o['count']}" for o in plan["builtin"])
+        parts = plan["partitions"]
+        log(f"XNNPACK leaves to TFLite's builtin kernels: {ops} ({parts} delegated part{'' if parts == 1 else 's'})")
 
 
 def _convert(target: ExportTarget, inputs: ExportInputs, saved_model: Path) -> bytes:
@@ -204,7 +214,44 @@ def describe_flatbuffer(flatbuffer: bytes) -> dict:
         for name, d in details.items():
             scale, zero = d["quantization"]
             io[f"{kind}:{name}"] = {"dtype": d["dtype"].__name__, "shape": [int(v) for v in d["shape"]], "scale": scale, "zero_point": zero}
-    return {"ops": ops, "io": io, "gpu_fallback": gpu_fallback(ops)}
+    return {"ops": ops, "io": io, "gpu_fallback": gpu_fallback(ops), "xnnpack": xnnpack_plan(flatbuffer)}
+
+
+def xnnpack_plan(flatbuffer: bytes) -> dict:
+    """How LiteRT's default XNNPACK delegate takes a .tflite: {partitions: the delegated parts,
+    builtin: [{op, count}] the ops it leaves to TFLite's builtin kernels}.
+
+    Read from the interpreter itself once the delegate is applied: each DELEGATE node stands for
+    the ops that produce its outputs, back to its inputs; every other op runs on the builtin
+    kernels, and each one cuts the delegated graph (on phones too, where XNNPACK is the CPU
+    default). An int8 op XNNPACK does not take (a standalone RELU, PRELU, ADD_N, a SLICE with a
+    -1 size) costs far more than the op itself.
+    """
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_content=flatbuffer)
+        interp.allocate_tensors()
+    except Exception as err:  # a file the runtime refuses fails its gates later, with the message
+        return {"partitions": None, "builtin": [], "error": (str(err).strip().splitlines() or [type(err).__name__])[0][:300]}
+    details = interp._get_ops_details()  # noqa: SLF001 (the execution plan is not public)
+    delegates = [d for d in details if d["op_name"] == "DELEGATE"]
+    ops = {d["index"]: d for d in details if d["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, d in ops.items() for t in d["outputs"]}
+    delegated: set[int] = set()
+    for delegate in delegates:
+        boundary = {int(t) for t in delegate["inputs"]}
+        stack = [producer[int(t)] for t in delegate["outputs"] if int(t) in producer]
+        while stack:
+            index = stack.pop()
+            if index in delegated:
+                continue
+            delegated.add(index)
+            stack += [producer[int(t)] for t in ops[index]["inputs"] if int(t) not in boundary and int(t) in producer]
+    left = Counter(d["op_name"] for i, d in ops.items() if i not in delegated)
+    return {"partitions": len(delegates), "builtin": [{"op": op, "count": n} for op, n in sorted(left.items())]}
 
 
 # Builtin ops the TFLite GPU delegate accepts (the cases of TFLite's GPU compatibility check,

@@ -236,7 +236,7 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
         x = g.graph.get_tensor_by_name(x_ref if ":" in x_ref else f"{x_ref}:0")
         if not x.shape.is_fully_defined():
             continue
-        _, height, width, _ = x.shape.as_list()
+        batch, height, width, channels = x.shape.as_list()
         sh, sw = strides[1], strides[2]
         (top, bottom), (left, right) = ((_same_padding(height, kh, sh), _same_padding(width, kw, sw)) if padding == "SAME"
                                         else ((0, 0), (0, 0)))
@@ -260,7 +260,9 @@ def split_depthwise(graph_def, input_name: str, output_names: list[str], max_tap
         for i, (r0, r1, c0, c1) in enumerate(bands):
             rows, cols = (out_h - 1) * sh + (r1 - r0), (out_w - 1) * sw + (c1 - c0)
             begin = np.array([0, r0, c0, 0], np.int32)
-            size = np.array([-1, rows, cols, -1], np.int32)
+            # Every size spelled out: XNNPACK leaves a SLICE with a -1 size to the builtin kernels,
+            # which would cut the delegated graph at every band.
+            size = np.array([batch, rows, cols, channels], np.int32)
             added.append(g.const(f"{base}/begin_{i}", begin))
             added.append(g.const(f"{base}/size_{i}", size))
             added.append(g.op(f"{base}/slice_{i}", "Slice", [source, f"{base}/begin_{i}", f"{base}/size_{i}"], like=node,

@@ -156,7 +156,7 @@ def check_exports(recipe) -> None:
 
 def package(target, inputs) -> dict:
     """tflite/fp32 of a .tflite import: the imported file with a serving signature (image -> heatmaps)."""
-    from mdeploy.exporters.tflite import describe_flatbuffer
+    from mdeploy.exporters.tflite import describe_flatbuffer, log_delegates
 
     source = inputs.spec.source
     data = inputs.saved_model.read_bytes()  # the model stage's copy of the imported file
@@ -164,8 +164,7 @@ def package(target, inputs) -> dict:
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
     inputs.out.write_bytes(packed)
     details_ = describe_flatbuffer(packed)
-    if details_["gpu_fallback"]:
-        inputs.log(f"GPU delegate would leave to the CPU: {', '.join(sorted({o['op'] for o in details_['gpu_fallback']}))}")
+    log_delegates(inputs.log, details_)
     return {**details_, "packaged_from": {"input": source["input"], "output": source["output"]}}
 
 

@@ -56,6 +56,7 @@ def artifact_rows(manifest: dict) -> list[dict]:
             "accuracy": None,  # on the first real validation split, else the first one (the plots read it)
             "accuracy_by_split": {},
             "gpu_fallback": None,
+            "xnnpack": None,  # TFLite: how XNNPACK takes the file (exporters/tflite.py: xnnpack_plan)
         }
         p = parity.get(art["id"])
         if art["id"] == "model":
@@ -75,6 +76,7 @@ def artifact_rows(manifest: dict) -> list[dict]:
         row["calibration"] = details.get("calibration")
         row["mixed_precision"] = details.get("mixed_precision")
         row["int8_rewrites"] = _int8_rewrites(details)
+        row["xnnpack"] = details.get("xnnpack")
         if "gpu_fallback" in details:
             row["gpu_fallback"] = sorted({f["op"] for f in details["gpu_fallback"]})
         if o is not None:

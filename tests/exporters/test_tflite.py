@@ -128,7 +128,25 @@ def test_gpu_delegate_report_names_ops_it_cannot_run(tmp_path):
     details = convert(fp32_target(), ExportInputs(sm, None, tmp_path / "x.tflite", logged.append))
     assert "ARG_MAX" in details["ops"] and "RELU" in details["ops"]
     assert [f["op"] for f in details["gpu_fallback"]] == ["ARG_MAX"]
-    assert logged == ["GPU delegate would leave to the CPU: ARG_MAX"]
+    # XNNPACK, read from the interpreter with the delegate applied: ARG_MAX and its CAST stay out.
+    assert details["xnnpack"] == {"partitions": 1, "builtin": [{"op": "ARG_MAX", "count": 1}, {"op": "CAST", "count": 1}]}
+    assert logged == ["GPU delegate would leave to the CPU: ARG_MAX",
+                      "XNNPACK leaves to TFLite's builtin kernels: ARG_MAX x1, CAST x1 (1 delegated part)"]
+
+
+def test_xnnpack_plan_finds_the_ops_that_cut_the_delegated_graph(tmp_path):
+    """ADD_N, which XNNPACK does not run, between two delegated parts; a graph of ops it runs is one part."""
+    import tensorflow as tf
+
+    from mdeploy.exporters import ExportInputs
+    from mdeploy.exporters.tflite import convert
+
+    sm = saved_model(tmp_path, lambda x: tf.nn.relu(tf.add_n([tf.nn.relu(x), tf.sigmoid(x), x * 2.0])) * 3.0)
+    details = convert(fp32_target(), ExportInputs(sm, None, tmp_path / "x.tflite", lambda line: None))
+    assert details["xnnpack"] == {"partitions": 2, "builtin": [{"op": "ADD_N", "count": 1}]}
+    plain = saved_model(tmp_path / "plain", lambda x: tf.nn.relu(x + tf.sigmoid(x)) * 3.0)
+    details = convert(fp32_target(), ExportInputs(plain, None, tmp_path / "y.tflite", lambda line: None))
+    assert details["xnnpack"] == {"partitions": 1, "builtin": []}
 
 
 def test_ops_outside_the_builtins_are_named(tmp_path):
