@@ -75,6 +75,10 @@ def test_pefm_release_through_every_exporter(tmp_path, pefm_recipe, pefm_cache):
     result = build(recipe, out_root=tmp_path / "b", cache=pefm_cache)
     ids = [a["id"] for a in result.manifest["artifacts"]]
     assert ids == ["model", "spec", "tflite/fp32", "tflite/fp16", "tflite/dynamic", "tflite/int8", "onnx", "coreml", "mace", "mace/yml"]
+    # The release's 7x7 depthwise layers run as bands; XNNPACK takes the fp32 and int8 files whole.
+    details = {a["id"]: a.get("details") or {} for a in result.manifest["artifacts"]}
+    for variant in ("tflite/fp32", "tflite/int8"):
+        assert details[variant]["split_depthwise"] and details[variant]["xnnpack"] == {"partitions": 1, "builtin": []}, variant
     parity = {g.artifact: g for g in result.gates if g.gate == "parity"}
     for exact in ("tflite/fp32", "onnx", "mace"):
         assert parity[exact].status == "passed" and parity[exact].metrics["max_abs"] < 1e-4, exact
