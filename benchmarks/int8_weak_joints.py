@@ -40,6 +40,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from mdeploy.evaluate.decode import clear_peaks, decode_spec, to_source
     from mdeploy.evaluate.evaluator import prepare
+    from mdeploy.evaluate.metrics import pck
     from mdeploy.spec import ModelSpec
 
     first = next(iter(files.values())).parents[1]
@@ -47,12 +48,12 @@ def main() -> None:
     fp32 = first / "tflite" / "pefm_cpm_fp32.tflite"
 
     def hits(points, affines, ds) -> np.ndarray:
-        """[N, K] within half a head size, NaN where not scored (not visible, or no head size)."""
+        """[N, K] PCKh@0.5 per joint (the evaluator's rule: visible joints), NaN where not scored."""
         src = np.stack([to_source(points[i], affines[i]) for i in range(len(points))])
         truth = np.stack([s.keypoints for s in ds.samples])
         head = np.array([np.nan if s.head_size is None else s.head_size for s in ds.samples])
-        ok = np.linalg.norm(src[..., :2] - truth[..., :2], axis=-1) <= 0.5 * np.nan_to_num(head)[:, None]
-        return np.where((truth[..., 2] >= 2) & np.isfinite(head)[:, None], ok.astype(float), np.nan)
+        per_joint = pck(src, truth, head, 0.5, min_visibility=2).hits
+        return np.where(per_joint >= 0, per_joint.astype(float), np.nan)
 
     print(f"Machine: {machine()}; {datetime.date.today()}; XNNPACK\n")
     print("| set | int8 file | labelled joints clear / weak | moved > 8 px: clear / weak "

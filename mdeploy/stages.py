@@ -547,7 +547,7 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     counted = f", {joints} joints" if joints else ""
     ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people{counted})")
     out = result.to_json() | {"split": info}
-    if getattr(result, "instances", None):
+    if result.instances:
         out["instances"] = result.instances
     if fmt == "tflite" and artifact != MODEL_STAGE:  # gated on XNNPACK; the reference kernels beside it
         out["kernels"] = "xnnpack"

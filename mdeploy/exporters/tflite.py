@@ -208,18 +208,20 @@ def describe_flatbuffer(flatbuffer: bytes) -> dict:
 
     interp = Interpreter(model_content=flatbuffer)
     ops = sorted({d["op_name"] for d in interp._get_ops_details()})  # noqa: SLF001 (the analyzer's own data)
+    plan = xnnpack_plan(interp)  # before the signature runner, which holds the tensors the delegate would move
     runner = interp.get_signature_runner("serving_default")
     io = {}
     for kind, details in (("input", runner.get_input_details()), ("output", runner.get_output_details())):
         for name, d in details.items():
             scale, zero = d["quantization"]
             io[f"{kind}:{name}"] = {"dtype": d["dtype"].__name__, "shape": [int(v) for v in d["shape"]], "scale": scale, "zero_point": zero}
-    return {"ops": ops, "io": io, "gpu_fallback": gpu_fallback(ops), "xnnpack": xnnpack_plan(flatbuffer)}
+    return {"ops": ops, "io": io, "gpu_fallback": gpu_fallback(ops), "xnnpack": plan}
 
 
-def xnnpack_plan(flatbuffer: bytes) -> dict:
-    """How LiteRT's default XNNPACK delegate takes a .tflite: {partitions: the delegated parts,
-    builtin: [{op, count}] the ops it leaves to TFLite's builtin kernels}.
+def xnnpack_plan(model) -> dict:
+    """How LiteRT's default XNNPACK delegate takes a .tflite (its bytes, or an Interpreter of it
+    whose tensors are not allocated yet): {partitions: the delegated parts, builtin: [{op, count}]
+    the ops it leaves to TFLite's builtin kernels}.
 
     Read from the interpreter itself once the delegate is applied: each DELEGATE node stands for
     the ops that produce its outputs, back to its inputs; every other op runs on the builtin
@@ -232,8 +234,8 @@ def xnnpack_plan(flatbuffer: bytes) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        interp = Interpreter(model_content=flatbuffer)
-        interp.allocate_tensors()
+        interp = Interpreter(model_content=model) if isinstance(model, bytes) else model
+        interp.allocate_tensors()  # where the delegate takes its ops
     except Exception as err:  # a file the runtime refuses fails its gates later, with the message
         return {"partitions": None, "builtin": [], "error": (str(err).strip().splitlines() or [type(err).__name__])[0][:300]}
     details = interp._get_ops_details()  # noqa: SLF001 (the execution plan is not public)
