@@ -16,7 +16,9 @@ keypoint distance uses every joint of every person, so it is a steadier measure 
 quantization does than PCKh on 9 people (where one joint is 1.4 points). A set a file was
 calibrated on shows fit, not generalisation. Last, every file is timed on XNNPACK,
 interleaved in one process (median, 1 and 2 threads), so each configuration's cost sits next
-to its fidelity.
+to its fidelity. Every configuration splits the concatenations (`int8_concat: split`, the
+default when these tables were measured) unless it says otherwise; `benchmarks/int8_concat.py`
+compares that with scaling them, which the default `auto` now does on this model.
 
     python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity] [--runs 40]
 """
@@ -57,9 +59,11 @@ CONFIGS = {
 
 def build(out: Path, name: str, overrides: list[str]) -> Path:
     coco = REALKP / "coco"
+    pinned = [] if any("int8_concat" in o for o in overrides) else ["export.tflite.int8_concat=split"]
     sets = [
         "export.tflite.variants=[fp32, int8]",
         f"data.calibration={{coco: {{annotations: {coco / 'test_coco.json'}, images: {coco}}}}}",
+        *pinned,
         *overrides,
     ]
     folder = out / name.split(" (")[0].replace(", ", "_").replace(" + ", "_").replace(" ", "-")

@@ -187,6 +187,20 @@ def _position(pending: Pending) -> tuple:
     return ("", 0, 0, pending.keypath)
 
 
+# The mdeploy modules each kind of stage runs (Stage.code): their source enters the stage's cache
+# key, so changed code never reuses an entry the old code made. Generous on purpose: a stage that
+# reruns costs time, one that is wrongly cached gives a wrong artifact.
+_SHARED = ("stages.py", "spec.py", "families", "keypoints.py", "images.py", "units.py")
+STAGE_CODE = {
+    "data": ("data", "keypoints.py", "images.py"),
+    "train": _SHARED + ("data", "train", "models"),
+    "model": _SHARED + ("importers", "models"),
+    "export": _SHARED + ("exporters", "importers", "data", "evaluate", "runners", "verify", "mace_rules.py"),
+    "verify": _SHARED + ("verify", "runners", "evaluate", "data"),
+    "glue": _SHARED + ("codegen",),
+}
+
+
 def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> Plan:
     stages: list[Stage] = []
     data_keys = _data_stages(recipe, stages)
@@ -201,6 +215,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 deps=(TRAIN_STAGE,),
                 tools=("tensorflow", "keras"),
                 groups=("train",),
+                code=STAGE_CODE["model"],
             )
         )
     else:
@@ -218,6 +233,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 deps=(MODEL_STAGE,),
                 tools=PARITY_TOOLS,
                 groups=("verify", "people"),
+                code=STAGE_CODE["verify"],
             )
         )
     for target in targets:
@@ -241,6 +257,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 tools=target.tools,
                 groups=("export", target.format),
                 code_version=3,  # 3: TFLite depthwise bands XNNPACK takes whole; details say how XNNPACK takes the file
+                code=STAGE_CODE["export"],
             )
         )
         stages.append(
@@ -253,6 +270,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                 tools=PARITY_TOOLS,
                 groups=("verify", "parity"),
                 code_version=3,  # 3: moved keypoints say whether the reference's peak was clear
+                code=STAGE_CODE["verify"],
             )
         )
     stages += _glue_stages(recipe, targets, build_dir or Path("build").absolute() / recipe.name)
@@ -272,6 +290,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                     tools=ACCURACY_TOOLS,
                     groups=("verify", "accuracy"),
                     code_version=3,  # 3: per-joint hits (and the canonical model's clear peaks) for changed_joints
+                    code=STAGE_CODE["verify"],
                 )
             )
     return Plan(recipe, stages, targets, pending_sections(recipe))
@@ -314,6 +333,7 @@ def _glue_stages(recipe: Recipe, targets: list[ExportTarget], build_dir: Path) -
                 deps=deps,
                 tools=("jinja2",),
                 groups=("app", "glue"),
+                code=STAGE_CODE["glue"],
             )
         )
     return out
@@ -337,6 +357,7 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
                     tools=("pillow", "numpy"),
                     groups=("data",),
                     publish=False,
+                    code=STAGE_CODE["data"],
                 )
             )
             keys[split] = ((name,), None)
@@ -385,6 +406,7 @@ def _train_stage(recipe: Recipe, cache: Cache, data_keys: dict) -> Stage:
         deps=deps,
         tools=("tensorflow", "keras"),
         groups=("train",),
+        code=STAGE_CODE["train"],
     )
 
 
@@ -433,6 +455,7 @@ def _import_stage(recipe: Recipe, cache: Cache) -> Stage:
         key={"name": recipe.name, "model": recipe.section_json("model"), "file_sha256": digest},
         tools=("ai-edge-litert",) if section.format == "tflite" else ("tensorflow",),
         groups=("import",),
+        code=STAGE_CODE["model"],
     )
 
 

@@ -14,6 +14,7 @@ stages that did complete are cached for the next one.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ class Stage:
     groups: tuple[str, ...] = ()
     code_version: int = 2  # raised when what stages write changes (2: reproducible serialization)
     publish: bool = True  # its files go into the build folder (data splits stay in the cache)
+    code: tuple[str, ...] = ()  # mdeploy modules and folders it runs, whose source enters the key (`code_digest`)
 
     def selected_by(self, names: set[str]) -> bool:
         return self.name in names or any(g in names for g in self.groups)
@@ -253,11 +255,34 @@ def _damage(out: Path, files: dict) -> str | None:
     return None
 
 
+PACKAGE = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=None)
+def code_digest(paths: tuple[str, ...], root: Path = PACKAGE) -> str | None:
+    """sha256 of the source under each of `paths` (modules or folders of the mdeploy package,
+    relative to `root`; compiled caches left out): a stage's key changes with the code it runs, so
+    a cached entry made by other code is never taken for this code's (None: no paths)."""
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for rel in sorted(set(paths)):
+        path = root / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
+                continue
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
 def stage_key(stage: Stage, dep_keys: dict[str, str]) -> str:
     return sha256_json(
         {
             "stage": stage.name,
             "code": stage.code_version,
+            "source": code_digest(tuple(stage.code)),
             "mdeploy": __version__,
             "key": stage.key,
             "deps": dep_keys,

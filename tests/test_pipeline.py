@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +71,47 @@ def test_tool_versions_enter_the_key():
     other = Stage("s", "", lambda ctx: {}, key={}, tools=("pydantic",))
     assert stage_key(stage, {}) != stage_key(other, {})
     assert stage_key(stage, {}) == stage_key(Stage("s", "", lambda ctx: {}, key={}, tools=("numpy",)), {})
+
+
+def test_the_source_a_stage_runs_enters_its_key(tmp_path):
+    """A stage names the mdeploy modules it runs; an edit to one of them (even a byte) changes
+    the key, an edit elsewhere or to a compiled cache does not."""
+    from mdeploy.pipeline import code_digest
+
+    package = tmp_path / "pkg"
+    (package / "importers" / "__pycache__").mkdir(parents=True)
+    (package / "importers" / "folds.py").write_text("FOLD = True\n")
+    (package / "importers" / "__pycache__" / "folds.cpython-311.pyc").write_bytes(b"compiled")
+    (package / "report.py").write_text("TITLE = 'a'\n")
+    before = code_digest(("importers",), package)
+    (package / "report.py").write_text("TITLE = 'b'\n")
+    (package / "importers" / "__pycache__" / "folds.cpython-311.pyc").write_bytes(b"recompiled")
+    code_digest.cache_clear()
+    assert code_digest(("importers",), package) == before
+    (package / "importers" / "folds.py").write_text("FOLD = False\n")
+    code_digest.cache_clear()
+    assert code_digest(("importers",), package) != before
+    assert code_digest((), package) is None
+
+    stage = Stage("model", "", lambda ctx: {}, key={}, code=("importers",))
+    assert stage_key(stage, {}) != stage_key(Stage("model", "", lambda ctx: {}, key={}, code=("exporters",)), {})
+    assert stage_key(stage, {}) != stage_key(Stage("model", "", lambda ctx: {}, key={}), {})
+
+
+def test_every_build_stage_names_the_code_it_runs(tmp_path):
+    """Each stage a build plans (here the PEFM-style import with int8 and the quickstart's
+    training) carries the modules it runs, and each of them exists in the package."""
+    from mdeploy.build import STAGE_CODE, plan_build
+    from mdeploy.pipeline import PACKAGE
+    from mdeploy.recipe.loader import load_recipe
+
+    for paths in STAGE_CODE.values():
+        assert all((PACKAGE / p).exists() for p in paths), paths
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "cpm_android.yaml")
+    plan = plan_build(recipe, Cache(tmp_path / "cache"), tmp_path / "build")
+    assert plan.stages and all(stage.code for stage in plan.stages), [s.name for s in plan.stages if not s.code]
+    train = next(s for s in plan.stages if s.name == "train")
+    assert "train" in train.code and "exporters" not in train.code
 
 
 def test_no_cache_reruns_and_only_selects(tmp_path):

@@ -88,18 +88,23 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
     return out
 
 
+# export.tflite.int8_concat -> the rewrites it runs (exporters/xnnpack_rewrites.py), in order
+CONCAT_REWRITES = {"auto": ["scale_concat_direct", "split_concat_chains"], "scale": ["scale_concat"], "split": ["split_concat"]}
+
+
 @contextmanager
 def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     """The canonical SavedModel through the rewrites that keep this variant on XNNPACK's fast
     paths and int8 its precision (exporters/xnnpack_rewrites.py: `split_depthwise`; for int8 also
-    `int8_prelu`, `int8_concat` and `int8_equalize`, the last measured on the calibration
-    images); the rewritten model is made once per content in a process and shared by the variants."""
+    `int8_prelu`, `int8_concat` and `int8_equalize`; scaled concatenations and equalization are
+    measured on the calibration images); the rewritten model is made once per content in a process and shared by the variants."""
     # Equalization last, on the graph that is quantized: a depthwise layer split into bands is
     # not rescaled (each band's partial sum is an int8 tensor of its own; rescaling the PEFM
     # CPM's 7x7 layers before the split brought its heatmap error back to plain int8's).
+    concat = CONCAT_REWRITES.get(target.settings.get("int8_concat"), [])
     rewrites = [name for name, on in (("split_depthwise", target.settings.get("split_depthwise")),
                                       ("prelu_as_leaky_relu", target.settings.get("int8_prelu") == "leaky_relu"),
-                                      ("split_concat", target.settings.get("int8_concat") == "split"),
+                                      *((name, True) for name in concat),
                                       ("equalize_ranges", target.settings.get("int8_equalize")))
                 if on]
     if not rewrites:
@@ -124,14 +129,25 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
         inputs.log(f"{len(done)} PReLU layer(s) as LeakyReLU for XNNPACK's int8 kernels ({single} with one slope: a single op)")
         summary["int8_prelu"] = {"layers": len(done), "single_op": single, "as": "w1 * x + w2 * leaky_relu(x)"}
     fallbacks = {}
-    if "split_concat" in changed:
-        done = changed["split_concat"]
+    split = next((name for name in ("split_concat", "split_concat_chains") if name in changed), None)
+    scaled = next((name for name in ("scale_concat", "scale_concat_direct") if name in changed), None)
+    if split or scaled:
+        summary["int8_concat"] = {"mode": target.settings["int8_concat"]}
+    if scaled:
+        done = changed[scaled]
+        scales = [s for d in done for s in d["scales"] if s != 1.0]
+        inputs.log(f"{len(done)} concatenation(s) with {len(scales)} faint part(s) scaled up x{min(scales):.3g}-x{max(scales):.3g} "
+                   "to share the concatenation's int8 range, the reading convolutions' weights divided back")
+        summary["int8_concat"]["scaled"] = {"concatenations": len(done), "parts_scaled": len(scales),
+                                            "parts": [d["channels"] for d in done], "scales": [d["scales"] for d in done]}
+    if split:
+        done = changed[split]
         readers = sum(len(d["readers"]) for d in done)
         inputs.log(f"{len(done)} concatenation(s) split into per-part convolutions ({readers} reading convolution(s)) so "
                    "each part keeps its own int8 scale")
-        summary["int8_concat"] = {"concatenations": len(done), "readers": readers,
-                                  "parts": [d["channels"] for d in done]}
-        others = [r for r in rewrites if r != "split_concat"]
+        summary["int8_concat"]["split"] = {"concatenations": len(done), "readers": readers,
+                                           "parts": [d["channels"] for d in done]}
+        others = [r for r in rewrites if r != split]
         fallbacks["int8_concat"] = lambda: rewritten(inputs.saved_model, others, inputs.calibration)[0] or inputs.saved_model
     if "equalize_ranges" in changed:
         done = changed["equalize_ranges"]
@@ -155,8 +171,8 @@ def convert(target: ExportTarget, inputs: ExportInputs) -> dict:
             # What follows in the stage (the mixed-precision search) reads the graph that ships.
             inputs.saved_model = inputs.fallbacks["int8_concat"]()
             flatbuffer = _convert(target, inputs, inputs.saved_model)
-            rewrites["int8_concat"] = {"undone": "a part below one int8 step of its sum (XNNPACK refuses such ADDs)",
-                                       "sums": refused[:8]}
+            rewrites["int8_concat"] = {**rewrites["int8_concat"], "split": {
+                "undone": "a part below one int8 step of its sum (XNNPACK refuses such ADDs)", "sums": refused[:8]}}
     inputs.out.parent.mkdir(parents=True, exist_ok=True)
     inputs.out.write_bytes(flatbuffer)
     details = describe_flatbuffer(flatbuffer)

@@ -1,7 +1,7 @@
 """Graph rewrites for the TFLite artifacts: XNNPACK's fast paths, and int8 that keeps its numbers.
 
 XNNPACK is the CPU backend a TFLite app gets by default. Two things in pose models fall off
-its fast paths, and two lose int8 precision; all four have exact (float) rewrites:
+its fast paths, and two lose int8 precision; all have exact (float) rewrites:
 
 **Large depthwise kernels** (`export.tflite.split_depthwise`). XNNPACK has single-pass
 depthwise kernels for up to 25 taps (3x3, 5x5 and anything with as few taps). A 7x7 depthwise
@@ -25,14 +25,31 @@ LEAKY_RELU. XNNPACK takes LEAKY_RELU, MUL and ADD in int8.
 **Concatenations in int8** (`export.tflite.int8_concat`). TFLite's int8 CONCATENATION gives
 its inputs and its output one scale. A CPM or OpenPose stage reads concat(features, previous
 heatmaps): the heatmaps (0..1) get the features' step (0..18 in the PEFM release: 0.07, about
-14 levels for a heatmap), and every stage refines coarser maps. A convolution over a channel
-concatenation is the sum of one convolution per part over its slice of the input channels,
-so each reading Conv2D becomes that sum (its bias and any constant per-channel Mul/Add after
-it, an unfolded batch norm, folded into the parts), and per-channel ops between the
-concatenation and the convolution (a depthwise convolution, bias, ReLU) are repeated per part:
-each part keeps its own int8 scale and the ADDs rescale. A part so faint that it is below one
-int8 step of the sum gains nothing and makes an ADD XNNPACK refuses: the exporter checks the
-converted file (`refused_split_sums`) and converts the graph without the split when that happens.
+14 levels for a heatmap), and every stage refines coarser maps. Two exact remedies:
+
+- *scale* (`scale_concat`): a convolution is linear in each input channel, so a faint part can
+  be multiplied by s before the concatenation and the reading convolution's weights for its
+  channels divided by s. The part then shares the concatenation's range instead of a sliver of
+  it, at the cost of one MUL. A Conv2D has one int8 weight scale per output channel across all
+  parts, so s balances the range between the activation and those weights (sqrt of the range
+  ratio times the weight ratio, as for equalization below); a depthwise layer's weights have a
+  scale per channel, so there s is the whole range ratio. Between the concatenation and the
+  Conv2D, per-channel ops (a depthwise layer, a bias, a ReLU) carry the scale along, and s stops
+  where a part's channels would set the range of a tensor they pass through: after a depthwise
+  layer the part is one of that tensor's channels again, with one scale for all of them.
+- *split* (`split_concat`): a convolution over a channel concatenation is the sum of one
+  convolution per part over its slice of the input channels, so each reading Conv2D becomes
+  that sum (its bias and any constant per-channel Mul/Add after it, an unfolded batch norm,
+  folded into the parts), and per-channel ops between the concatenation and the convolution
+  are repeated per part: each part keeps its own int8 scale all the way, and the ADDs rescale.
+  It costs a convolution and an ADD per part. A part so faint that it is below one int8 step of
+  the sum gains nothing and makes an ADD XNNPACK refuses: the exporter checks the converted
+  file (`refused_split_sums`) and converts the graph without the split when that happens.
+
+`auto` (the default) scales the concatenations Conv2D layers read directly, where the two are
+as precise (the PEFM CPM, docs/benchmarks.md) and scaling adds no convolution, and splits those
+read through per-channel ops (tf-openpose's depthwise layers), where only the split keeps the
+parts apart.
 
 **Channel ranges in int8** (`export.tflite.int8_equalize`). An int8 activation tensor has one
 scale for all its channels, so a channel whose values span 0..0.01 next to one spanning
@@ -58,6 +75,7 @@ import hashlib
 import tempfile
 import threading
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -368,9 +386,27 @@ def _constant_ops(g: _Graph, start, keep: set[str]) -> list[tuple]:
         last = op
 
 
-def split_concat(graph_def, input_name: str, output_names: list[str]):
+def _channel_concats(g: _Graph, keep: set[str]):
+    """(node, parts, readers, channels per part, None where unknown) of each channel concatenation
+    of 4-D tensors that some op reads, has no control input and is not named in `keep`."""
+    for node in g.nodes.values():
+        if node.op != "ConcatV2" or node.name in keep or any(ref.startswith("^") for ref in node.input):
+            continue
+        parts, axis = list(node.input[:-1]), g.value(node.input[-1])
+        readers = [g.nodes[name] for name in g.consumers.get(node.name, [])]
+        if axis is None or len(parts) < 2 or not readers:
+            continue
+        if g.graph.get_tensor_by_name(f"{node.name}:0").shape.rank != 4 or int(axis) not in (-1, 3):
+            continue
+        shapes = [g.graph.get_tensor_by_name(ref if ":" in ref else f"{ref}:0").shape for ref in parts]
+        yield node, parts, readers, [int(s[-1]) if s.rank == 4 and s[-1] is not None else None for s in shapes]
+
+
+def split_concat(graph_def, input_name: str, output_names: list[str], through_chains_only: bool = False):
     """A copy of a frozen `graph_def` whose channel concatenations read only by convolutions are
-    gone (see the module docstring), and what was split: [{node, parts, channels, readers}].
+    gone (see the module docstring), and what was split: [{node, parts, channels, readers}];
+    with `through_chains_only`, only those that a reader reaches through per-channel ops (the rest
+    are scale_concat's: `int8_concat: auto`).
 
     A reader is a Conv2D, or a chain of per-channel ops (a depthwise convolution, a constant
     BiasAdd, ReLU/ReLU6, each read only by the next) ending in one: the chain is repeated per
@@ -422,22 +458,9 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
         return scale, shift, tail
 
     added, replaced, done = [], {}, []
-    for node in graph_def.node:
-        if node.op != "ConcatV2" or node.name in keep or any(ref.startswith("^") for ref in node.input):
-            continue
-        parts, axis = list(node.input[:-1]), g.value(node.input[-1])
-        readers = [g.nodes[name] for name in g.consumers.get(node.name, [])]
-        if axis is None or len(parts) < 2 or not readers:
-            continue
-        out = g.graph.get_tensor_by_name(f"{node.name}:0")
-        if out.shape.rank != 4 or int(axis) not in (-1, 3):
-            continue
-        channels = []
-        for ref in parts:
-            shape = g.graph.get_tensor_by_name(ref if ":" in ref else f"{ref}:0").shape
-            channels.append(shape[-1] if shape.rank == 4 else None)
+    for node, parts, readers, channels in _channel_concats(g, keep):
         chains = [chain(r, node.name) for r in readers]
-        if None in channels or None in chains:
+        if None in channels or None in chains or (through_chains_only and all(len(path) == 1 for path in chains)):
             continue
         offsets = np.cumsum([0, *channels])
         for path in chains:
@@ -484,6 +507,147 @@ def split_concat(graph_def, input_name: str, output_names: list[str]):
         replaced[node.name] = None
         done.append({"node": node.name, "parts": len(parts), "channels": [int(c) for c in channels],
                      "readers": [[op.name for op in path] for path in chains]})
+    if not done:
+        return graph_def, []
+    return _assemble(graph_def, replaced, added), done
+
+
+CONCAT_SCALED = "/concat_scaled"  # in the names of the Mul nodes scale_concat adds
+MIN_PART_SCALE = 2.0  # a part scaled by less gains under one bit of int8 resolution: left as it is
+
+
+def scale_concat(graph_def, input_name: str, output_names: list[str], calibration, direct_only: bool = False):
+    """A copy of a frozen `graph_def` where each channel concatenation read only by convolutions
+    has its faint parts multiplied up towards the concatenation's range, and what was scaled:
+    [{node, channels, ranges, scales}] (see the module docstring); with `direct_only`, only those
+    that Conv2D layers read directly (the rest are split_concat's: `int8_concat: auto`).
+
+    Each reader is a chain of per-channel ops (a depthwise convolution, a constant BiasAdd, a
+    ReLU, each read only by the next; not ReLU6, which a scale does not pass) ending in a Conv2D
+    with constant weights, whose weights for the part's channels are divided back; or, where no
+    such chain follows, a depthwise convolution with constant weights that divides it back itself.
+    A scale passes a chain as it is: a depthwise layer keeps its weights, a bias is multiplied.
+    `calibration()` yields the inputs whose values give each part's range m (largest |x|) and w
+    is the largest weight the closing convolutions give its channels. The part that sets the
+    concatenation's range stays; part i is multiplied by s_i = r_ref / r_i, r = m ** a / w **
+    (1 - a): a = 0.5 where a Conv2D closes a chain (its weights have one int8 scale per output
+    channel across all parts, so the range is balanced between activation and weights, as in
+    equalize_ranges), a = 1 where only depthwise convolutions do (one weight scale per channel:
+    the weights lose nothing). s_i never takes a part's channels past the largest value of any
+    tensor they pass through, and a part scaled by less than MIN_PART_SCALE is left alone. The
+    float model is the same."""
+    g = _Graph(graph_def)
+    keep = {input_name.split(":")[0], *(o.split(":")[0] for o in output_names)}
+
+    def nhwc(node) -> bool:
+        return "data_format" not in node.attr or node.attr["data_format"].s in (b"", b"NHWC")
+
+    def reads(node, name: str) -> bool:
+        return bool(node.input) and node.input[0] in (name, f"{name}:0") and nhwc(node)
+
+    def weighted(node) -> bool:
+        return node.input[1] != node.input[0] and g.value(node.input[1]) is not None
+
+    def chain(reader, source: str):
+        """[per-channel ops..., closing convolution] from `reader` (which reads `source`), or None."""
+        path, node, feeding = [], reader, source
+        while reads(node, feeding):
+            if node.op == "Conv2D":
+                return path + [node] if weighted(node) else None
+            after = g.consumers.get(node.name, [])
+            if (node.op not in ("DepthwiseConv2dNative", "BiasAdd", "Relu") or node.name in keep or len(after) != 1
+                    or (node.op != "Relu" and not weighted(node))):
+                break
+            path.append(node)
+            node, feeding = g.nodes[after[0]], node.name
+        if reader.op == "DepthwiseConv2dNative" and reads(reader, source) and weighted(reader):
+            return [reader]
+        return None
+
+    found = []
+    for node, parts, readers, channels in _channel_concats(g, keep):
+        chains = [chain(r, node.name) for r in readers]
+        if None in channels or None in chains:
+            continue
+        if direct_only and not all(len(path) == 1 and path[0].op == "Conv2D" for path in chains):
+            continue
+        found.append((node, parts, chains, channels))
+    if not found:
+        return graph_def, []
+
+    # Over the calibration inputs, in float: each concatenation's and each chain tensor's largest
+    # magnitude per channel.
+    fetches = [[f"{node.name}:0"] + [f"{op.name}:0" for path in chains for op in path[:-1]]
+               for node, _, chains, _ in found]
+    highest = [None] * len(found)
+    with g.tf.compat.v1.Session(graph=g.graph) as session:
+        for x in calibration():
+            for i, values in enumerate(session.run(fetches, {input_name: np.asarray(x, np.float32)})):
+                tops = [np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) for v in values]
+                highest[i] = tops if highest[i] is None else [np.maximum(a, b) for a, b in zip(highest[i], tops)]
+
+    scaled_ops: dict[str, np.ndarray] = {}  # node: its new constant (weights or bias)
+    added, replaced, done = [], {}, []
+    for (node, parts, chains, channels), tops in zip(found, highest):
+        part_of = np.repeat(np.arange(len(parts)), channels)  # concatenation channel -> part
+        m = np.array([tops[0][part_of == i].max() for i in range(len(parts))])
+        # Per tensor along each chain, per part: its largest value, and the tensor's; per closing
+        # convolution the largest weight it gives each part.
+        limits, w = [], np.zeros(len(parts))
+        step = 1
+        for path in chains:
+            owner = part_of
+            for op in path[:-1]:
+                if op.op == "DepthwiseConv2dNative":
+                    owner = np.repeat(owner, int(g.value(op.input[1]).shape[3]))
+                top = tops[step]
+                limits.append([top.max() / top[owner == i].max() if top[owner == i].max() > 0 else np.inf
+                               for i in range(len(parts))])
+                step += 1
+            close = np.abs(np.asarray(g.value(path[-1].input[1]), np.float64))
+            w = np.maximum(w, [close[:, :, owner == i].max() for i in range(len(parts))])
+        alpha = 1.0 if all(path[-1].op == "DepthwiseConv2dNative" for path in chains) else 0.5
+        ref = int(np.argmax(m))
+        live = (m > 0) & (w > 0)
+        if not live[ref]:
+            continue
+        r = np.ones(len(parts))
+        r[live] = m[live] ** alpha / w[live] ** (1 - alpha)
+        cap = np.min([m[ref] / np.where(live, m, 1.0), *limits], axis=0)
+        scales = np.where(live, np.minimum(r[ref] / r, cap), 1.0)
+        scales = np.where(scales >= MIN_PART_SCALE, scales, 1.0)
+        if np.all(scales == 1.0):
+            continue
+        inputs = list(node.input)
+        for i, s in enumerate(scales):
+            if s != 1.0:
+                name = f"{node.name}{CONCAT_SCALED}_{i}"
+                added.append(g.const(f"{name}/scale", np.float32(s)))
+                added.append(g.op(name, "Mul", [parts[i], f"{name}/scale"], like=node))
+                inputs[i] = name
+        copy = g.op(node.name, "ConcatV2", inputs, like=node)
+        for key in ("N", "Tidx"):
+            copy.attr[key].CopyFrom(node.attr[key])
+        replaced[node.name] = copy
+        for path in chains:
+            per_channel = np.repeat(scales, channels)
+            for op in path:
+                value = scaled_ops.get(op.name, np.asarray(g.value(op.input[1]), np.float64)) if op.op != "Relu" else None
+                if op is path[-1]:  # the closing convolution divides the scale back
+                    scaled_ops[op.name] = value / per_channel[None, None, :, None]
+                elif op.op == "DepthwiseConv2dNative":  # output channel c * multiplier + k carries channel c's scale
+                    per_channel = np.repeat(per_channel, value.shape[3])
+                elif op.op == "BiasAdd":
+                    scaled_ops[op.name] = value * per_channel
+        done.append({"node": node.name, "channels": channels, "ranges": [float(f"{v:.3g}") for v in m],
+                     "scales": [float(f"{v:.3g}") for v in scales]})
+    for name, value in scaled_ops.items():
+        op = g.nodes[name]
+        added.append(g.const(f"{name}{CONCAT_SCALED}/constant", value.astype(np.float32)))
+        copy = _copy_of(g, name, op, [op.input[0], f"{name}{CONCAT_SCALED}/constant"])
+        if "data_format" in op.attr:
+            copy.attr["data_format"].CopyFrom(op.attr["data_format"])
+        replaced[name] = copy
     if not done:
         return graph_def, []
     return _assemble(graph_def, replaced, added), done
@@ -613,8 +777,12 @@ def refused_split_sums(flatbuffer: bytes) -> list[dict]:
 
 
 REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_leaky_relu,
-            "split_concat": split_concat, "equalize_ranges": equalize_ranges}
-MEASURED = {"equalize_ranges"}  # rewrites that read the calibration inputs
+            "split_concat": split_concat, "scale_concat": scale_concat,
+            # int8_concat: auto, in this order: scaled where Conv2D layers read directly, split where per-channel ops come first
+            "scale_concat_direct": partial(scale_concat, direct_only=True),
+            "split_concat_chains": partial(split_concat, through_chains_only=True),
+            "equalize_ranges": equalize_ranges}
+MEASURED = {"scale_concat", "scale_concat_direct", "equalize_ranges"}  # rewrites that read the calibration inputs
 
 
 def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str], calibration=None) -> dict[str, list[dict]]:

@@ -678,10 +678,14 @@ class TfliteExport(Section):
                            "so that one int8 scale serves all of a tensor's channels (exact in float; off by default: "
                            "docs/benchmarks.md)"
     )
-    int8_concat: Literal["split", "keep"] = Field(
-        "split", description="int8 variant: a channel concatenation read only by convolutions becomes one convolution per "
-                             "part, summed, so each part keeps its own int8 scale (int8 concatenation forces one scale on "
-                             "all its inputs); keep: leave the concatenations"
+    int8_concat: Literal["auto", "scale", "split", "keep"] = Field(
+        "auto", description="int8 variant: an int8 concatenation forces one scale on all its inputs. scale: a faint part "
+                            "of a channel concatenation read only by convolutions is multiplied up to share the "
+                            "concatenation's range (measured on the calibration images) and the reading convolutions' "
+                            "weights divided back; split: each such concatenation becomes one convolution per part, summed, "
+                            "so each part keeps its own scale (more ops); auto: scale where Conv2D layers read the "
+                            "concatenation directly, split where per-channel ops (a depthwise layer) come first; keep: "
+                            "leave the concatenations"
     )
 
     @model_validator(mode="after")

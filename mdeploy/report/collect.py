@@ -147,8 +147,13 @@ def _int8_rewrites(details: dict) -> list[str]:
     out = []
     concat = details.get("int8_concat")
     if concat:
-        out.append(f"concatenation split undone: {concat['undone']}" if "undone" in concat else
-                   f"{concat['concatenations']} concatenation(s) split into per-part convolutions")
+        scaled, split = concat.get("scaled"), concat.get("split")
+        if scaled:
+            out.append(f"{scaled['parts_scaled']} faint concatenation part(s) scaled up to share its int8 range")
+        if split and "undone" in split:
+            out.append(f"concatenation split undone: {split['undone']}")
+        elif split:
+            out.append(f"{split['concatenations']} concatenation(s) split into per-part convolutions")
     prelu = details.get("int8_prelu")
     if prelu:
         out.append(f"{prelu['layers']} PReLU layer(s) as LeakyReLU")

@@ -351,6 +351,120 @@ def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(conc
     assert errors["split"] < 0.5 * errors["original"], errors
 
 
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """The two-stage model of `concat` with its concatenations' faint parts scaled up, measured on
+    32 uniform images (also the int8 calibration below)."""
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+
+    root = tmp_path_factory.mktemp("scaled")
+    _canonical(_concat_model(), 16, root / "original")
+    rng = np.random.default_rng(5)
+    calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
+    done = rewrite_saved_model(root / "original", root / "scaled", ["scale_concat"], lambda: iter(calibration))
+    return root, done["scale_concat"], calibration
+
+
+def test_faint_concatenation_parts_are_scaled_up_with_the_same_numbers(scaled):
+    """Only the concatenations convolutions read are touched (the reshape's and the output stay).
+    The first stage's 1x1 convolution weighs the heatmaps (at most 0.05) 40 times up, so the
+    balanced ratio would take them past the features' range: they are scaled by the whole range
+    ratio. The second stage reaches its 1x1 convolution through depthwise layers, which carry
+    the scale: there it stops where the heatmaps' channels would set the range of a tensor they
+    pass through. The part that sets each range, and one within 2x of it, stay; the float model
+    computes the same numbers."""
+    root, done, _ = scaled
+    by_channels = {tuple(d["channels"]): d for d in done}
+    assert set(by_channels) == {(24, 4), (4, 24, 4)}
+    conv, chained = by_channels[(24, 4)], by_channels[(4, 24, 4)]
+    features, heat = conv["ranges"]
+    assert heat <= 0.05 < features
+    assert conv["scales"][0] == 1.0 and conv["scales"][1] == pytest.approx(features / heat, rel=1e-2)
+    top = max(chained["ranges"])
+    assert [s for s, m in zip(chained["scales"], chained["ranges"]) if m > top / 2] == [1.0, 1.0]
+    assert 2 <= chained["scales"][2] < 0.5 * top / chained["ranges"][2]
+    x = np.random.default_rng(4).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32)
+    original = _serve(root / "original", x)
+    np.testing.assert_allclose(_serve(root / "scaled", x), original, atol=1e-5 * float(np.abs(original).max()))
+
+
+def test_a_conv2d_reader_balances_the_range_between_activations_and_weights(tmp_path):
+    """One stage reading concat(features, heatmaps) through a 1x1 Conv2D with untouched weights:
+    the heatmaps are multiplied by sqrt(range ratio x weight ratio) (the Conv2D's weights have
+    one int8 scale per output channel across both parts, so the range is shared between the
+    activation and the weights), which here is less than the whole range ratio."""
+    import keras
+
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((16, 16, 3), name="image")
+    features = keras.layers.Conv2D(24, 3, padding="same", activation="relu6")(inp)
+    heat = keras.layers.Rescaling(0.05)(keras.layers.Conv2D(4, 1, activation="sigmoid")(features))
+    reader = keras.layers.Conv2D(8, 1, name="heatmaps")
+    model = keras.Model(inp, reader(keras.layers.Concatenate()([features, heat])))
+    samples = [np.random.default_rng(i).uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for i in range(8)]
+    _canonical(model, 16, tmp_path / "original")
+    (done,) = rewrite_saved_model(tmp_path / "original", tmp_path / "scaled", ["scale_concat"],
+                                  lambda: iter(samples))["scale_concat"]
+    kernel = np.abs(reader.get_weights()[0])
+    m_features, m_heat = done["ranges"]
+    balanced = np.sqrt(m_features / m_heat * kernel[:, :, 24:].max() / kernel[:, :, :24].max())
+    assert 2 <= balanced < m_features / m_heat
+    assert done["scales"] == [1.0, pytest.approx(balanced, rel=1e-2)]
+    x = samples[0]
+    expected = _serve(tmp_path / "original", x)
+    np.testing.assert_allclose(_serve(tmp_path / "scaled", x), expected, atol=1e-5 * float(np.abs(expected).max()))
+
+
+def _stage_model():
+    """One CPM stage as the PEFM release has it: a 1x1 convolution reads concat(features 0..6,
+    heatmaps at most 0.05) directly, and weighs the heatmaps up."""
+    import keras
+
+    keras.utils.set_random_seed(13)
+    inp = keras.Input((16, 16, 3), name="image")
+    features = keras.layers.Conv2D(24, 3, padding="same", activation="relu6")(inp)
+    heat = keras.layers.Rescaling(0.05)(keras.layers.Conv2D(4, 1, activation="sigmoid")(features))
+    stage = keras.layers.Conv2D(16, 1, activation="relu")
+    out = keras.layers.Conv2D(14, 1, name="heatmaps")(stage(keras.layers.Concatenate()([features, heat])))
+    model = keras.Model(inp, out)
+    kernel, bias = stage.get_weights()
+    kernel[:, :, 24:] *= 10.0
+    stage.set_weights([kernel, bias])
+    return model
+
+
+def test_scaled_parts_keep_their_int8_precision_without_new_convolutions(tmp_path):
+    """Full-integer files calibrated alike: the scaled file has the original's convolutions and
+    ADDs and one MUL more (the split adds a convolution and an ADD per part), and its output is
+    as near the float model's on held-out inputs as the split file's, half the original's error."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
+
+    rng = np.random.default_rng(5)
+    calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
+    held_out = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(8)]
+    _canonical(_stage_model(), 16, tmp_path / "original")
+    (done,) = rewrite_saved_model(tmp_path / "original", tmp_path / "scaled", ["scale_concat"],
+                                  lambda: iter(calibration))["scale_concat"]
+    rewrite_saved_model(tmp_path / "original", tmp_path / "split", ["split_concat"])
+    assert done["scales"][0] == 1.0 and done["scales"][1] > 2
+    files = {name: _int8(tmp_path / name, calibration) for name in ("original", "scaled", "split")}
+
+    def ops(flatbuffer):
+        names = [op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details()]
+        return {name: names.count(name) for name in ("CONV_2D", "ADD", "MUL", "CONCATENATION")}
+
+    original, scaled_ops, split_ops = (ops(files[name]) for name in ("original", "scaled", "split"))
+    assert scaled_ops == {**original, "MUL": original["MUL"] + 1}
+    assert split_ops["CONV_2D"] == original["CONV_2D"] + 1 and split_ops["ADD"] == original["ADD"] + 1
+    reference = _tflite(tmp_path / "original")
+    errors = {name: np.mean([np.abs(_run(f, x) - _run(reference, x)).mean() for x in held_out]) for name, f in files.items()}
+    assert errors["scaled"] < 0.6 * errors["original"] and errors["scaled"] < 1.3 * errors["split"], errors
+
+
 def _faint_part_model():
     """A stage reading concat(features, heatmaps) where the heatmaps are a millionth of the
     features: in int8 the heatmap part of the sum is below one step of it."""
@@ -365,21 +479,20 @@ def _faint_part_model():
     return keras.Model(inp, out)
 
 
-def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_would_refuse_it(tmp_path):
-    """Through the TFLite exporter as a build runs it (`xnnpack_source`, then `convert`): the
-    two-stage model keeps its split (every sum one XNNPACK can take); the faint-part model's
-    sums would have an input scale under 2**-10 of the output's, which XNNPACK refuses (the ADD
-    would go to the builtin kernels and cut the delegated graph), so the exporter converts the
-    graph without the split and says so."""
+def _export_concat_models(tmp_path, mode: str) -> dict:
+    """The two-stage and the faint-part models through the TFLite exporter as a build runs it
+    (`xnnpack_source`, then `convert`) with `int8_concat: mode`: per model (details' int8_concat,
+    log lines, tensor names, the refused split sums of the file); each rewritten graph is checked
+    to compute what the model does."""
     from ai_edge_litert.interpreter import Interpreter
 
     from mdeploy.exporters import ExportInputs
     from mdeploy.exporters.tflite import convert, xnnpack_source
-    from mdeploy.exporters.xnnpack_rewrites import CONCAT_SPLIT, refused_split_sums
+    from mdeploy.exporters.xnnpack_rewrites import refused_split_sums
 
     class Target:
         variant = "int8"
-        settings = {"variant": "int8", "split_depthwise": True, "int8_prelu": "leaky_relu", "int8_concat": "split", "io": "float"}
+        settings = {"variant": "int8", "split_depthwise": True, "int8_prelu": "leaky_relu", "int8_concat": mode, "io": "float"}
 
     rng = np.random.default_rng(6)
     samples = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(16)]
@@ -389,16 +502,50 @@ def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_
         lines = []
         inputs = ExportInputs(saved, None, tmp_path / f"{name}.tflite", lines.append, lambda: iter(samples))
         with xnnpack_source(Target(), inputs) as source:
+            expected = _serve(saved, samples[0])
+            np.testing.assert_allclose(_serve(source.saved_model, samples[0]), expected,
+                                       atol=1e-5 * float(np.abs(expected).max()))
             details = convert(Target(), source)
         flatbuffer = (tmp_path / f"{name}.tflite").read_bytes()
         names = [t["name"] for t in Interpreter(model_content=flatbuffer).get_tensor_details()]
-        results[name] = (details["int8_concat"], any(CONCAT_SPLIT in n for n in names), lines, refused_split_sums(flatbuffer))
-    concat, split, _, refused = results["stages"]
-    assert concat["concatenations"] == 2 and split and refused == []
-    concat, split, lines, refused = results["faint"]
-    assert "XNNPACK" in concat["undone"] and not split and refused == []
-    assert concat["sums"] and all(min(s["ratios"]) < 2**-10 for s in concat["sums"])
+        results[name] = (details["int8_concat"], lines, names, refused_split_sums(flatbuffer))
+    return results
+
+
+def test_the_exporter_keeps_the_split_where_it_pays_and_undoes_it_where_xnnpack_would_refuse_it(tmp_path):
+    """With `int8_concat: split`: the two-stage model keeps its split (every sum one XNNPACK can
+    take); the faint-part model's sums would have an input scale under 2**-10 of the output's,
+    which XNNPACK refuses (the ADD would go to the builtin kernels and cut the delegated graph),
+    so the exporter converts the graph without the split and says so."""
+    from mdeploy.exporters.xnnpack_rewrites import CONCAT_SPLIT
+
+    results = _export_concat_models(tmp_path, "split")
+    concat, _, names, refused = results["stages"]
+    assert concat["mode"] == "split" and concat["split"]["concatenations"] == 2 and refused == []
+    assert any(CONCAT_SPLIT in n for n in names)
+    concat, lines, names, refused = results["faint"]
+    assert "XNNPACK" in concat["split"]["undone"] and not any(CONCAT_SPLIT in n for n in names) and refused == []
+    assert concat["split"]["sums"] and all(min(s["ratios"]) < 2**-10 for s in concat["split"]["sums"])
     assert any("concatenation split undone" in line for line in lines)
+
+
+def test_auto_scales_what_convolutions_read_directly_and_splits_what_they_read_through_depthwise_layers(tmp_path):
+    """`int8_concat: auto` (the default): in the two-stage model the first stage's concatenation
+    (a 1x1 convolution reads it) is scaled and the second's (read through depthwise layers,
+    where only the split keeps the heatmaps' own scale) is split; the faint-part model, whose
+    split XNNPACK would refuse, is scaled with nothing undone. The log and the details say
+    what was done."""
+    from mdeploy.exporters.xnnpack_rewrites import CONCAT_SCALED, CONCAT_SPLIT
+
+    results = _export_concat_models(tmp_path, "auto")
+    concat, lines, names, refused = results["stages"]
+    assert concat["mode"] == "auto" and concat["scaled"]["concatenations"] == 1 and concat["split"]["concatenations"] == 1
+    assert concat["scaled"]["parts"] == [[24, 4]] and concat["split"]["parts"] == [[4, 24, 4]] and refused == []
+    assert any(CONCAT_SPLIT in n for n in names) and any(CONCAT_SCALED in n for n in names)
+    assert any("faint part(s) scaled up" in line for line in lines) and any("split into per-part" in line for line in lines)
+    concat, lines, names, _ = results["faint"]
+    assert concat["scaled"]["parts_scaled"] == 1 and "split" not in concat
+    assert not any("undone" in line for line in lines)
 
 
 def _ranges_model():
