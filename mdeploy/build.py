@@ -190,14 +190,16 @@ def _position(pending: Pending) -> tuple:
 # The mdeploy modules each kind of stage runs (Stage.code): their source enters the stage's cache
 # key, so changed code never reuses an entry the old code made. Generous on purpose: a stage that
 # reruns costs time, one that is wrongly cached gives a wrong artifact.
-_SHARED = ("stages.py", "spec.py", "families", "keypoints.py", "images.py", "units.py")
+_SHARED = ("stages.py", "spec.py", "families", "keypoints.py", "images.py", "units.py", "camera.py", "limits.py",
+           "fsutil.py", "recipe", "exporters/reproducible.py")
 STAGE_CODE = {
-    "data": ("data", "keypoints.py", "images.py"),
-    "train": _SHARED + ("data", "train", "models"),
-    "model": _SHARED + ("importers", "models"),
-    "export": _SHARED + ("exporters", "importers", "data", "evaluate", "runners", "verify", "mace_rules.py"),
-    "verify": _SHARED + ("verify", "runners", "evaluate", "data"),
-    "glue": _SHARED + ("codegen",),
+    "data": ("data", "keypoints.py", "images.py", "camera.py", "fsutil.py"),
+    "train": _SHARED + ("data", "train", "models", "evaluate"),
+    "model": _SHARED + ("importers", "models", "data", "exporters", "runners"),
+    "export": _SHARED + ("exporters", "importers", "data", "evaluate", "runners", "verify", "mace_rules.py", "predict.py",
+                         "templates/mace"),
+    "verify": _SHARED + ("verify", "runners", "evaluate", "data", "predict.py"),
+    "glue": _SHARED + ("codegen", "templates/glue", "templates/apps"),
 }
 
 

@@ -261,19 +261,25 @@ PACKAGE = Path(__file__).resolve().parent
 @lru_cache(maxsize=None)
 def code_digest(paths: tuple[str, ...], root: Path = PACKAGE) -> str | None:
     """sha256 of the source under each of `paths` (modules or folders of the mdeploy package,
-    relative to `root`; compiled caches left out): a stage's key changes with the code it runs, so
-    a cached entry made by other code is never taken for this code's (None: no paths)."""
+    relative to `root`; `templates/...` is looked up beside the package too, where a checkout
+    keeps it): a stage's key changes with the code it runs, so a cached entry made by other code
+    is never taken for this code's. Python sources count in package folders (not compiled
+    caches or editor files), every file in template folders. None: no paths."""
     if not paths:
         return None
     h = hashlib.sha256()
     for rel in sorted(set(paths)):
         path = root / rel
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        if not path.exists() and rel.startswith("templates"):
+            path = root.parent / rel
+        if path.is_dir():
+            pattern = "*" if rel.startswith("templates") else "*.py"
+            files = sorted(f for f in path.rglob(pattern) if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            files = [path]
         for f in files:
-            if "__pycache__" in f.parts or f.suffix == ".pyc":
-                continue
-            h.update(f.relative_to(root).as_posix().encode() + b"\0")
-            h.update(sha256_file(f).encode())
+            h.update(f"{rel}/{f.relative_to(path).as_posix()}".encode() + b"\0")
+            h.update(sha256_file(f).encode() if f.is_file() else b"missing")
     return h.hexdigest()
 
 

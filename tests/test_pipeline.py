@@ -83,14 +83,22 @@ def test_the_source_a_stage_runs_enters_its_key(tmp_path):
     (package / "importers" / "folds.py").write_text("FOLD = True\n")
     (package / "importers" / "__pycache__" / "folds.cpython-311.pyc").write_bytes(b"compiled")
     (package / "report.py").write_text("TITLE = 'a'\n")
-    before = code_digest(("importers",), package)
+    (tmp_path / "templates" / "mace").mkdir(parents=True)  # beside the package, as in a checkout
+    (tmp_path / "templates" / "mace" / "deployment.yml.j2").write_text("a\n")
+    paths = ("importers", "templates/mace")
+    before = code_digest(paths, package)
     (package / "report.py").write_text("TITLE = 'b'\n")
     (package / "importers" / "__pycache__" / "folds.cpython-311.pyc").write_bytes(b"recompiled")
+    (package / "importers" / "folds.py.swp").write_bytes(b"editor")
     code_digest.cache_clear()
-    assert code_digest(("importers",), package) == before
+    assert code_digest(paths, package) == before
     (package / "importers" / "folds.py").write_text("FOLD = False\n")
     code_digest.cache_clear()
-    assert code_digest(("importers",), package) != before
+    changed = code_digest(paths, package)
+    assert changed != before
+    (tmp_path / "templates" / "mace" / "deployment.yml.j2").write_text("b\n")
+    code_digest.cache_clear()
+    assert code_digest(paths, package) not in (before, changed)
     assert code_digest((), package) is None
 
     stage = Stage("model", "", lambda ctx: {}, key={}, code=("importers",))
@@ -106,12 +114,12 @@ def test_every_build_stage_names_the_code_it_runs(tmp_path):
     from mdeploy.recipe.loader import load_recipe
 
     for paths in STAGE_CODE.values():
-        assert all((PACKAGE / p).exists() for p in paths), paths
+        assert all((PACKAGE / p).exists() or (PACKAGE.parent / p).exists() for p in paths), paths
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "cpm_android.yaml")
     plan = plan_build(recipe, Cache(tmp_path / "cache"), tmp_path / "build")
     assert plan.stages and all(stage.code for stage in plan.stages), [s.name for s in plan.stages if not s.code]
     train = next(s for s in plan.stages if s.name == "train")
-    assert "train" in train.code and "exporters" not in train.code
+    assert "train" in train.code and "codegen" not in train.code
 
 
 def test_no_cache_reruns_and_only_selects(tmp_path):

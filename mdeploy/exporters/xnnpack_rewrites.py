@@ -393,13 +393,13 @@ def _channel_concats(g: _Graph, keep: set[str]):
         if node.op != "ConcatV2" or node.name in keep or any(ref.startswith("^") for ref in node.input):
             continue
         parts, axis = list(node.input[:-1]), g.value(node.input[-1])
-        readers = [g.nodes[name] for name in g.consumers.get(node.name, [])]
+        readers = [g.nodes[name] for name in dict.fromkeys(g.consumers.get(node.name, []))]  # each reader once
         if axis is None or len(parts) < 2 or not readers:
             continue
         if g.graph.get_tensor_by_name(f"{node.name}:0").shape.rank != 4 or int(axis) not in (-1, 3):
             continue
         shapes = [g.graph.get_tensor_by_name(ref if ":" in ref else f"{ref}:0").shape for ref in parts]
-        yield node, parts, readers, [int(s[-1]) if s.rank == 4 and s[-1] is not None else None for s in shapes]
+        yield node, parts, readers, [int(s[-1]) if s.rank == 4 and s[-1] else None for s in shapes]  # 0 channels: None
 
 
 def split_concat(graph_def, input_name: str, output_names: list[str], through_chains_only: bool = False):
@@ -516,6 +516,24 @@ CONCAT_SCALED = "/concat_scaled"  # in the names of the Mul nodes scale_concat a
 MIN_PART_SCALE = 2.0  # a part scaled by less gains under one bit of int8 resolution: left as it is
 
 
+def _chain_channels(g: _Graph, path: list) -> int | None:
+    """How many concatenated channels `path`'s convolutions read one to one (None where they
+    disagree): each depthwise layer's input channels, then the closing convolution's input
+    channels divided by the depth multipliers before it."""
+    multiplier, channels = 1, None
+    for op in path:
+        if op.op == "Relu" or op.op == "BiasAdd":
+            continue
+        shape = g.value(op.input[1]).shape
+        read = int(shape[2]) // multiplier if int(shape[2]) % multiplier == 0 else None
+        if read is None or (channels is not None and read != channels):
+            return None
+        channels = read
+        if op.op == "DepthwiseConv2dNative":
+            multiplier *= int(shape[3])
+    return channels
+
+
 def scale_concat(graph_def, input_name: str, output_names: list[str], calibration, direct_only: bool = False):
     """A copy of a frozen `graph_def` where each channel concatenation read only by convolutions
     has its faint parts multiplied up towards the concatenation's range, and what was scaled:
@@ -571,6 +589,8 @@ def scale_concat(graph_def, input_name: str, output_names: list[str], calibratio
             continue
         if direct_only and not all(len(path) == 1 and path[0].op == "Conv2D" for path in chains):
             continue
+        if not all(_chain_channels(g, path) == sum(channels) for path in chains):
+            continue  # a grouped convolution, or weights that do not read these channels one to one
         found.append((node, parts, chains, channels))
     if not found:
         return graph_def, []

@@ -147,6 +147,8 @@ def _int8_rewrites(details: dict) -> list[str]:
     out = []
     concat = details.get("int8_concat")
     if concat:
+        if "mode" not in concat:  # a manifest written before int8_concat: auto (the split's record alone)
+            concat = {"split": concat}
         scaled, split = concat.get("scaled"), concat.get("split")
         if scaled:
             out.append(f"{scaled['parts_scaled']} faint concatenation part(s) scaled up to share its int8 range")

@@ -665,3 +665,19 @@ def test_the_exporter_equalizes_int8_on_its_calibration_images(tmp_path):
     again, _ = rewritten(saved, ["equalize_ranges"], lambda: iter(list(samples)))
     other, _ = rewritten(saved, ["equalize_ranges"], lambda: iter(samples[:8]))
     assert same == again and other != same
+
+
+def test_the_report_names_what_the_concatenation_rewrites_did_in_new_and_older_manifests():
+    """The report's phrase for an artifact's int8_concat record: both remedies of `auto`, an
+    undone split, and the record of a manifest written before `auto` (the split's alone)."""
+    from mdeploy.report.collect import _int8_rewrites
+
+    auto = {"mode": "auto", "scaled": {"concatenations": 1, "parts_scaled": 2, "parts": [], "scales": []},
+            "split": {"concatenations": 3, "readers": 3, "parts": []}}
+    assert _int8_rewrites({"int8_concat": auto}) == [
+        "2 faint concatenation part(s) scaled up to share its int8 range",
+        "3 concatenation(s) split into per-part convolutions"]
+    undone = {"mode": "split", "split": {"undone": "a part below one int8 step of its sum", "sums": []}}
+    assert _int8_rewrites({"int8_concat": undone}) == ["concatenation split undone: a part below one int8 step of its sum"]
+    assert _int8_rewrites({"int8_concat": {"concatenations": 5, "readers": 5, "parts": []}}) == [
+        "5 concatenation(s) split into per-part convolutions"]
