@@ -2,9 +2,10 @@
 
 Converts each model with mdeploy's own TFLite exporter (`exporters/tflite.py`: fp32 and full
 int8, the rewrites of `exporters/xnnpack_rewrites.py` on and off: `split_depthwise`, and
-`int8_prelu` and `int8_concat` for int8; int8 also with every rewrite but the concatenation
-split, to show what that one costs) and times every file in one child process, interleaved
-(A B C D A B C D ...), median of the runs, with LiteRT's default XNNPACK delegate. Models:
+`int8_prelu` and `int8_concat: auto` for int8; int8 also with every rewrite but the
+concatenation one, to show what that one costs; `split` before 2026-11-27) and times every
+file in one child process, interleaved (A B C D A B C D ...), median of the runs, with
+LiteRT's default XNNPACK delegate. Models:
 - the PoseEstimationForMobile CPM release (../shared, imported as recipes/pefm_cpm.yaml does);
 - the quickstart's architecture (`mv2_cpm`, width 0.5, 192x192: recipes/cpm_android.yaml),
   untrained (latency does not depend on the weights), and with `refine_kernel: 3`;
@@ -63,7 +64,7 @@ def convert(saved: Path, variant: str, split: bool, low: float, high: float, out
 
     rng = np.random.default_rng(0)
     target = SimpleTarget(variant, {"variant": variant, "split_depthwise": split, "int8_prelu": "leaky_relu" if split else "keep",
-                                           "int8_concat": "split" if split and concat else "keep", "io": "float"})
+                                           "int8_concat": "auto" if split and concat else "keep", "io": "float"})
     inputs = ExportInputs(saved, None, out, lambda line: None,
                           lambda: (rng.uniform(low, high, (1, size, size, 3)).astype(np.float32) for _ in range(16)))
     with xnnpack_source(target, inputs) as source:
