@@ -227,6 +227,17 @@ def _copy_of(g: _Graph, name: str, node, inputs: list[str]):
     return copy
 
 
+def _reading(g: _Graph, node, index: int, value: np.ndarray, suffix: str, added: list):
+    """A copy of `node` (every attribute kept) whose input `index` is a new constant `value`,
+    named `<node><suffix>` and appended to `added`."""
+    name = f"{node.name}{suffix}"
+    added.append(g.const(name, np.asarray(value, np.float32)))
+    copy = type(node)()
+    copy.CopyFrom(node)
+    copy.input[index] = name
+    return copy
+
+
 def split_depthwise(graph_def, input_name: str, output_names: list[str], max_taps: int = MAX_TAPS):
     """A copy of a frozen `graph_def` whose depthwise convolutions of more than `max_taps` taps are
     split (see the module docstring), and what was split: [{node, kernel, pieces, taps}]."""
@@ -651,8 +662,10 @@ def scale_concat(graph_def, input_name: str, output_names: list[str], calibratio
         replaced[node.name] = copy
         for path in chains:
             per_channel = np.repeat(scales, channels)
-            for op in path:
-                value = scaled_ops.get(op.name, np.asarray(g.value(op.input[1]), np.float64)) if op.op != "Relu" else None
+            for op in path:  # chains of distinct readers share no op
+                if op.op == "Relu":
+                    continue
+                value = np.asarray(g.value(op.input[1]), np.float64)
                 if op is path[-1]:  # the closing convolution divides the scale back
                     scaled_ops[op.name] = value / per_channel[None, None, :, None]
                 elif op.op == "DepthwiseConv2dNative":  # output channel c * multiplier + k carries channel c's scale
@@ -662,12 +675,7 @@ def scale_concat(graph_def, input_name: str, output_names: list[str], calibratio
         done.append({"node": node.name, "channels": channels, "ranges": [float(f"{v:.3g}") for v in m],
                      "scales": [float(f"{v:.3g}") for v in scales]})
     for name, value in scaled_ops.items():
-        op = g.nodes[name]
-        added.append(g.const(f"{name}{CONCAT_SCALED}/constant", value.astype(np.float32)))
-        copy = _copy_of(g, name, op, [op.input[0], f"{name}{CONCAT_SCALED}/constant"])
-        if "data_format" in op.attr:
-            copy.attr["data_format"].CopyFrom(op.attr["data_format"])
-        replaced[name] = copy
+        replaced[name] = _reading(g, g.nodes[name], 1, value, CONCAT_SCALED, added)
     if not done:
         return graph_def, []
     return _assemble(graph_def, replaced, added), done
@@ -759,18 +767,9 @@ def equalize_ranges(graph_def, input_name: str, output_names: list[str], calibra
                      "smallest": float(f"{r[live].min():.3g}")})
     added, replaced = [], {}
     for name, value in weights.items():
-        node = g.nodes[name]
-        added.append(g.const(f"{name}/equalized", value.astype(np.float32)))
-        replaced[name] = _copy_of(g, name, node, [node.input[0], f"{name}/equalized"])
+        replaced[name] = _reading(g, g.nodes[name], 1, value, "/equalized", added)
     for name, (const, value) in shifts.items():
-        node = g.nodes[name]
-        inputs = list(node.input)
-        inputs[const] = f"{name}/equalized"
-        added.append(g.const(f"{name}/equalized", value.astype(np.float32)))
-        copy = g.op(name, node.op, inputs, like=node)
-        if "data_format" in node.attr:
-            copy.attr["data_format"].CopyFrom(node.attr["data_format"])
-        replaced[name] = copy
+        replaced[name] = _reading(g, g.nodes[name], const, value, "/equalized", added)
     if not done:
         return graph_def, []
     return _assemble(graph_def, replaced, added), done

@@ -351,18 +351,22 @@ def test_int8_parts_keep_their_own_scale_and_the_file_stays_closer_to_float(conc
     assert errors["split"] < 0.5 * errors["original"], errors
 
 
-@pytest.fixture(scope="module")
-def scaled(tmp_path_factory):
-    """The two-stage model of `concat` with its concatenations' faint parts scaled up, measured on
-    32 uniform images (also the int8 calibration below)."""
+def _measured_rewrite(root, model, rewrite: str, out: str, seed: int):
+    """`model` written as `root/original` and through the measured `rewrite` as `root/out`, on 32
+    uniform images (returned as well, for int8 calibration): (root, what it changed, the images)."""
     from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
 
-    root = tmp_path_factory.mktemp("scaled")
-    _canonical(_concat_model(), 16, root / "original")
-    rng = np.random.default_rng(5)
+    _canonical(model, 16, root / "original")
+    rng = np.random.default_rng(seed)
     calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
-    done = rewrite_saved_model(root / "original", root / "scaled", ["scale_concat"], lambda: iter(calibration))
-    return root, done["scale_concat"], calibration
+    done = rewrite_saved_model(root / "original", root / out, [rewrite], lambda: iter(calibration))
+    return root, done[rewrite], calibration
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """The two-stage model of `concat` with its concatenations' faint parts scaled up."""
+    return _measured_rewrite(tmp_path_factory.mktemp("scaled"), _concat_model(), "scale_concat", "scaled", 5)
 
 
 def test_faint_concatenation_parts_are_scaled_up_with_the_same_numbers(scaled):
@@ -587,14 +591,7 @@ def _ranges_model():
 
 @pytest.fixture(scope="module")
 def ranges(tmp_path_factory):
-    from mdeploy.exporters.xnnpack_rewrites import rewrite_saved_model
-
-    root = tmp_path_factory.mktemp("ranges")
-    _canonical(_ranges_model(), 16, root / "original")
-    rng = np.random.default_rng(8)
-    calibration = [rng.uniform(0, 1, (1, 16, 16, 3)).astype(np.float32) for _ in range(32)]
-    done = rewrite_saved_model(root / "original", root / "equalized", ["equalize_ranges"], lambda: iter(calibration))
-    return root, done["equalize_ranges"], calibration
+    return _measured_rewrite(tmp_path_factory.mktemp("ranges"), _ranges_model(), "equalize_ranges", "equalized", 8)
 
 
 def test_channels_rescaled_across_a_relu_compute_the_same_numbers(ranges):
