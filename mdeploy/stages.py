@@ -350,26 +350,26 @@ def run_export(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:
 
 def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRecord, spec, ctx: StageContext) -> dict:
     """Score the int8 file on every validation split; if a gate fails, keep layers in float until it passes."""
+    from mdeploy.evaluate.crops import gate_drop
     from mdeploy.evaluate.evaluator import prepare
-    from mdeploy.evaluate.metrics import drop as metric_drop
     from mdeploy.exporters import mixed_precision as mp
     from mdeploy.families import family_of
     from mdeploy.runners import open_runner
 
-    evaluate = family_of(spec).evaluate
+    family = family_of(spec)
     gate = recipe.verify.accuracy
-    splits = [(name, load_split(recipe, name, ctx)) for name, _, _ in recipe.val_splits()]
-    reference = {name: evaluate(canonical_runner(model), spec, ds) for name, ds in splits}
+    splits = [(name, ds, crop_options(recipe, name, family, ds)) for name, _, _ in recipe.val_splits()
+              for ds in [load_split(recipe, name, ctx)]]
+    reference = {name: family.evaluate(canonical_runner(model), spec, ds, **crops).to_json() for name, ds, crops in splits}
 
     def passes(flatbuffer: bytes) -> tuple[bool, dict]:
         path = mp.scratch_path(flatbuffer, ctx.out)
         try:
             runner = open_runner("tflite", path)
             drops, ok = {}, True
-            for name, ds in splits:
-                metric = reference[name].primary if gate.metric == "auto" else gate.metric
-                ref, value = reference[name].metrics.get(metric), evaluate(runner, spec, ds).metrics.get(metric)
-                drop = metric_drop(metric, ref, value)
+            for name, ds, crops in splits:
+                metric = reference[name]["primary"] if gate.metric == "auto" else gate.metric
+                drop = gate_drop(metric, reference[name], family.evaluate(runner, spec, ds, **crops).to_json())["drop"]
                 limit = gate.splits[name].max_drop if name in gate.splits else gate.max_drop
                 drops[name] = drop
                 ok = ok and drop is not None and drop <= limit
@@ -383,7 +383,7 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
         return {"needed": False, "drops": measured["drops"], "float_layers": []}
     ctx.log(f"int8 loses too much ({measured['summary']}): looking for the layers that cost it")
     def probe():  # up to 64 validation inputs, through the evaluation path
-        for _, ds in splits:
+        for _, ds, _ in splits:
             for i in range(min(len(ds), 64 // len(splits) or 1)):
                 yield prepare(spec, ds, [i])[0]
 
@@ -527,14 +527,16 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
         return {"results": {"accuracy": {"unverified": why_not}}}
     model = ctx.dep(MODEL_STAGE)
     spec = spec_of(model)
-    evaluate = family_of(spec).evaluate
+    family = family_of(spec)
+    evaluate = family.evaluate
     owner = model if artifact == MODEL_STAGE else ctx.dep(artifact)
     ds = load_split(recipe, split, ctx)
+    crops = crop_options(recipe, split, family, ds)
     if artifact == MODEL_STAGE:  # which joints it finds clearly: what the gates weigh an artifact's changes by
-        result = evaluate(canonical_runner(model), spec, ds, peaks=True)
+        result = evaluate(canonical_runner(model), spec, ds, peaks=True, **crops)
     else:
         try:
-            result = evaluate(open_runner(fmt, owner.out / rel_path), spec, ds)
+            result = evaluate(open_runner(fmt, owner.out / rel_path), spec, ds, **crops)
         except Exception as err:  # the artifact is what failed: its gate fails, the build goes on
             if isinstance(err, MdeployError):
                 raise
@@ -545,7 +547,9 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     shown = [f"{LABELS[k]} {m[k]}{unit(k)}" for k in (result.primary, "pefm_pckh") if k and m.get(k) is not None]
     joints = result.joints.get(result.primary) if result.primary else None
     counted = f", {joints} joints" if joints else ""
-    ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people{counted})")
+    ctx.log(f"{', '.join(shown) or 'no metric defined'} on {split} ({info['kind']}, {info['people']} people{counted})"
+            + (f"; {LABELS[result.primary]} {result.crops['metrics'][result.primary]}{unit(result.primary)} over "
+               f"{result.crops['copies']} crops of each" if result.crops and result.primary else ""))
     out = result.to_json() | {"split": info}
     if result.instances:
         out["instances"] = result.instances
@@ -558,6 +562,19 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
                 raise
             out["reference_kernels"] = {"runtime_error": runtime_message(err)}
     return {"results": {"accuracy": out}}
+
+
+def crop_options(recipe: Recipe, split: str, family, ds) -> dict:
+    """`evaluate`'s crops for a split: how many crops of each person it is scored through
+    (`verify.accuracy.crops`, evaluate/crops.py); none where the family scores whole images,
+    and under `auto` none for generated people (a split that can have as many as it asks for)."""
+    from mdeploy.evaluate.crops import copies_for
+
+    setting = recipe.verify.accuracy.crops if recipe.verify.accuracy else "auto"
+    if not family.person_crops or (setting == "auto" and split_section(recipe, split)[0].kind_of == "synthetic"):
+        return {}
+    copies = copies_for(setting, len(ds))
+    return {"crops": copies} if copies > 1 else {}
 
 
 # ---------------------------------------------------------------------------- app glue

@@ -288,7 +288,7 @@ def _accuracy_cell(gate) -> str:
     m = gate.metrics
     if "runtime_error" in m:
         return "does not run"
-    value = (m.get("metrics") or {}).get(m.get("metric"))
+    value = ((m.get("crops") or m).get("metrics") or {}).get(m.get("metric"))  # the mean over crops where scored so
     if value is None:
         return "n/a"
     from mdeploy.evaluate.metrics import LOWER_IS_BETTER, unit
@@ -296,9 +296,11 @@ def _accuracy_cell(gate) -> str:
     metric = m.get("metric")
     drop = m.get("drop")  # positive = worse; the cell shows the change of the value itself
     change = None if drop is None else (drop if metric in LOWER_IS_BETTER else 0.0 - drop)
-    cell = f"{value:.1f}{unit(metric)}" + ("" if change is None else f" ({change:+.1f})")
+    se = m.get("drop_se")  # the change is the mean over crops of each person (evaluate/crops.py)
+    cell = f"{value:.1f}{unit(metric)}" + ("" if change is None else f" ({change:+.1f}{'' if se is None else f' +-{se:.1f}'})")
     ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(metric)
-    if ref is not None and abs(ref - value) >= 0.05:
+    original = (m.get("metrics") or {}).get(metric)  # the reference kernels score the original crops
+    if ref is not None and original is not None and abs(ref - original) >= 0.05:
         cell += f" ref {ref:.1f}{unit(metric)}"  # TFLite's reference kernels disagree with XNNPACK
     return cell
 
@@ -310,7 +312,9 @@ def _splits_line(result, splits: list[str]) -> str:
         gate = next((g for g in result.gates if g.gate == "accuracy" and g.artifact == "model" and g.split == split), None)
         info = (gate.metrics.get("split") if gate else None) or {}
         if info:
-            parts.append(f"{split} = {info['kind']}, {info['people']} people in {info['images']} images")
+            crops = (gate.metrics.get("crops") or {}).get("copies")
+            parts.append(f"{split} = {info['kind']}, {info['people']} people in {info['images']} images"
+                         + (f", means over {crops} crops of each" if crops else ""))
         else:
             parts.append(f"{split} = not measured")
     return "accuracy on: " + "; ".join(parts) + " (change against the canonical model in brackets)"

@@ -45,9 +45,12 @@ class Sample:
     keypoints: np.ndarray  # [K, 3] x, y, v in image pixels (continuous coordinates), model order
     bbox: tuple[float, float, float, float]  # x, y, w, h
     head_size: float | None = None  # PCKh's normaliser from the file's own joints (or head box)
+    box: tuple[float, float, float, float] | None = None  # a crop chosen for this sample (evaluate/crops.py)
 
     def crop_box(self, mode: str) -> tuple[float, float, float, float]:
         """The region of the image the model sees (before augmentation)."""
+        if self.box is not None:
+            return self.box
         if mode == "image":
             return (0.0, 0.0, float(self.width), float(self.height))
         x, y, w, h = self.bbox

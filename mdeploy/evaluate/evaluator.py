@@ -44,9 +44,12 @@ class EvalResult:
     # the gates, which compare an artifact's hits with its source model's, joint by joint; they
     # are not part of `to_json` (a summary).
     instances: dict | None = None
+    # With several crops per person (`evaluate(..., crops=n)`, evaluate/crops.py): the metrics over
+    # all of them and each crop's primary metric; `metrics` above stay the original crops'.
+    crops: dict | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "metrics": self.metrics,
             "primary": self.primary,
             "normalisers": self.normalisers,
@@ -55,6 +58,7 @@ class EvalResult:
             "scored": self.scored,
             "joints": self.joints,
         }
+        return out | {"crops": self.crops} if self.crops else out
 
 
 def prepare(spec: ModelSpec, ds: Dataset, indices) -> tuple[np.ndarray, list]:
@@ -100,11 +104,23 @@ def predict_split(
     return std, lenient, clear
 
 
-def evaluate(runner: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, ds: Dataset, **options) -> EvalResult:
+def evaluate(runner: Callable[[np.ndarray], np.ndarray], spec: ModelSpec, ds: Dataset, *, crops: int = 1,
+             **options) -> EvalResult:
     """Score a runner on a split; `options` as `predict_split` takes them (batch_size, limit,
-    progress, peaks: also say which joints the heatmaps find clearly)."""
-    std, lenient, clear = predict_split(runner, spec, ds, **options)
-    return score(std, lenient, ds, spec, clear)
+    progress, peaks: also say which joints the heatmaps find clearly). With `crops` > 1 every
+    person is also scored through crops - 1 jittered crops (evaluate/crops.py), summarised in
+    the result's `crops`."""
+    if crops <= 1 or options.get("limit"):
+        std, lenient, clear = predict_split(runner, spec, ds, **options)
+        return score(std, lenient, ds, spec, clear)
+    from mdeploy.evaluate import crops as jitter
+
+    every = jitter.jittered(ds, crops)
+    std, lenient, clear = predict_split(runner, spec, every, **options)
+    n = len(ds)
+    result = score(std[:n], lenient[:n], ds, spec, None if clear is None else clear[:n])
+    result.crops = jitter.summary(score(std, lenient, every, spec), crops, n)
+    return result
 
 
 def score(std: np.ndarray, lenient: np.ndarray, ds: Dataset, spec: ModelSpec, clear: np.ndarray | None = None) -> EvalResult:

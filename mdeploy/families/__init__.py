@@ -62,6 +62,7 @@ class Family:
     description: str = ""
     multi_person: bool = False  # several people per image (each found person is listed apart)
     camera_space: bool = False  # `joint_extras` takes focal, principal and root_depth (3-D joints in camera space)
+    person_crops: bool = False  # `evaluate` scores person crops and takes `crops=n` (evaluate/crops.py)
 
     # ---- spec section
     def output_names(self, head: dict) -> tuple[str, ...]:
@@ -121,6 +122,8 @@ class Family:
 
     # ---- accuracy, drawing, glue
     def evaluate(self, runner, spec, ds, **options):
+        """An EvalResult of the runner on the split; `options` as evaluator.evaluate takes them
+        (`crops` only where `person_crops`)."""
         raise NotImplementedError
 
     def detect(self, outputs: Outputs, spec, affine) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from mdeploy.spec import OUTPUT_NAME
 class HeatmapFamily(Family):
     name = "heatmap"
     description = "single person: one heatmap per keypoint"
+    person_crops = True
 
     def output_names(self, head: dict) -> tuple[str, ...]:
         return (OUTPUT_NAME,)

@@ -805,6 +805,16 @@ class SplitGate(Section):
     max_drop: Percent = Field(description="largest allowed drop (percentage points, 0 to 100) on this split")
 
 
+MAX_CROPS = 64
+
+
+def _crops(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_CROPS):
+        return value
+    raise PydanticCustomError("crops", "expected auto or a whole number from 1 to {most}, got {value}",
+                              {"most": MAX_CROPS, "value": repr(value)})
+
+
 class AccuracyGate(Section):
     """Every artifact's accuracy on every validation split against the canonical model's."""
 
@@ -815,6 +825,11 @@ class AccuracyGate(Section):
     max_drop: Percent = Field(1.0, description="largest allowed drop against the canonical model: percentage points (0 to 100), "
                               "or mm (0 to 100) for the 3-D errors MPJPE and PA-MPJPE, where a drop is an increase")
     splits: dict[Slug, SplitGate] = Field(default_factory=dict, description="per validation split, e.g. {real: {max_drop: 2.0}}")
+    crops: Annotated[Literal["auto"] | int, BeforeValidator(_crops)] = Field(
+        "auto", description="crops each person is scored through (the original, then jittered ones; single-person models): "
+        "the gate compares the means, so a small split's weak joints do not decide it; auto: enough for 200 "
+        "person-crops per split, at most 32 per person, one for generated splits"
+    )
 
 
 def _yaml_off(value: Any) -> Any:

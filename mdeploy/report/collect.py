@@ -33,10 +33,14 @@ def _accuracy_entry(gate: dict) -> dict:
     values = m.get("metrics") or {}
     metric = m.get("metric") or m.get("primary")
     ref = ((m.get("reference_kernels") or {}).get("metrics") or {}).get(metric) if metric else None
-    return {"status": gate["status"], "metric": metric, "value": values.get(metric) if metric else None, "reference_kernels": ref,
+    crops = m.get("crops") or {}  # scored through several crops of each person: the value is their mean
+    original = values.get(metric) if metric else None
+    return {"status": gate["status"], "metric": metric, "value": crops["metrics"].get(metric) if crops and metric else original,
+            "value_original": original, "reference_kernels": ref,
             "pckh": values.get("pckh@0.5"), "pefm_pckh": values.get("pefm_pckh"), "drop": m.get("drop"),
             "per_joint": m.get("per_joint"), "reason": m.get("unverified") or m.get("runtime_error"),
-            "changed_joints": m.get("changed_joints")}
+            "changed_joints": m.get("changed_joints"), "crops": crops.get("copies"),
+            "drop_se": m.get("drop_se"), "drop_original": m.get("drop_original")}
 
 
 def artifact_rows(manifest: dict) -> list[dict]:

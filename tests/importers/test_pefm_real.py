@@ -55,7 +55,17 @@ def test_the_ai_challenger_file_as_it_is_scores_the_release_at_its_real_accuracy
     # 9 people are coarse: the gate says how many joints the percentage counts (78.3% = 54 of 69).
     assert model.metrics["joints"]["pckh@0.5"] == 69
     (check,) = gate(real_build, "tflite/fp32", "aic").checks
-    assert check["detail"].endswith("on aic (69 joints: one is 1.4 points)"), check["detail"]
+    assert check["detail"].endswith("on aic (its original crops) (69 joints: one is 1.4 points)"), check["detail"]
+    # The gate compares means over 23 crops of each person (auto: 200 person-crops), the same crops
+    # for the release and its fp32 file, which find the same joints in every one of them.
+    assert check["detail"].startswith("mean of 23 crops of each person: "), check["detail"]
+    crops = model.metrics["crops"]
+    assert crops["copies"] == 23 and crops["people"] == 9 and len(crops["per_copy"]) == 23
+    assert crops["per_copy"][0] == model.metrics["metrics"]["pckh@0.5"]  # copy 0 is the original crop
+    assert len(set(crops["per_copy"])) > 3  # the other crops move weak joints: fp32's own PCKh varies
+    assert abs(np.mean(crops["per_copy"]) - crops["metrics"]["pckh@0.5"]) < 0.01  # same joints in every copy: the mean
+    fp32 = gate(real_build, "tflite/fp32", "aic").metrics
+    assert fp32["crops"]["per_copy"] == crops["per_copy"] and fp32["drop"] == 0 and fp32["drop_se"] == 0
     # Joint by joint, fp32 gets the same ones right; 44 of the 69 the release finds with one clear peak.
     changes = gate(real_build, "tflite/fp32", "aic").metrics["changed_joints"]
     assert changes == {"lost": 0, "gained": 0, "weak_in_source": 0, "clear_joints": 44,

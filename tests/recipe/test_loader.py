@@ -276,3 +276,14 @@ def test_a_required_key_unset_by_set_points_at_the_argument(tmp_path):
     with pytest.raises(RecipeError) as caught:
         load_recipe(write(tmp_path / "r.yaml", BASE), ["model.input.channels="])
     assert [i.render() for i in caught.value.issues] == ["--set model.input.channels=:1:1: model.input.channels: required key is missing"]
+
+
+def test_accuracy_crops_is_auto_or_a_count(tmp_path):
+    path = write(tmp_path / "r.yaml", BASE + "  accuracy: {max_drop: 1.0}\n")
+    assert load_recipe(path).verify.accuracy.crops == "auto"
+    assert load_recipe(path, ["verify.accuracy.crops=8"]).verify.accuracy.crops == 8
+    for bad, shown in (("0", "0"), ("65", "65"), ("many", "'many'"), ("true", "True")):
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(path, [f"verify.accuracy.crops={bad}"])
+        assert caught.value.issues[0].render().endswith(
+            f"verify.accuracy.crops: expected auto or a whole number from 1 to 64, got {shown}"), bad
