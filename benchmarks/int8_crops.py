@@ -13,26 +13,15 @@ gated on (the held-out ones).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
-import sys
-from pathlib import Path
 
-from common import REPO, machine
-from int8_fidelity import REALKP, people
+from common import machine
+from int8_fidelity import people, saved_builds
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--builds", type=Path, default=Path("/tmp/mdeploy-int8-fidelity"))
-    args = parser.parse_args()
-    if not REALKP.is_dir():
-        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
-    builds = sorted(p.parents[1] for p in args.builds.glob("*/pefm_cpm/tflite/pefm_cpm_int8.tflite"))
-    if not builds:
-        raise SystemExit(f"no int8 builds under {args.builds}: run benchmarks/int8_fidelity.py --out {args.builds} first")
-    sys.path.insert(0, str(REPO))
+    builds = saved_builds()
     from mdeploy.evaluate.crops import copies_for, gate_drop
     from mdeploy.evaluate.evaluator import evaluate
     from mdeploy.runners.litert import LiteRTRunner

@@ -98,6 +98,22 @@ def people():
     }
 
 
+def saved_builds() -> list[Path]:
+    """The PEFM build folders (each `<name>/pefm_cpm`) with an int8 file that int8_fidelity.py left
+    in the folder the command line's `--builds` names; exits with a message when there are none,
+    or when ../shared is absent."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--builds", type=Path, default=Path("/tmp/mdeploy-int8-fidelity"))
+    folder = parser.parse_args().builds
+    if not REALKP.is_dir():
+        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
+    builds = sorted(p.parents[1] for p in folder.glob("*/pefm_cpm/tflite/pefm_cpm_int8.tflite"))
+    if not builds:
+        raise SystemExit(f"no int8 builds under {folder}: run benchmarks/int8_fidelity.py --out {folder} first")
+    sys.path.insert(0, str(REPO))
+    return builds
+
+
 def int8_graph(out: Path):
     """The PEFM release built with TFLite fp32 into `out`, for studies of its int8 graph: (build
     folder, each set of `people()` through the evaluation path, the SavedModel the int8 variant is

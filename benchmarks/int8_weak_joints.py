@@ -15,29 +15,17 @@ joints int8 gets wrong where fp32 is right (lost) and right where fp32 is wrong 
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import sys
-from pathlib import Path
 
 import numpy as np
-from common import REPO, machine
-from int8_fidelity import REALKP, outputs, people
+from common import machine
+from int8_fidelity import outputs, people, saved_builds
 
 MOVED_PX = 8.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--builds", type=Path, default=Path("/tmp/mdeploy-int8-fidelity"))
-    args = parser.parse_args()
-    if not REALKP.is_dir():
-        raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
-    files = {d.name: d / "pefm_cpm" / "tflite" / "pefm_cpm_int8.tflite" for d in sorted(args.builds.iterdir())
-             if (d / "pefm_cpm" / "tflite" / "pefm_cpm_int8.tflite").is_file()} if args.builds.is_dir() else {}
-    if not files:
-        raise SystemExit(f"no int8 builds under {args.builds}: run benchmarks/int8_fidelity.py --out {args.builds} first")
-    sys.path.insert(0, str(REPO))
+    files = {b.parent.name: b / "tflite" / "pefm_cpm_int8.tflite" for b in saved_builds()}
     from mdeploy.evaluate.decode import clear_peaks, decode_spec, to_source
     from mdeploy.evaluate.evaluator import prepare
     from mdeploy.evaluate.metrics import pck

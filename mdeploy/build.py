@@ -288,7 +288,7 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
                     run=partial(fn.run_accuracy, recipe, split, artifact, fmt, rel, why_not),
                     key={"val": val_key, "split": recipe.section_json(*_split_keypath(recipe, split)), "format": fmt,
                          "unverified": why_not, "keypoints": recipe.model.keypoints,
-                         "crops": recipe.verify.accuracy.crops if recipe.verify.accuracy else "auto"},
+                         "crops": fn.crops_setting(recipe)},
                     deps=(MODEL_STAGE,) + ((artifact,) if artifact != MODEL_STAGE else ()) + val_deps,
                     tools=ACCURACY_TOOLS,
                     groups=("verify", "accuracy"),

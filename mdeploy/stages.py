@@ -358,8 +358,10 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
 
     family = family_of(spec)
     gate = recipe.verify.accuracy
-    splits = [(name, ds, crop_options(recipe, name, family, ds)) for name, _, _ in recipe.val_splits()
-              for ds in [load_split(recipe, name, ctx)]]
+    splits = []
+    for name, _, _ in recipe.val_splits():
+        ds = load_split(recipe, name, ctx)
+        splits.append((name, ds, crop_options(recipe, name, family, ds)))
     reference = {name: family.evaluate(canonical_runner(model), spec, ds, **crops).to_json() for name, ds, crops in splits}
 
     def passes(flatbuffer: bytes) -> tuple[bool, dict]:
@@ -564,13 +566,18 @@ def run_accuracy(recipe: Recipe, split: str, artifact: str, fmt: str, rel_path: 
     return {"results": {"accuracy": out}}
 
 
+def crops_setting(recipe: Recipe) -> int | str:
+    """`verify.accuracy.crops`, also without a gate ("auto"): the accuracy stages score by it."""
+    return recipe.verify.accuracy.crops if recipe.verify.accuracy else "auto"
+
+
 def crop_options(recipe: Recipe, split: str, family, ds) -> dict:
     """`evaluate`'s crops for a split: how many crops of each person it is scored through
     (`verify.accuracy.crops`, evaluate/crops.py); none where the family scores whole images,
     and under `auto` none for generated people (a split that can have as many as it asks for)."""
     from mdeploy.evaluate.crops import copies_for
 
-    setting = recipe.verify.accuracy.crops if recipe.verify.accuracy else "auto"
+    setting = crops_setting(recipe)
     if not family.person_crops or (setting == "auto" and split_section(recipe, split)[0].kind_of == "synthetic"):
         return {}
     copies = copies_for(setting, len(ds))

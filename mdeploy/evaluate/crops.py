@@ -20,6 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from mdeploy.evaluate.metrics import drop
+
 SHIFT = 0.04  # largest shift of a crop's centre, as a share of its side, on each axis
 SCALE = 0.05  # largest change of its side, as log(scale): 0.95x to 1.05x
 SEED = 0
@@ -75,8 +77,6 @@ def gate_drop(metric: str | None, reference: dict, result: dict) -> dict:
     stage stores them): over the crops both were scored through where they were ({drop, crops,
     se, original}: `original` the drop on the original crops alone), else {drop} on the original
     crops."""
-    from mdeploy.evaluate.metrics import drop
-
     original = drop(metric, (reference.get("metrics") or {}).get(metric), (result.get("metrics") or {}).get(metric))
     paired = paired_drop(metric, reference, result) if metric else None
     return paired | {"original": original} if paired else {"drop": original}
@@ -87,8 +87,6 @@ def paired_drop(metric: str, reference: dict, result: dict) -> dict | None:
     over their crops: {drop, crops, se} (se: standard error of the mean of the paired per-crop drops,
     None where the metric is not the split's primary one or there is one crop). None when the two
     were not scored through the same crops."""
-    from mdeploy.evaluate.metrics import drop
-
     ref, new = reference.get("crops"), result.get("crops")
     if not ref or not new or ref["copies"] != new["copies"] or ref.get("seed") != new.get("seed"):
         return None
