@@ -7,7 +7,9 @@ scored on) plus the package photos, once per configuration of the int8 rewrites
 and once with the
 accuracy-driven mixed-precision search (`export.tflite.mixed_precision`, gate 1.5 points);
 then, held out, calibrated on the MPII people instead, plain and with the search scored on the
-COCO people alone (gate 1.0), so that neither choice sees the AI Challenger people.
+COCO people alone (gate 1.0), so that neither choice sees the AI Challenger people; and with
+quantization-aware fine-tuning on the calibration images (`export.tflite.int8_finetune`,
+300 and 900 steps), with either calibration.
 Then, on every person of the AI Challenger, MPII and COCO sets, it runs each int8 file on
 XNNPACK and on TFLite's reference kernels and prints, per set: PCKh@0.5 (where the set has
 head sizes), the mean distance of each int8 keypoint from fp32's in model-input pixels
@@ -20,13 +22,14 @@ to its fidelity. Every configuration splits the concatenations (`int8_concat: sp
 default when these tables were measured) unless it says otherwise; `benchmarks/int8_concat.py`
 compares that with scaling them, which the default `auto` now does on this model.
 
-    python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity] [--runs 40] [--configs NAME ...]
+    python benchmarks/int8_fidelity.py [--out /tmp/mdeploy-int8-fidelity] [--runs 40] [--configs NAME ... [--exact]]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import re
 import sys
 from pathlib import Path
 
@@ -65,6 +68,13 @@ CONFIGS = {
     "auto, calibrated on MPII + mixed precision chosen on COCO (gate 1.0)": [
         "export.tflite.int8_concat=auto", MPII_CALIBRATION, COCO_ONLY_VALIDATION,
         "export.tflite.mixed_precision={max_float_layers: 48}", "verify.accuracy.max_drop=1.0"],
+    # Quantization-aware fine-tuning on the calibration images (exporters/int8_finetune.py), with
+    # either calibration: the AI Challenger people are held out of both, the MPII people of the first.
+    **{f"auto + int8 fine-tuning ({steps} steps)": ["export.tflite.int8_concat=auto", f"export.tflite.int8_finetune={{steps: {steps}}}"]
+       for steps in (300, 900)},
+    **{f"auto, calibrated on MPII + int8 fine-tuning ({steps} steps)": [
+        "export.tflite.int8_concat=auto", MPII_CALIBRATION, COCO_ONLY_VALIDATION, f"export.tflite.int8_finetune={{steps: {steps}}}"]
+       for steps in (300, 900)},
 }
 
 
@@ -78,7 +88,10 @@ def build(out: Path, name: str, overrides: list[str]) -> Path:
         *overrides,
     ]
     folder = out / name.split(" (")[0].replace(", ", "_").replace(" + ", "_").replace(" ", "-")
-    if "MPII" in name:
+    tuned = re.search(r"fine-tuning \((\d+) steps\)", name)
+    if tuned:
+        folder = out / (("auto_mpii-calibrated" if "MPII" in name else "auto") + f"_finetuned{tuned.group(1)}")
+    elif "MPII" in name:
         folder = out / (("auto_" if name.startswith("auto") else "") + "mpii-calibrated" + ("_mixed" if "mixed" in name else "")
                         + ("_equalized" if "equalized" in name else "") + ("_gate0.25" if "gate 0.25" in name else ""))
     build_with(REPO / "recipes" / "pefm_cpm.yaml", folder, sets)  # exit 1 (int8 fails a gate) still writes the files
@@ -148,6 +161,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", metavar="NAME",
                         help="only the configurations whose names start with one of these (the first one given is "
                              "also the fp32 reference's build)")
+    parser.add_argument("--exact", action="store_true", help="--configs are whole names, not prefixes")
     args = parser.parse_args()
     if not REALKP.is_dir():
         raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
@@ -156,7 +170,10 @@ def main() -> None:
     from mdeploy.evaluate.evaluator import prepare, score
     from mdeploy.spec import ModelSpec
 
-    chosen = {name: o for name, o in CONFIGS.items() if not args.configs or any(name.startswith(c) for c in args.configs)}
+    def wanted(name: str) -> bool:
+        return not args.configs or any(name == c if args.exact else name.startswith(c) for c in args.configs)
+
+    chosen = {name: o for name, o in CONFIGS.items() if wanted(name)}
     builds = {name: build(args.out, name, overrides) for name, overrides in chosen.items()}
     first = next(iter(builds.values()))
     spec = ModelSpec.load(first / "model" / "spec.json")

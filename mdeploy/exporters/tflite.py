@@ -65,6 +65,8 @@ def targets(recipe, build_dir) -> list[ExportTarget]:
             settings.update(io=section.int8_io, calibration=recipe.section_json("export", "tflite", "calibration"),
                             int8_prelu=section.int8_prelu, int8_concat=section.int8_concat,
                             int8_equalize=section.int8_equalize)
+            if section.int8_finetune.steps:
+                settings["int8_finetune"] = recipe.section_json("export", "tflite", "int8_finetune")
             if recipe.mixed_precision_search():
                 settings["mixed_precision"] = recipe.section_json("export", "tflite", "mixed_precision")
                 settings["accuracy_gate"] = recipe.section_json("verify", "accuracy")
@@ -97,7 +99,8 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
     """The canonical SavedModel through the rewrites that keep this variant on XNNPACK's fast
     paths and int8 its precision (exporters/xnnpack_rewrites.py: `split_depthwise`; for int8 also
     `int8_prelu`, `int8_concat` and `int8_equalize`; scaled concatenations and equalization are
-    measured on the calibration images); the rewritten model is made once per content in a process and shared by the variants."""
+    measured on the calibration images), then for int8 `int8_finetune` (exporters/int8_finetune.py)
+    on the rewritten graph; the rewritten model is made once per content in a process and shared by the variants."""
     # Equalization last, on the graph that is quantized: a depthwise layer split into bands is
     # not rescaled (each band's partial sum is an int8 tensor of its own; rescaling the PEFM
     # CPM's 7x7 layers before the split brought its heatmap error back to plain int8's).
@@ -107,16 +110,20 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
                                       *((name, True) for name in concat),
                                       ("equalize_ranges", target.settings.get("int8_equalize")))
                 if on]
-    if not rewrites:
+    tune = target.settings.get("int8_finetune")
+    if not rewrites and not tune:
         yield inputs
         return
     from mdeploy.exporters.xnnpack_rewrites import MAX_TAPS, rewritten
 
-    source, changed = rewritten(inputs.saved_model, rewrites, inputs.calibration)
-    if source is None:
-        yield inputs
-        return
+    source, changed = rewritten(inputs.saved_model, rewrites, inputs.calibration) if rewrites else (None, {})
     summary = {}
+    if tune and inputs.calibration is not None:
+        tuned, summary["int8_finetune"] = _finetuned(source or inputs.saved_model, inputs, tune)
+        source = tuned or source
+    if source is None:
+        yield replace(inputs, rewrites=summary)
+        return
     if "split_depthwise" in changed:
         done = changed["split_depthwise"]
         kernels = sorted({"x".join(map(str, d["kernel"])) for d in done})
@@ -148,7 +155,14 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
         summary["int8_concat"]["split"] = {"concatenations": len(done), "readers": readers,
                                            "parts": [d["channels"] for d in done]}
         others = [r for r in rewrites if r != split]
-        fallbacks["int8_concat"] = lambda: rewritten(inputs.saved_model, others, inputs.calibration)[0] or inputs.saved_model
+
+        def without_split():
+            plain = rewritten(inputs.saved_model, others, inputs.calibration)[0] or inputs.saved_model
+            if tune:
+                return _finetuned(plain, inputs, tune)[0] or plain
+            return plain
+
+        fallbacks["int8_concat"] = without_split
     if "equalize_ranges" in changed:
         done = changed["equalize_ranges"]
         inputs.log(f"{len(done)} layer pair(s) rescaled across their ReLU so that int8 activations and weights share the "
@@ -156,6 +170,21 @@ def xnnpack_source(target: ExportTarget, inputs: ExportInputs):
         summary["int8_equalize"] = {"pairs": len(done), "channels": sum(d["scaled"] for d in done),
                                     "smallest_scale": min(d["smallest"] for d in done)}
     yield replace(inputs, saved_model=source, rewrites=summary, fallbacks=fallbacks)
+
+
+def _finetuned(saved_model: Path, inputs: ExportInputs, settings: dict) -> tuple[Path | None, dict]:
+    """`saved_model` with its weights tuned for int8 (exporters/int8_finetune.py), and what was done."""
+    from mdeploy.exporters.int8_finetune import finetuned
+
+    inputs.log(f"int8 fine-tuning: {settings['steps']} steps against the float model's own outputs on the calibration images")
+    tuned, done = finetuned(saved_model, inputs.calibration, settings)
+    if tuned is None:
+        inputs.log(f"int8 fine-tuning skipped: {done['skipped']}")
+    else:
+        rmse = done["int8_output_rmse"]
+        inputs.log(f"int8 fine-tuned {done['layers']} layer(s): emulated int8 output error {rmse['before']:g} -> "
+                   f"{rmse['after']:g} (rms, calibration images)")
+    return tuned, done
 
 
 def convert(target: ExportTarget, inputs: ExportInputs) -> dict:

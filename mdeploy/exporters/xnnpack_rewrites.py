@@ -804,42 +804,36 @@ REWRITES = {"split_depthwise": split_depthwise, "prelu_as_leaky_relu": prelu_as_
 MEASURED = {"scale_concat", "scale_concat_direct", "equalize_ranges"}  # rewrites that read the calibration inputs
 
 
-def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str], calibration=None) -> dict[str, list[dict]]:
-    """Write `saved_model` through the named `rewrites` (of REWRITES, in order) to `out_dir`, with
-    the same signature; return what each changed (empty: nothing changed, nothing written). The
-    MEASURED rewrites read `calibration` (a factory of [1, H, W, 3] inputs) and are skipped without it."""
+def frozen_signature(saved_model: Path):
+    """(frozen GraphDef, input tensor name, {output key: tensor name}, input TensorSpec) of a
+    SavedModel's serving signature."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from mdeploy.spec import SIGNATURE
 
-    loaded = tf.saved_model.load(str(saved_model))
+    loaded = tf.saved_model.load(str(saved_model))  # held while freezing: its variables live in it
     concrete = loaded.signatures[SIGNATURE]
     frozen = convert_variables_to_constants_v2(concrete)
-    graph_def = frozen.graph.as_graph_def()
     (arg,) = [t for t in frozen.inputs if t.dtype != tf.resource]
-    outputs = {name: frozen.outputs[i].name for i, name in enumerate(sorted(concrete.structured_outputs))}
     # Outputs of a frozen function come in the order of its flattened structure (sorted keys).
-    changed = {}
-    for name in rewrites:
-        if name in MEASURED:
-            if calibration is None:
-                continue
-            graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()), calibration)
-        else:
-            graph_def, done = REWRITES[name](graph_def, arg.name, list(outputs.values()))
-        if done:
-            changed[name] = done
-    if not changed:
-        return {}
+    outputs = {name: frozen.outputs[i].name for i, name in enumerate(sorted(concrete.structured_outputs))}
+    (spec,) = concrete.structured_input_signature[1].values()
+    return frozen.graph.as_graph_def(), arg.name, outputs, spec
+
+
+def save_graph_def(graph_def, input_name: str, outputs: dict[str, str], spec, out_dir: Path) -> None:
+    """Write a frozen `graph_def` as a SavedModel with the serving signature `frozen_signature` read."""
+    import tensorflow as tf
+
+    from mdeploy.spec import SIGNATURE
 
     def imports():
         tf.graph_util.import_graph_def(graph_def, name="")
 
     wrapped = tf.compat.v1.wrap_function(imports, [])
-    pruned = wrapped.prune(feeds=[wrapped.graph.get_tensor_by_name(arg.name)],
+    pruned = wrapped.prune(feeds=[wrapped.graph.get_tensor_by_name(input_name)],
                            fetches={k: wrapped.graph.get_tensor_by_name(v) for k, v in outputs.items()})
-    (spec,) = concrete.structured_input_signature[1].values()
     module = tf.Module()
     module.keep = wrapped
 
@@ -849,6 +843,26 @@ def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str], c
 
     module.serve = serve
     tf.saved_model.save(module, str(out_dir), signatures={SIGNATURE: serve.get_concrete_function()})
+
+
+def rewrite_saved_model(saved_model: Path, out_dir: Path, rewrites: list[str], calibration=None) -> dict[str, list[dict]]:
+    """Write `saved_model` through the named `rewrites` (of REWRITES, in order) to `out_dir`, with
+    the same signature; return what each changed (empty: nothing changed, nothing written). The
+    MEASURED rewrites read `calibration` (a factory of [1, H, W, 3] inputs) and are skipped without it."""
+    graph_def, arg, outputs, spec = frozen_signature(saved_model)
+    changed = {}
+    for name in rewrites:
+        if name in MEASURED:
+            if calibration is None:
+                continue
+            graph_def, done = REWRITES[name](graph_def, arg, list(outputs.values()), calibration)
+        else:
+            graph_def, done = REWRITES[name](graph_def, arg, list(outputs.values()))
+        if done:
+            changed[name] = done
+    if not changed:
+        return {}
+    save_graph_def(graph_def, arg, outputs, spec, out_dir)
     return changed
 
 
@@ -885,19 +899,25 @@ def rewritten(saved_model: Path, rewrites: list[str], calibration=None) -> tuple
     this process (see _CACHE)."""
     measured = calibration is not None and any(name in MEASURED for name in rewrites)
     key = (_digest(Path(saved_model)), tuple(rewrites), _inputs_digest(calibration) if measured else None)
+    return kept(key, lambda out: rewrite_saved_model(Path(saved_model), out, rewrites, calibration if measured else None))
+
+
+def kept(key: tuple, make) -> tuple[Path | None, dict]:
+    """(the SavedModel `make(folder)` wrote, what it returned), made once per `key` in this process;
+    None when it wrote nothing (see _CACHE)."""
     with _LOCK:
         if key not in _CACHE:
             folder = tempfile.TemporaryDirectory(prefix="mdeploy-xnnpack-")
-            changed = rewrite_saved_model(Path(saved_model), Path(folder.name) / "saved_model", rewrites,
-                                          calibration if measured else None)
-            if not changed:
+            out = Path(folder.name) / "saved_model"
+            done = make(out)
+            if not out.exists():
                 folder.cleanup()
                 folder = None
-            _CACHE[key] = (folder, changed)
+            _CACHE[key] = (folder, done)
             while len(_CACHE) > _KEPT:
                 old, _ = _CACHE.popitem(last=False)[1]
                 if old is not None:
                     old.cleanup()
         _CACHE.move_to_end(key)
-        folder, changed = _CACHE[key]
-    return (Path(folder.name) / "saved_model" if folder is not None else None), changed
+        folder, done = _CACHE[key]
+    return (Path(folder.name) / "saved_model" if folder is not None else None), done

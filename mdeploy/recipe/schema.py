@@ -654,6 +654,17 @@ class MixedPrecision(Section):
     max_float_layers: Annotated[int, Field(gt=0, le=1000)] = Field(16, description="most layers kept in float (1 to 1000)")
 
 
+class Int8Finetune(Section):
+    """Quantization-aware fine-tuning of the int8 variant against the float model's own outputs
+    on the calibration images (exporters/int8_finetune.py)."""
+
+    steps: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        0, description="training steps (0: off; 300 took 2-3 minutes for the PEFM CPM on 2 CPU cores)"
+    )
+    learning_rate: Annotated[float, Field(gt=0, le=0.1)] = Field(1e-5, description="Adam's learning rate")
+    batch: Annotated[int, Field(gt=0, le=256)] = Field(8, description="images per step")
+
+
 class TfliteExport(Section):
     variants: list[Literal["fp32", "fp16", "dynamic", "int8"]] = Field(
         default_factory=lambda: ["fp32"], min_length=1, description="fp32, fp16 (weights), dynamic (int8 weights), int8"
@@ -677,6 +688,11 @@ class TfliteExport(Section):
                            "the ReLU, sqrt(activation range / weight range) per channel measured on the calibration images, "
                            "so that one int8 scale serves all of a tensor's channels (exact in float; off by default: "
                            "docs/benchmarks.md)"
+    )
+    int8_finetune: Int8Finetune = Field(
+        default_factory=Int8Finetune,
+        description="int8 variant: train the weights (batch norms folded) so that int8-rounded outputs match the float "
+                    "model's on the calibration images, randomly zoomed, shifted and mirrored; no labels (off by default)",
     )
     int8_concat: Literal["auto", "scale", "split", "keep"] = Field(
         "auto", description="int8 variant: an int8 concatenation forces one scale on all its inputs. scale: a faint part "

@@ -167,4 +167,11 @@ def _int8_rewrites(details: dict) -> list[str]:
     if equalize:
         out.append(f"{equalize['pairs']} layer pair(s) rescaled across their ReLU ({equalize['channels']} channels, "
                    f"smallest scale {equalize['smallest_scale']:g})")
+    tuned = details.get("int8_finetune")
+    if tuned and "skipped" in tuned:
+        out.append(f"int8 fine-tuning skipped: {tuned['skipped']}")
+    elif tuned:
+        rmse = tuned["int8_output_rmse"]
+        out.append(f"{tuned['layers']} layer(s) fine-tuned for int8 ({tuned['steps']} steps on {tuned['images']} calibration "
+                   f"images; emulated int8 output error {rmse['before']:g} -> {rmse['after']:g} rms)")
     return out

@@ -287,3 +287,15 @@ def test_accuracy_crops_is_auto_or_a_count(tmp_path):
             load_recipe(path, [f"verify.accuracy.crops={bad}"])
         assert caught.value.issues[0].render().endswith(
             f"verify.accuracy.crops: expected auto or a whole number from 1 to 64, got {shown}"), bad
+
+
+def test_int8_finetune_is_off_unless_given_steps(tmp_path):
+    path = write(tmp_path / "r.yaml", BASE)
+    tuned = load_recipe(path).export.tflite.int8_finetune
+    assert (tuned.steps, tuned.learning_rate, tuned.batch) == (0, 1e-5, 8)
+    tuned = load_recipe(path, ["export.tflite.int8_finetune={steps: 300, learning_rate: 3.0e-5}"]).export.tflite.int8_finetune
+    assert (tuned.steps, tuned.learning_rate, tuned.batch) == (300, 3e-5, 8)
+    for bad in ("steps=-1", "steps=many", "learning_rate=0", "batch=0", "epochs=3"):
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(path, [f"export.tflite.int8_finetune.{bad}"])
+        assert f"export.tflite.int8_finetune.{bad.split('=')[0]}:" in caught.value.issues[0].render(), bad
