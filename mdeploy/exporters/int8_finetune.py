@@ -16,20 +16,21 @@ the XNNPACK rewrites) is emulated in TensorFlow with int8 where TFLite puts it:
 The folded weights and biases are then trained, Adam for `steps` steps of `batch` images (the
 learning rate falling from `learning_rate` to 0 along a cosine), so
 that the emulated int8 outputs match the float model's own outputs (mean squared error over
-every output). The images are the calibration images (never a validation split), each drawn
-randomly zoomed (0.82-1.22x), shifted (up to 10% of the side) and mirrored; no labels are
-read. The tuned float graph is then calibrated and quantized as usual; the fp32, fp16 and
+every output). The images are the calibration images (never a validation split; the first
+MOST_IMAGES of them), each drawn randomly zoomed (0.82-1.22x), shifted (up to 10% of the side)
+and mirrored; no labels are read. The tuned float graph is then calibrated and quantized as usual; the fp32, fp16 and
 dynamic variants keep the original weights, and parity and the accuracy gate compare the int8
 file with the original model.
 
-The emulated int8 output error (root mean square, on the calibration images as they are,
-before and after) goes into the artifact's details; what the gates measure on the validation
+The emulated int8 output error (root mean square, on the first ERROR_IMAGES calibration images
+as they are, before and after) goes into the artifact's details; what the gates measure on the validation
 splits is the real file. Graphs with an op the emulator does not know are left as they are,
 with the op named in the details.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,8 @@ FOLDED = ("Conv2D", "DepthwiseConv2dNative")
 BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 ZOOM, SHIFT = 0.2, 0.1  # augmentation: zoom e^+-ZOOM, centre +-SHIFT of the side
 SEED = 0
+MOST_IMAGES = 512  # calibration images held in memory to train on (the first ones)
+ERROR_IMAGES = 64  # of those, the first ones the emulated int8 error is reported on
 
 
 class Unsupported(Exception):
@@ -327,15 +330,16 @@ def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: 
     except Unsupported as err:
         return {"skipped": f"ops the int8 emulation does not run: {err}"}
     teacher = Emulator(graph_def, arg, names, {})
-    images = np.concatenate([np.asarray(x, np.float32) for x in calibration()])
+    images = np.concatenate([np.asarray(x, np.float32) for x in itertools.islice(calibration(), MOST_IMAGES)])
     # A range frame (the flat black and white inputs at the end) is no picture to learn from.
     pictures = images[[i for i, x in enumerate(images) if np.ptp(x) > 0]] if len(images) > 1 else images
     fill = float(images.min())
 
     def error() -> float:
         student.quantized = True
-        got = [np.concatenate([o.numpy() for o in student(images[i:i + 8])]) for i in range(0, len(images), 8)]
-        want = [np.concatenate([o.numpy() for o in teacher(images[i:i + 8])]) for i in range(0, len(images), 8)]
+        probe = images[:ERROR_IMAGES]
+        got = [np.concatenate([o.numpy() for o in student(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
+        want = [np.concatenate([o.numpy() for o in teacher(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
         return float(np.sqrt(np.mean([np.mean((a - b) ** 2) for a, b in zip(got, want)])))
 
     before = error()
