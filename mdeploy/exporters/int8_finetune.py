@@ -70,6 +70,7 @@ class Emulator:
         from mdeploy.exporters.xnnpack_rewrites import _Graph
 
         self.tf = tf
+        self.source = graph_def
         self.g = _Graph(graph_def)
         self.input = input_name.split(":")[0]
         self.outputs = [o.split(":")[0] for o in output_names]
@@ -247,7 +248,7 @@ class Emulator:
                 added.append(self.g.const(f"{reader.name}/tuned_bias", layer["bias"].numpy()))
                 replaced[reader.name] = self.g.op(reader.name, "BiasAdd", [reader.input[0], f"{reader.name}/tuned_bias"],
                                                   like=node, data_format=attr_value_pb2.AttrValue(s=b"NHWC"))
-        return _assemble(self.g._graph_def, replaced, added)  # noqa: SLF001 (same package)
+        return _assemble(self.source, replaced, added)
 
 
 def int8_ranges(saved_model: Path, calibration: Callable, input_name: str, output_names: list[str], nodes) -> tuple[dict, int]:
@@ -258,16 +259,11 @@ def int8_ranges(saved_model: Path, calibration: Callable, input_name: str, outpu
     into it, the last first (`.../Relu6;.../FusedBatchNorm;.../Conv2D`), under the function-call
     scopes the converter adds; the serving input and output are found beside their QUANTIZE and
     DEQUANTIZE ops."""
-    import tensorflow as tf
     from ai_edge_litert import schema_py_generated as schema
 
-    from mdeploy.spec import SIGNATURE
+    from mdeploy.exporters.tflite import int8_converter
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[SIGNATURE])
-    converter.optimizations = {tf.lite.Optimize.DEFAULT}
-    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
-    converter.representative_dataset = lambda: ([np.asarray(x, np.float32)] for x in calibration())
-    model = schema.ModelT.InitFromPackedBuf(bytearray(converter.convert()), 0)
+    model = schema.ModelT.InitFromPackedBuf(bytearray(int8_converter(saved_model, calibration, "float").convert()), 0)
     graph = model.subgraphs[0]
     calls = re.compile(r"^((Stateful)?PartitionedCall/)+")
     plain = {calls.sub("", n): n for n in nodes}
@@ -361,7 +357,7 @@ def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: 
         step(augmented(pictures, settings["batch"], rng, fill))
     after = error()
     save_graph_def(student.graph_def(), arg, outputs, spec, out_dir)
-    return {"steps": settings["steps"], "learning_rate": settings["learning_rate"], "batch": settings["batch"],
+    return {"steps": steps, "learning_rate": settings["learning_rate"], "batch": settings["batch"],
             "images": int(len(pictures)), "layers": len(student.layers), "quantized_tensors": len(ranges),
             "unmatched_tensors": unmatched, "int8_output_rmse": {"before": float(f"{before:.4g}"), "after": float(f"{after:.4g}")}}
 

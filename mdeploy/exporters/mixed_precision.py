@@ -36,20 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _converter(saved_model: Path, calibration: Callable, int8_io: str):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
-    converter.optimizations = {tf.lite.Optimize.DEFAULT}
-    # Float kernels too, for the layers kept in float.
-    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS}
-    converter.representative_dataset = lambda: ([x] for x in calibration())
-    if int8_io != "float":
-        converter.inference_input_type = tf.uint8 if int8_io == "uint8" else tf.int8
-        converter.inference_output_type = tf.uint8 if int8_io == "uint8" else tf.int8
-    return converter
-
-
 def channel_error(float_tensors, quant_tensors, scale: float, zero_point: int) -> float:
     """Mean over channels of the quantization error relative to the channel's own spread.
 
@@ -102,10 +88,12 @@ class Requantizer:
     def __init__(self, saved_model: Path, calibration: Callable, int8_io: str, probe: Callable | None = None):
         import tensorflow as tf
 
+        from mdeploy.exporters.tflite import int8_converter
+
         self._fully_quantize = int8_io != "float"
         self._options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={"channel_error": channel_error})
         self._debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=_converter(saved_model, calibration, int8_io),
+            converter=int8_converter(saved_model, calibration, int8_io, float_kernels=True),
             debug_dataset=lambda: ([x] for x in (probe or calibration)()),
             debug_options=self._options,
         )

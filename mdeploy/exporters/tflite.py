@@ -224,27 +224,39 @@ def log_delegates(log, details: dict) -> None:
 def _convert(target: ExportTarget, inputs: ExportInputs, saved_model: Path) -> bytes:
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
-    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS}
-    if target.variant == "fp16":
-        converter.optimizations = {tf.lite.Optimize.DEFAULT}
-        converter.target_spec.supported_types = {tf.float16}
-    elif target.variant == "dynamic":
-        converter.optimizations = {tf.lite.Optimize.DEFAULT}
-    elif target.variant == "int8":
+    if target.variant == "int8":
         if inputs.calibration is None:
             raise ModelError("full-integer TFLite needs calibration images (export.tflite.calibration)")
-        converter.optimizations = {tf.lite.Optimize.DEFAULT}
-        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
-        converter.representative_dataset = lambda: ([x] for x in inputs.calibration())
-        io = target.settings["io"]
-        if io != "float":
-            converter.inference_input_type = tf.uint8 if io == "uint8" else tf.int8
-            converter.inference_output_type = tf.uint8 if io == "uint8" else tf.int8
+        converter = int8_converter(saved_model, inputs.calibration, target.settings["io"])
+    else:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
+        converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS}
+        if target.variant in ("fp16", "dynamic"):
+            converter.optimizations = {tf.lite.Optimize.DEFAULT}
+        if target.variant == "fp16":
+            converter.target_spec.supported_types = {tf.float16}
     try:
         return converter.convert()
     except Exception as err:  # the converter raises ConverterError and plain exceptions
         raise ModelError(_conversion_message(err), hint=_conversion_hint(err)) from err
+
+
+def int8_converter(saved_model: Path, calibration, int8_io: str, float_kernels: bool = False):
+    """LiteRT's converter of `saved_model` to full-integer TFLite, calibrated on `calibration()`
+    ([1, H, W, 3] inputs), its input and output of type `int8_io` (float, uint8 or int8);
+    `float_kernels` lets layers stay float (the mixed-precision search keeps some)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["serving_default"])
+    converter.optimizations = {tf.lite.Optimize.DEFAULT}
+    converter.target_spec.supported_ops = {tf.lite.OpsSet.TFLITE_BUILTINS_INT8}
+    if float_kernels:
+        converter.target_spec.supported_ops.add(tf.lite.OpsSet.TFLITE_BUILTINS)
+    converter.representative_dataset = lambda: ([x] for x in calibration())
+    if int8_io != "float":
+        converter.inference_input_type = tf.uint8 if int8_io == "uint8" else tf.int8
+        converter.inference_output_type = tf.uint8 if int8_io == "uint8" else tf.int8
+    return converter
 
 
 def describe_flatbuffer(flatbuffer: bytes) -> dict:
