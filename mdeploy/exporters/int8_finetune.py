@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class Emulator:
         self.quantized = False
         self.order = self._order()
         known = {"Const", "Identity", "Placeholder", *FOLDED, *BATCH_NORMS, "BiasAdd", "LeakyRelu", "ConcatV2",
-                 "ResizeBilinear", "ResizeNearestNeighbor", "MaxPool", "AvgPool", "Pad", "Slice", "Reshape", "Mean"}
+                 "ResizeBilinear", "ResizeNearestNeighbor", "MaxPool", "AvgPool", "Pad", "Slice", "StridedSlice", "Reshape", "Mean"}
         # What constants alone compute (a batch norm's gamma * rsqrt(var + eps)) is a constant.
         self.constant = {n for n in self.order if n != self.input and self.g._constant(n)}  # noqa: SLF001 (same package)
         missing = sorted({self.g.nodes[n].op for n in self.order
@@ -218,6 +219,14 @@ class Emulator:
                 if size[0] == 1:  # the exporter's Slices spell out a batch of 1
                     size[0] = -1
                 out = tf.slice(get(node.input[0]), get(node.input[1]), size)
+            elif op == "StridedSlice":
+                begin, end, strides = (np.array(self.g.value(i)) for i in node.input[1:4])
+                masks = {m: attr[m].i for m in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")}
+                if (not masks["ellipsis_mask"] and not masks["new_axis_mask"] & 1 and not masks["shrink_axis_mask"] & 1
+                        and begin[0] == 0 and end[0] == 1 and strides[0] == 1):  # a batch of 1 spelled out
+                    masks["begin_mask"] |= 1
+                    masks["end_mask"] |= 1
+                out = tf.raw_ops.StridedSlice(input=get(node.input[0]), begin=begin, end=end, strides=strides, **masks)
             elif op == "Reshape":
                 shape = np.array(self.g.value(node.input[1]))
                 if shape[0] == 1 and -1 not in shape[1:]:
@@ -310,9 +319,11 @@ def augmented(images: np.ndarray, batch: int, rng: np.random.Generator, fill: fl
     return tf.where(mirror[:, None, None, None], tf.reverse(out, [2]), out)
 
 
-def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: dict) -> dict:
+def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: dict,
+             log: Callable[[str], None] = lambda _: None) -> dict:
     """Write `saved_model` with its weights tuned for int8 (module docstring) to `out_dir`; return what
-    was done. {"skipped": reason} and nothing written when the graph cannot be emulated."""
+    was done. {"skipped": reason} and nothing written when the graph cannot be emulated. Progress
+    goes to `log` about every tenth of the steps."""
     import tensorflow as tf
 
     from mdeploy.exporters.xnnpack_rewrites import frozen_signature, save_graph_def
@@ -334,8 +345,8 @@ def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: 
     def error() -> float:
         student.quantized = True
         probe = images[:ERROR_IMAGES]
-        got = [np.concatenate([o.numpy() for o in student(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
-        want = [np.concatenate([o.numpy() for o in teacher(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
+        got = [np.concatenate([o.numpy().ravel() for o in student(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
+        want = [np.concatenate([o.numpy().ravel() for o in teacher(probe[i:i + 8])]) for i in range(0, len(probe), 8)]
         return float(np.sqrt(np.mean([np.mean((a - b) ** 2) for a, b in zip(got, want)])))
 
     before = error()
@@ -353,8 +364,12 @@ def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: 
 
     rng = np.random.default_rng(SEED)
     student.quantized = True
-    for _ in range(steps):
-        step(augmented(pictures, settings["batch"], rng, fill))
+    every = max(1, -(-steps // 10))
+    started = time.monotonic()
+    for i in range(1, steps + 1):
+        loss = step(augmented(pictures, settings["batch"], rng, fill))
+        if i % every == 0 and i < steps:
+            log(f"int8 fine-tuning: step {i}/{steps}, loss {float(loss):.3g}, {time.monotonic() - started:.0f}s")
     after = error()
     save_graph_def(student.graph_def(), arg, outputs, spec, out_dir)
     return {"steps": steps, "learning_rate": settings["learning_rate"], "batch": settings["batch"],
@@ -362,7 +377,8 @@ def finetune(saved_model: Path, out_dir: Path, calibration: Callable, settings: 
             "unmatched_tensors": unmatched, "int8_output_rmse": {"before": float(f"{before:.4g}"), "after": float(f"{after:.4g}")}}
 
 
-def finetuned(saved_model: Path, calibration: Callable, settings: dict) -> tuple[Path | None, dict]:
+def finetuned(saved_model: Path, calibration: Callable, settings: dict,
+              log: Callable[[str], None] = lambda _: None) -> tuple[Path | None, dict]:
     """(`saved_model` tuned for int8, what `finetune` did), made once per content, settings and
     calibration images in this process; None with {"skipped": why} when the graph is left as it is."""
     import json
@@ -370,4 +386,4 @@ def finetuned(saved_model: Path, calibration: Callable, settings: dict) -> tuple
     from mdeploy.exporters.xnnpack_rewrites import _digest, _inputs_digest, kept
 
     key = ("int8_finetune", _digest(Path(saved_model)), json.dumps(settings, sort_keys=True), _inputs_digest(calibration))
-    return kept(key, lambda out: finetune(Path(saved_model), out, calibration, settings))
+    return kept(key, lambda out: finetune(Path(saved_model), out, calibration, settings, log))

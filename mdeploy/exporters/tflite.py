@@ -177,7 +177,7 @@ def _finetuned(saved_model: Path, inputs: ExportInputs, settings: dict) -> tuple
     from mdeploy.exporters.int8_finetune import finetuned
 
     inputs.log(f"int8 fine-tuning: {settings['steps']} steps against the float model's own outputs on the calibration images")
-    tuned, done = finetuned(saved_model, inputs.calibration, settings)
+    tuned, done = finetuned(saved_model, inputs.calibration, settings, inputs.log)
     if tuned is None:
         inputs.log(f"int8 fine-tuning skipped: {done['skipped']}")
     else:

@@ -153,3 +153,42 @@ def test_the_exporter_finetunes_int8_when_the_recipe_asks(tmp_path, tune):
     else:
         assert not tuned and "int8_finetune" not in details
         assert not any("fine-tun" in line for line in lines)
+
+
+def test_a_model_with_two_outputs_sliced_from_one_tensor(tmp_path):
+    """A multi-person release's one output tensor becomes two canonical outputs (heatmaps and
+    PAFs) through strided slices: the emulator runs them exactly in float, and fine-tuning trains
+    against both outputs, each with the scale of its own int8 output."""
+    import keras
+
+    from mdeploy.exporters.int8_finetune import finetune
+    from mdeploy.importers import LoadedModel
+    from mdeploy.importers.canonical import write_canonical
+
+    class TwoOutputs:  # what a family's `canonical` does with a release's concatenated output
+        @staticmethod
+        def canonical(raw, head, where):
+            return {"heatmaps": raw[..., :3], "pafs": raw[..., 3:]}
+
+    keras.utils.set_random_seed(7)
+    inp = keras.Input((SIZE, SIZE, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Conv2D(7, 1)(x))
+    saved = tmp_path / "model"
+    write_canonical(LoadedModel(fn=model, input_shape=(None, SIZE, SIZE, 3), input_dtype="float32", keep=model), (SIZE, SIZE),
+                    saved, family=TwoOutputs())
+    emulator, ranges, unmatched = _emulators(saved, _images(8, 1))
+    assert unmatched == 0 and len(emulator.outputs) == 2
+    probe = _images(4, 2)
+    emulated = emulator(np.concatenate(probe))
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(saved)).signatures["serving_default"]
+    expected = [np.concatenate([serve(image=tf.constant(x))[name].numpy() for x in probe]) for name in ("heatmaps", "pafs")]
+    got = sorted((e.numpy() for e in emulated), key=lambda a: a.shape[-1])
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()))
+    done = finetune(saved, tmp_path / "tuned", lambda: iter(_images(8, 1)), {"steps": 20, "learning_rate": 3e-4, "batch": 4})
+    assert "skipped" not in done and done["layers"] == 2
+    assert done["int8_output_rmse"]["after"] < done["int8_output_rmse"]["before"]
+    assert sorted(tf.saved_model.load(str(tmp_path / "tuned")).signatures["serving_default"].structured_outputs) == ["heatmaps", "pafs"]
