@@ -274,3 +274,26 @@ def test_changed_joints_are_counted_against_the_source_models_clear_ones():
     assert changed_joints(reference, artifact | {"metric": "pck@0.2_torso"}, "pckh@0.5") is None
     assert changed_joints(reference, {**artifact, "hits": ["10-1"]}, "pckh@0.5") is None
     assert describe_changes(changed_joints(reference, reference, "pckh@0.5"), "%") == ""
+
+
+@pytest.mark.parametrize("steps", [0, 300])
+def test_a_failed_int8_gate_names_int8_finetuning_unless_it_is_on(tmp_path, tiny_models, steps):
+    """An int8 variant that fails parity or accuracy: the hint names the setting that takes back
+    int8's loss, and leaves it out where the recipe already fine-tunes."""
+    from mdeploy.build import BuildResult, GateResult
+    from mdeploy.errors import GateFailure
+
+    path = tiny_recipe(tmp_path, tiny_models, extra=f"""
+        data: {{train: {{synthetic: {{count: 8, seed: 1}}}}}}
+        export: {{tflite: {{variants: [fp32, int8], int8_finetune: {{steps: {steps}}}}}}}
+        """)
+    result = BuildResult(recipe=load_recipe(path), build_dir=tmp_path / "out", manifest={}, outcome=None, plan=None,
+                         gates=[GateResult("accuracy", "tflite/int8", "failed", split="val")], written="manifest")
+    with pytest.raises(GateFailure) as caught:
+        result.raise_for_gates()
+    assert caught.value.message == "1 verification gate failed: accuracy of tflite/int8 on val"
+    assert ("export.tflite.int8_finetune: {steps: 300}" in caught.value.hint) is (steps == 0)
+    result.gates = [GateResult("parity", "tflite/fp16", "failed")]
+    with pytest.raises(GateFailure) as caught:
+        result.raise_for_gates()
+    assert "int8_finetune" not in caught.value.hint
