@@ -126,11 +126,11 @@ class BuildResult:
                 from mdeploy.verify.people import HINT
 
                 hints.append(HINT)
-            if any(g.gate in ("parity", "accuracy") for g in failed):
+            checked = [g for g in failed if g.gate in ("parity", "accuracy")]
+            if checked:
                 hints.append("loosen verify.tolerances or verify.accuracy.max_drop, or set verify.parity: warn, if the difference is acceptable")
                 tflite = self.recipe.export.tflite
-                int8 = any(g.gate in ("parity", "accuracy") and g.artifact == "tflite/int8" for g in failed)
-                if int8 and tflite is not None and not tflite.int8_finetune.steps:
+                if any(g.artifact == "tflite/int8" for g in checked) and tflite is not None and not tflite.int8_finetune.steps:
                     hints.append("to take back what int8 lost, set export.tflite.int8_finetune: {steps: 300} (the weights "
                                  "trained to tolerate int8 on the calibration images; minutes of CPU, docs/formats.md)")
             if any(g.gate == "ops" for g in failed):

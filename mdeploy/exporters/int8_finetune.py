@@ -15,8 +15,8 @@ the XNNPACK rewrites) is emulated in TensorFlow with int8 where TFLite puts it:
 
 The folded weights and biases are then trained, Adam for `steps` steps of `batch` images (the
 learning rate falling from `learning_rate` to 0 along a cosine), so
-that the emulated int8 outputs match the float model's own outputs (mean squared error over
-every output). The images are the calibration images (never a validation split; the first
+that the emulated int8 outputs match the float model's own outputs (the sum over outputs of
+each one's mean squared error: a multi-person model's heatmaps and PAFs alike). The images are the calibration images (never a validation split; the first
 MOST_IMAGES of them), each drawn randomly zoomed (0.82-1.22x), shifted (up to 10% of the side)
 and mirrored; no labels are read. The tuned float graph is then calibrated and quantized as usual; the fp32, fp16 and
 dynamic variants keep the original weights, and parity and the accuracy gate compare the int8
