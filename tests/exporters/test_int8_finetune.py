@@ -149,6 +149,8 @@ def test_the_exporter_finetunes_int8_when_the_recipe_asks(tmp_path, tune):
     if tune:
         assert tuned and details["int8_finetune"]["steps"] == 20 and details["int8_finetune"]["layers"] == 5
         assert any(line.startswith("int8 fine-tuned 5 layer(s): emulated int8 output error") for line in lines)
+        progress = [line.split(",")[0] for line in lines if line.startswith("int8 fine-tuning: step ")]
+        assert progress == [f"int8 fine-tuning: step {i}/20" for i in range(2, 20, 2)]  # about every tenth of the steps
         assert any(p.startswith("5 layer(s) fine-tuned for int8 (20 steps on 8 calibration images") for p in _int8_rewrites(details))
     else:
         assert not tuned and "int8_finetune" not in details
