@@ -9,7 +9,10 @@ int8 output error before and after the training, and how long the int8 stage too
 file is timed on XNNPACK in one process, interleaved (median, 1 and 2 threads).
 
     python benchmarks/openpose_int8_finetune.py [--out /tmp/mdeploy-openpose-ft] [--runs 20] \
-        [--tune STEPS:LEARNING_RATE ...]
+        [--tune STEPS:LEARNING_RATE ...] [--calibrate-on FOLDER ...]
+
+`--calibrate-on` calibrates and fine-tunes on the images of those folders and their subfolders
+instead (`data.calibration: {images: ...}`, unlabelled), plus the package photos.
 
 A folder that already holds a build's manifest is scored as it is (delete it to rebuild).
 """
@@ -28,10 +31,13 @@ from int8_concat import timing
 from int8_fidelity import REALKP
 
 
-def build(out: Path, steps: int, learning_rate: float) -> Path:
+def build(out: Path, steps: int, learning_rate: float, folders: list[Path]) -> Path:
     folder = out / (f"finetuned{steps}_lr{learning_rate:g}" if steps else "plain")
     if not (folder / "openpose_thin" / "manifest.json").is_file():
         sets = ["export.tflite.variants=[fp32, int8]", "export.onnx=null", "export.coreml=null", "export.mace=null"]
+        if folders:
+            listed = ", ".join(str(f.absolute()) for f in folders)
+            sets.append(f"data.calibration={{kind: real, images: {{folders: [{listed}], recursive: true}}}}")
         if steps:
             sets.append(f"export.tflite.int8_finetune={{steps: {steps}, learning_rate: {learning_rate}}}")
         build_with(REPO / "recipes" / "openpose_thin.yaml", folder, sets)
@@ -61,13 +67,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/mdeploy-openpose-ft"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--tune", nargs="*", default=["300:1e-5", "300:1e-4"], metavar="STEPS:LEARNING_RATE")
+    parser.add_argument("--calibrate-on", nargs="*", type=Path, default=[], metavar="FOLDER")
     args = parser.parse_args()
     if not REALKP.is_dir():
         raise SystemExit(f"{REALKP} is absent: these measurements need ../shared")
     sys.path.insert(0, str(REPO))
     print(f"Machine: {machine()}; {datetime.date.today()}\n")
     settings = [(0, 0.0)] + [(int(s), float(lr)) for s, lr in (t.split(":") for t in args.tune)]
-    folders = {("plain" if not s else f"fine-tuned, {s} steps, learning rate {lr:g}"): build(args.out, s, lr) for s, lr in settings}
+    folders = {("plain" if not s else f"fine-tuned, {s} steps, learning rate {lr:g}"): build(args.out, s, lr, args.calibrate_on) for s, lr in settings}
     print("| int8 file | AP real_coco, XNNPACK (fp32) | AP, reference kernels | AP50 | AR | parity agreement | "
           "emulated int8 error (rms) | int8 stage s |\n|---|---|---|---|---|---|---|---|")
     for name, folder in folders.items():

@@ -369,6 +369,11 @@ def _data_stages(recipe: Recipe, stages: list[Stage]) -> dict[str, tuple[tuple[s
                 )
             )
             keys[split] = ((name,), None)
+        elif source.images is not None:
+            from mdeploy.data.folder import image_listing
+
+            listing = image_listing(source.images, recipe.where(*keypath, "images"))
+            keys[split] = ((), {"images": sha256_json(listing), "reader": "images"})
         else:
             files = getattr(source, source.source)
             keys[split] = ((), data_fingerprint(files, recipe.where(*keypath, source.source)) | {"reader": source.source})

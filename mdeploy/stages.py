@@ -43,16 +43,21 @@ def split_files(recipe: Recipe, split: str, ctx: StageContext) -> tuple[Path, Pa
     return Path(files.annotations), Path(files.images)
 
 
-def load_split(recipe: Recipe, split: str, ctx: StageContext):
-    """A split read with its keypoints mapped onto the recipe's keypoint set (the mapping is logged)."""
+def load_split(recipe: Recipe, split: str, ctx: StageContext, *, quiet: bool = False):
+    """A split read with its keypoints mapped onto the recipe's keypoint set (the mapping is
+    logged, unless `quiet`)."""
     from mdeploy.data.coco import load_coco
     from mdeploy.data.mpii import load_mpii
     from mdeploy.keypoints import get_keypoint_set
 
     section, keypath = split_section(recipe, split)
-    annotations, images = split_files(recipe, split, ctx)
     kps = get_keypoint_set(recipe.model.keypoints)
     where = recipe.where(*keypath)
+    if section.images is not None:  # unlabelled whole images (data.calibration only)
+        from mdeploy.data.folder import load_images
+
+        return load_images(section.images.folders, kps, recursive=section.images.recursive, where=recipe.where(*keypath, "images"))
+    annotations, images = split_files(recipe, split, ctx)
     three_d = section.synthetic is not None and section.synthetic.keypoints3d is not None
     if section.coco3d is not None or section.h36m is not None or three_d:  # 3-D people with cameras (family volumetric)
         from mdeploy.data.split3d import load_split3d
@@ -63,7 +68,7 @@ def load_split(recipe: Recipe, split: str, ctx: StageContext):
         ds = load_mpii(annotations, images, kps, where=where, crop=crop)
     else:
         ds = load_coco(annotations, images, kps, where=where, crop=section.crop)
-    if section.synthetic is None:
+    if section.synthetic is None and not quiet:
         for note in ds.notes:
             ctx.log(f"{split}: {note}")
     return ds
@@ -76,6 +81,11 @@ def describe_split(recipe: Recipe, split: str, ds, ctx: StageContext) -> dict:
     section, _ = split_section(recipe, split)
     if section.synthetic is not None:
         fingerprint = ctx.dep(data_stage_name(split)).key
+    elif section.images is not None:
+        from mdeploy.data.folder import image_listing
+        from mdeploy.fsutil import sha256_json
+
+        fingerprint = sha256_json(image_listing(section.images))
     else:
         fingerprint = sha256_path(Path(getattr(section, section.source).annotations))
     return {
@@ -405,8 +415,8 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
 
 
 def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: StageContext):
-    """(a generator factory of [1, H, W, 3] inputs, what it holds): the first `samples` images of a
-    split, preprocessed by `Preprocessing.apply` with each sample's crop box (the evaluation path,
+    """(a generator factory of [1, H, W, 3] inputs, what it holds): the first `samples` inputs of a
+    split (a split fed as whole images gives each image once, however many people it holds), preprocessed by `Preprocessing.apply` with each sample's crop box (the evaluation path,
     pixel for pixel), then the photos of people verification uses (`calibration.photos`)."""
     import numpy as np
 
@@ -416,23 +426,32 @@ def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: Stag
     from mdeploy.verify.samples import parity_samples
 
     ds = load_split(recipe, split, ctx)
-    n = min(samples, len(ds))
+    picks = list(range(len(ds)))
+    if ds.crop == "image":  # whole images: one input per image, however many people it holds
+        first: dict = {}
+        for i, sample in enumerate(ds.samples):
+            first.setdefault(sample.image, i)
+        picks = list(first.values())
+    n = min(samples, len(picks))
+    section, keypath = split_section(recipe, split)
+    if section.synthetic is None:
+        _check_held_out(recipe, [ds.samples[i].image for i in picks[:n]], recipe.where(*keypath), ctx)
     photos = []
     if recipe.export.tflite.calibration.photos:
         photos = [s for s in parity_samples(spec, recipe.verify.samples, recipe.where) if is_photo(s.name)]
-    section, _ = split_section(recipe, split)
-    described = {"split": split, "kind": section.kind_of, "images": n, "photos": len(photos), "range_frames": 2,
+    described = {"split": split, "kind": section.kind_of, "source": section.source, "images": n, "photos": len(photos), "range_frames": 2,
                  "total": n + len(photos)}
     ctx.log(f"calibrating on {n} images of data.{split} ({section.kind_of}) and {len(photos)} photos")
     if n + len(photos) < MIN_CALIBRATION:
         described["warning"] = (
             f"calibrated on {n + len(photos)} images, fewer than {MIN_CALIBRATION}: too few to represent what the camera "
-            "will see (export.tflite.calibration.samples, or a larger data split)"
+            "will see (export.tflite.calibration.samples, a larger data split, or folders of the app's frames: "
+            "data.calibration: {images: {folders: [DIR]}})"
         )
         ctx.log(f"warning: {described['warning']}")
 
     def generate():
-        for i in range(n):
+        for i in picks[:n]:
             batch, _ = prepare(spec, ds, [i])
             yield batch
         for photo in photos:
@@ -444,6 +463,27 @@ def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: Stag
             yield pre.normalize(np.full((pre.height, pre.width, 3), level, np.float32))[None]
 
     return generate, described
+
+
+def _check_held_out(recipe: Recipe, images: list[Path], where: str | None, ctx: StageContext) -> None:
+    """Raise when a calibration image is, byte for byte, an image of a validation split (under
+    any name or folder): the int8 variant would be scored on images it was calibrated on."""
+    from mdeploy.errors import InputError
+    from mdeploy.fsutil import sha256_file
+
+    digests = {sha256_file(Path(p)): Path(p) for p in dict.fromkeys(images)}
+    for name, section, _ in recipe.val_splits():
+        if section.synthetic is not None:  # generated with its own seed: no user image is in it
+            continue
+        for image in dict.fromkeys(Path(s.image) for s in load_split(recipe, name, ctx, quiet=True).samples):
+            same = digests.get(sha256_file(image))
+            if same is not None:
+                raise InputError(
+                    f"calibration image {same} is the validation split {name}'s {image}: the int8 variant would be "
+                    "scored on images it was calibrated on",
+                    where=where,
+                    hint="calibrate on images the accuracy gates do not measure",
+                )
 
 
 def run_parity(recipe: Recipe, target: ExportTarget, ctx: StageContext) -> dict:

@@ -221,7 +221,9 @@ def quantization_lines(manifest: dict) -> list[str]:
         details = art.get("details") or {}
         cal = details.get("calibration")
         if cal:
-            out.append(f"{art['id']}: calibrated on {cal['images']} images of data.{cal['split']} ({cal['kind']}) and {cal['photos']} photos")
+            unlabelled = "unlabelled " if cal.get("source") == "images" else ""
+            out.append(f"{art['id']}: calibrated on {cal['images']} {unlabelled}images of data.{cal['split']} ({cal['kind']}) "
+                       f"and {cal['photos']} photos")
             if cal.get("warning"):
                 out.append(f"  warning: {cal['warning']}")
         mixed = details.get("mixed_precision") or {}

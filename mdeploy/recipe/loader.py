@@ -260,7 +260,7 @@ def _issue(err: dict, data: dict, sources: SourceMap, root: type[BaseModel] = Re
         keypath = keypath + ("format",)
     if ctx.get("at"):
         # A rule about a whole mapping that is best shown at one of its keys.
-        keypath = keypath + tuple(ctx["at"].split("."))
+        keypath = keypath + tuple(int(p) if p.isdigit() else p for p in ctx["at"].split("."))
         mark = sources.mark_for(keypath, prefer_key=True)
     elif kind == "missing" and keypath in sources.keys:  # a key a --set removed
         mark = sources.keys[keypath]

@@ -54,6 +54,11 @@ def _serialize_path(value: Path, info: SerializationInfo) -> str:
     return str(value)
 
 
+def _one_or_more(value: Any) -> Any:
+    """One item where a list is expected: a list of that one item."""
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
 RecipePath = Annotated[
     Path,
     BeforeValidator(_resolve_path),
@@ -500,7 +505,17 @@ class H36mData(Section):
     cameras: RecipePath | None = Field(None, description="the camera table (default: cameras.pkl beside the annotations)")
 
 
-SPLIT_SOURCES = ("synthetic", "coco", "mpii", "coco3d", "h36m")
+class ImagesData(Section):
+    """Unlabelled images (data.calibration only): each whole image through the model's preprocessing,
+    as an app feeds a camera frame, for int8 calibration and int8 fine-tuning."""
+
+    folders: Annotated[list[RecipePath], BeforeValidator(_one_or_more), Field(min_length=1)] = Field(
+        description="a folder of images, or a list of folders (.jpg, .jpeg, .png, .bmp, .webp)"
+    )
+    recursive: bool = Field(False, description="also read the images in the folders' subfolders")
+
+
+SPLIT_SOURCES = ("synthetic", "coco", "mpii", "coco3d", "h36m", "images")
 
 
 class DataSplit(Section):
@@ -509,6 +524,7 @@ class DataSplit(Section):
     mpii: MpiiData | None = None
     coco3d: Coco3dData | None = Field(None, description="3-D people with cameras (family volumetric)")
     h36m: H36mData | None = Field(None, description="Human3.6M frames with cameras (family volumetric)")
+    images: ImagesData | None = Field(None, description="unlabelled whole images: data.calibration only")
     name: Slug | None = Field(None, description="the split's name in tables and gates (default: train / val)")
     kind: Literal["synthetic", "real", "unknown"] | None = Field(
         None, description="what the images are: synthetic figures, real photos, or unknown (default: synthetic for generated data, else unknown)"
@@ -525,13 +541,18 @@ class DataSplit(Section):
         """An optional split whose files are not on this machine."""
         if not self.optional or self.synthetic is not None:
             return False
+        if self.images is not None:
+            return not all(Path(f).is_dir() for f in self.images.folders)
         return not Path(getattr(self, self.source).annotations).is_file()
 
     @model_validator(mode="after")
     def _one_source(self):
         given = [k for k in SPLIT_SOURCES if getattr(self, k) is not None]
         if len(given) != 1:
-            raise PydanticCustomError("data_source", "give exactly one of 'synthetic', 'coco', 'mpii', 'coco3d' or 'h36m'")
+            raise PydanticCustomError("data_source", "give exactly one of 'synthetic', 'coco', 'mpii', 'coco3d', 'h36m' or 'images'")
+        if self.images is not None and self.crop == "person":
+            raise PydanticCustomError("images_crop", "unlabelled images have no people to crop around: crop image or auto",
+                                      {"at": "crop"})
         if self.synthetic is not None and self.kind not in (None, "synthetic"):
             raise PydanticCustomError("split_kind", "generated figures are synthetic, not {kind}", {"kind": self.kind, "at": "kind"})
         return self
@@ -568,6 +589,15 @@ class DataSection(Section):
             if dupes:
                 raise PydanticCustomError("val_dupes", "validation split name used twice: {d}", {"d": ", ".join(dupes), "at": "val"})
         splits = self.val if isinstance(self.val, list) else [self.val] if self.val else []
+        listed = isinstance(self.val, list)
+        labelled = [("train", "train", self.train)] + [(f"val.{i}" if listed else "val", f"val[{i}]" if listed else "val", v)
+                                                      for i, v in enumerate(splits)]
+        for at, label, split in labelled:
+            if split is not None and split.images is not None:
+                raise PydanticCustomError(
+                    "images_unlabelled", "unlabelled images can only calibrate int8 (data.calibration); "
+                    "data.{split} needs labelled people (synthetic, coco, mpii, coco3d or h36m)", {"split": label, "at": f"{at}.images"}
+                )
         if any(v.name == "train" for v in splits):
             raise PydanticCustomError("val_train", "a validation split cannot be named 'train'", {"at": "val"})
         return self
@@ -999,14 +1029,22 @@ class Recipe(Section):
                 )
             calibration = getattr(self.data, split)
             if calibration.synthetic is None:
-                used = Path(getattr(calibration, calibration.source).annotations)
                 for name, val, _ in self.val_splits(absent=True):
-                    if val.synthetic is None and Path(getattr(val, val.source).annotations) == used:
+                    if val.synthetic is not None:
+                        continue
+                    if calibration.images is not None:
+                        measured = Path(getattr(val, val.source).images)
+                        shared = any(measured == f or (calibration.images.recursive and f in measured.parents)
+                                     for f in calibration.images.folders)
+                    else:
+                        shared = Path(getattr(val, val.source).annotations) == Path(getattr(calibration, calibration.source).annotations)
+                    if shared:
                         raise PydanticCustomError(
                             "calibration_val",
-                            "data.{split} is the validation split {name}: the int8 variant would be scored on the images it was "
-                            "calibrated on",
-                            {"split": split, "name": name, "at": "export"},
+                            "data.{split} {holds} the validation split {name}: the int8 variant would be scored on the images "
+                            "it was calibrated on",
+                            {"split": split, "name": name, "holds": "holds the images of" if calibration.images else "is",
+                             "at": "export"},
                         )
         gate = self.verify.accuracy
         if gate is not None and gate.splits:

@@ -45,13 +45,16 @@ def summarize(recipe: Recipe) -> list[tuple[str, str]]:
     gates.append(f"find people {recipe.verify.find_people}")
     rows.append(("verify", f"parity {recipe.verify.parity} on {', '.join(sample_desc)}; {', '.join(gates)}"))
     if recipe.data:
-        splits = [("train", recipe.data.train, ("data", "train"))] if recipe.data.train is not None else []
+        splits = [(role, getattr(recipe.data, role), ("data", role)) for role in ("train", "calibration")
+                  if getattr(recipe.data, role) is not None]
         for name, d, _ in splits + recipe.val_splits():
             if d.synthetic:
                 desc = f"synthetic {d.synthetic.count} (seed {d.synthetic.seed})"
+            elif d.images:
+                desc = f"{d.kind_of} images in {', '.join(display_path(f) for f in d.images.folders)}"
             else:
                 desc = f"{d.kind_of} {d.source} {display_path(getattr(d, d.source).annotations)}"
-            rows.append(("data.train" if name == "train" else "data.val" if name == "val" else f"data.val {name}", desc))
+            rows.append((f"data.{name}" if name in ("train", "calibration") else "data.val" if name == "val" else f"data.val {name}", desc))
     if m.arch is not None:
         t = recipe.train
         rows.append(("train", f"{t.epochs} epochs, batch {t.batch_size}, {t.optimizer.name} lr {t.optimizer.lr:g}, {t.distribute}"))

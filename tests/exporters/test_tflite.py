@@ -31,7 +31,7 @@ def test_int8_calibration_images_are_preprocessed_like_evaluation_and_training(t
     ctx = SimpleNamespace(log=lambda line: None, dep=None)
     generate, described = calibration_inputs(recipe, "calibration", 5, spec, ctx)
     produced = list(generate())
-    assert described == {"split": "calibration", "kind": "unknown", "images": 5, "photos": 0, "range_frames": 2, "total": 5,
+    assert described == {"split": "calibration", "kind": "unknown", "source": "coco", "images": 5, "photos": 0, "range_frames": 2, "total": 5,
                          "warning": described["warning"]} and "fewer than 100" in described["warning"]
     assert len(produced) == 7 and produced[0].shape == (1, 64, 64, 3)
     lo, hi = pre.input_range()  # a black and a white frame pin the input range to the contract's
@@ -42,6 +42,66 @@ def test_int8_calibration_images_are_preprocessed_like_evaluation_and_training(t
         expected, _ = pre.apply(load_rgb(ds.samples[i].image), ds.samples[i].crop_box(ds.crop))
         np.testing.assert_array_equal(x[0], expected)
         assert np.abs(x[0] - trained[i]).max() <= 1.0
+
+
+def _images_recipe(tmp_path, dots, dots_model, folder, name):
+    path = dots_import_recipe(tmp_path, dots_model, dots, "export: {tflite: {variants: [fp32, int8], calibration: {samples: 8}}}\n",
+                              name=name)
+    text = path.read_text().replace(f"calibration: {{coco: {{annotations: {dots}/calib/annotations.json, images: {dots}/calib/images}}}}",
+                                    f"calibration: {{kind: real, images: {{folders: [{folder}]}}}}")
+    assert "images: {folders:" in text
+    path.write_text(text)
+    return path
+
+
+def test_int8_calibrates_on_a_folder_of_unlabelled_images(tmp_path, dots, dots_model, cli):
+    """`data.calibration: {images: ...}`: whole images, in sorted order, through the model's
+    preprocessing; the build, its summary and its manifest say what the int8 file was calibrated on."""
+    from types import SimpleNamespace
+
+    from mdeploy.spec import preprocessing_from_recipe
+    from mdeploy.stages import calibration_inputs
+    from mdeploy.verify.samples import load_rgb
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for source in sorted((dots / "calib" / "images").iterdir())[:12]:  # renamed: the names say nothing
+        (frames / f"frame_{source.name}").write_bytes(source.read_bytes())
+    path = _images_recipe(tmp_path, dots, dots_model, frames, "images_calibration")
+    recipe = load_recipe(path)
+    pre = preprocessing_from_recipe(recipe.model.input, (64, 64))
+    generate, described = calibration_inputs(recipe, "calibration", 8, SimpleNamespace(preprocessing=pre),
+                                             SimpleNamespace(log=lambda line: None, dep=None))
+    produced = list(generate())
+    assert described["source"] == "images" and described["kind"] == "real" and described["images"] == 8
+    for x, image in zip(produced[:8], sorted(frames.iterdir())[:8]):
+        pixels = load_rgb(image)
+        np.testing.assert_array_equal(x[0], pre.apply(pixels, (0.0, 0.0, float(pixels.shape[1]), float(pixels.shape[0])))[0])
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "tflite/int8: calibrated on 8 unlabelled images of data.calibration (real)" in result.stdout
+    manifest = json.loads((tmp_path / "b" / "images_calibration" / "manifest.json").read_text())
+    art = {a["id"]: a for a in manifest["artifacts"]}["tflite/int8"]
+    assert art["details"]["calibration"]["source"] == "images"
+    parity = {g["artifact"]: g for g in manifest["gates"]["parity"]["results"]}
+    assert parity["tflite/int8"]["status"] == "passed"
+
+
+def test_a_calibration_image_that_a_validation_split_holds_stops_the_build(tmp_path, dots, dots_model, cli):
+    """Held out means held out: a validation image copied under another name into the calibration
+    folder is found by its bytes; exit 2, the recipe's calibration key named, nothing written."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for source in sorted((dots / "calib" / "images").iterdir())[:4]:
+        (frames / source.name).write_bytes(source.read_bytes())
+    leaked = sorted((dots / "val" / "images").iterdir())[3]
+    (frames / "zz_leaked.png").write_bytes(leaked.read_bytes())
+    path = _images_recipe(tmp_path, dots, dots_model, frames, "leaked_calibration")
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert f"leaked_calibration.yaml:9:16: calibration image {frames / 'zz_leaked.png'} is the validation split val's {leaked}" \
+        in result.stderr
+    assert not (tmp_path / "b" / "leaked_calibration").exists()
 
 
 @pytest.mark.parametrize("io", ["uint8", "int8"])
