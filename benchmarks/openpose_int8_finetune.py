@@ -1,6 +1,6 @@
 """Int8 fine-tuning on the multi-person tf-openpose mobilenet_thin release.
 
-Builds recipes/openpose_thin.yaml with TFLite fp32 and int8 (calibrated on the 9 AI Challenger
+Builds recipes/openpose_thin.yaml with TFLite fp32 and int8 (calibrated on the 3 AI Challenger
 photos the recipe names, plus the package photos), once plain and once per fine-tuning setting
 given (`export.tflite.int8_finetune`), and prints for each int8 file: AP (OKS) on the 12 COCO
 people of ../shared/data/realkp (held out: never calibrated or tuned on) on XNNPACK and on
