@@ -294,3 +294,11 @@ def test_mixed_precision_brings_a_failing_int8_back_under_the_gate(tmp_path, dot
     gate = next(g for g in result.gates if g.gate == "accuracy" and g.artifact == "tflite/int8")
     assert gate.status == "passed", gate.checks
     assert "DEQUANTIZE" in art["details"]["ops"]  # a float island inside the int8 graph
+
+
+def test_a_missing_calibration_folder_is_named_before_anything_runs(tmp_path, dots, dots_model, cli):
+    path = _images_recipe(tmp_path, dots, dots_model, tmp_path / "no_such_frames", "missing_frames")
+    result = cli("build", path, "--out", tmp_path / "b")
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert f"missing_frames.yaml:9:37: image folder not found: {tmp_path / 'no_such_frames'}" in result.stderr
+    assert not (tmp_path / "b" / "missing_frames").exists()
