@@ -471,11 +471,15 @@ def _check_held_out(recipe: Recipe, images: list[Path], where: str | None, ctx: 
     from mdeploy.errors import InputError
     from mdeploy.fsutil import sha256_file
 
-    digests = {sha256_file(Path(p)): Path(p) for p in dict.fromkeys(images)}
+    mine = [Path(p) for p in dict.fromkeys(images)]
+    sizes = {p.stat().st_size for p in mine}  # only files of a calibration image's size are read
+    digests = {sha256_file(p): p for p in mine}
     for name, section, _ in recipe.val_splits():
         if section.synthetic is not None:  # generated with its own seed: no user image is in it
             continue
         for image in dict.fromkeys(Path(s.image) for s in load_split(recipe, name, ctx, quiet=True).samples):
+            if not image.is_file() or image.stat().st_size not in sizes:
+                continue
             same = digests.get(sha256_file(image))
             if same is not None:
                 raise InputError(
