@@ -249,7 +249,10 @@ def plan_build(recipe: Recipe, cache: Cache, build_dir: Path | None = None) -> P
             split_deps, split_key = data_keys[target.calibration_split]
             deps += split_deps
             key["calibration_data"] = split_key
-        if "mixed_precision" in target.settings:  # the search scores candidates on the validation splits
+        calibration = getattr(recipe.data, target.calibration_split) if target.calibration_split else None
+        # The search scores candidates on the validation splits, and calibration on the user's own
+        # images is checked against them (stages._check_held_out): either reads them.
+        if "mixed_precision" in target.settings or (calibration is not None and calibration.synthetic is None):
             for split, _, _ in recipe.val_splits():
                 split_deps, split_key = data_keys[split]
                 deps += tuple(d for d in split_deps if d not in deps)

@@ -3,8 +3,9 @@
 What an int8 variant calibrates and fine-tunes on needs no labels: frames like the ones the app
 will see. Each image is one sample fed whole (`crop = "image"`), through the model's
 preprocessing, as an app feeds a camera frame. Images are read in sorted path order, so a
-folder gives the same calibration set on every machine; every file is opened (header only) when
-the split is loaded, so an unreadable one fails the build before any conversion starts.
+folder gives the same calibration set on every machine. Every file's header is read when the
+split is loaded, so a file that is no image, or too large, fails before any conversion starts;
+pixels are decoded when the image is fed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ def load_images(folders: list[Path], keypoints: KeypointSet, *, recursive: bool 
                    notes=[f"{len(samples)} unlabelled images"])
 
 
-def image_listing(images, where: str | None = None) -> list[tuple[str, int, int]]:
-    """(path, size, modification time) of every image of an `images` source, for cache keys and
-    provenance: an image added, removed or rewritten changes it (the pixels are not hashed)."""
-    return [(str(p), st.st_size, int(st.st_mtime))
-            for p in image_files(images.folders, images.recursive, where=where) for st in [p.stat()]]
+def image_listing(images, where: str | None = None) -> list[tuple[int, str, int, int]]:
+    """(folder index, path within that folder, size, modification time) of every image of an
+    `images` source, for cache keys and provenance: an image added, removed or rewritten changes
+    it (the pixels are not hashed); a checkout moved elsewhere does not."""
+    folders = [Path(f) for f in images.folders]
+    listing = []
+    for path in image_files(folders, images.recursive, where=where):
+        index = next(i for i, f in enumerate(folders) if path.is_relative_to(f))
+        st = path.stat()
+        listing.append((index, path.relative_to(folders[index]).as_posix(), st.st_size, int(st.st_mtime)))
+    return listing

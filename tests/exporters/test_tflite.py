@@ -302,3 +302,62 @@ def test_a_missing_calibration_folder_is_named_before_anything_runs(tmp_path, do
     assert result.exit_code == 2, result.stdout + result.stderr
     assert f"missing_frames.yaml:9:37: image folder not found: {tmp_path / 'no_such_frames'}" in result.stderr
     assert not (tmp_path / "b" / "missing_frames").exists()
+
+
+def test_the_int8_stage_key_follows_the_validation_images_its_calibration_is_checked_against(tmp_path, dots, dots_model):
+    """Calibration on the user's own images is checked against every validation image, so a
+    changed validation image must re-run that check: the int8 stage's cache key changes too."""
+    import shutil
+
+    from mdeploy.build import plan_build
+    from mdeploy.fsutil import sha256_json
+    from mdeploy.pipeline import Cache
+
+    val = tmp_path / "val"
+    shutil.copytree(dots / "val", val)
+    path = _images_recipe(tmp_path, dots, dots_model, dots / "calib" / "images", "val_keyed")
+    path.write_text(path.read_text().replace(f"{dots}/val/", f"{val}/"))
+
+    def int8_key():
+        plan = plan_build(load_recipe(path), Cache(tmp_path / "cache"), tmp_path / "build")
+        return sha256_json(next(s for s in plan.stages if s.name == "tflite/int8").key)
+
+    before = int8_key()
+    assert int8_key() == before
+    image = sorted((val / "images").iterdir())[0]
+    image.write_bytes((dots / "calib" / "images" / sorted(p.name for p in (dots / "calib" / "images").iterdir())[0]).read_bytes())
+    assert int8_key() != before
+
+
+def test_a_whole_image_split_gives_each_image_once_however_many_people_it_holds(tmp_path):
+    """Calibration on a COCO split fed whole: an image with three people is one input, not three."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from mdeploy.keypoints import get_keypoint_set
+    from mdeploy.spec import preprocessing_from_recipe
+    from mdeploy.stages import calibration_inputs
+
+    (tmp_path / "images").mkdir()
+    for name in ("crowd.png", "solo.png"):
+        Image.new("RGB", (48, 48), (90, 90, 90)).save(tmp_path / "images" / name)
+    person = {"category_id": 1, "num_keypoints": 1, "keypoints": [10, 10, 2] + [0, 0, 0] * 13, "bbox": [5, 5, 20, 30]}
+    coco = {"images": [{"id": 1, "file_name": "crowd.png", "width": 48, "height": 48},
+                       {"id": 2, "file_name": "solo.png", "width": 48, "height": 48}],
+            "annotations": [dict(person, id=i, image_id=image) for i, image in enumerate([1, 1, 1, 2], 1)],
+            "categories": [{"id": 1, "name": "person", "keypoints": list(get_keypoint_set("aic14").names)}]}
+    (tmp_path / "people.json").write_text(json.dumps(coco))
+    path = tmp_path / "whole.yaml"
+    path.write_text(f"""
+name: whole
+model: {{import: {{format: keras, path: {tmp_path}/m.keras}}, input: {{size: [32, 32], channels: rgb, range: [0, 255]}}}}
+data:
+  calibration: {{crop: image, coco: {{annotations: {tmp_path}/people.json, images: {tmp_path}/images}}}}
+export: {{tflite: {{variants: [int8], calibration: {{photos: false}}}}}}
+verify: {{find_people: off}}
+""")
+    recipe = load_recipe(path)
+    spec = SimpleNamespace(preprocessing=preprocessing_from_recipe(recipe.model.input, (32, 32)))
+    generate, described = calibration_inputs(recipe, "calibration", 200, spec, SimpleNamespace(log=lambda line: None, dep=None))
+    assert described["images"] == 2 and len(list(generate())) == 2 + 2  # + the black and the white range frames
