@@ -1044,7 +1044,7 @@ class Recipe(Section):
                             "data.{split} {holds} the validation split {name}: the int8 variant would be scored on the images "
                             "it was calibrated on",
                             {"split": split, "name": name, "holds": "holds the images of" if calibration.images else "is",
-                             "at": "export"},
+                             "at": f"data.{split}.images.folders" if calibration.images else "export"},
                         )
         gate = self.verify.accuracy
         if gate is not None and gate.splits:
