@@ -81,11 +81,6 @@ def describe_split(recipe: Recipe, split: str, ds, ctx: StageContext) -> dict:
     section, _ = split_section(recipe, split)
     if section.synthetic is not None:
         fingerprint = ctx.dep(data_stage_name(split)).key
-    elif section.images is not None:
-        from mdeploy.data.folder import image_listing
-        from mdeploy.fsutil import sha256_json
-
-        fingerprint = sha256_json(image_listing(section.images))
     else:
         fingerprint = sha256_path(Path(getattr(section, section.source).annotations))
     return {
@@ -416,8 +411,9 @@ def mixed_precision(recipe: Recipe, target: ExportTarget, inputs, model: StageRe
 
 def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: StageContext):
     """(a generator factory of [1, H, W, 3] inputs, what it holds): the first `samples` inputs of a
-    split (a split fed as whole images gives each image once, however many people it holds), preprocessed by `Preprocessing.apply` with each sample's crop box (the evaluation path,
-    pixel for pixel), then the photos of people verification uses (`calibration.photos`)."""
+    split (a split fed as whole images gives each image once, however many people it holds),
+    preprocessed by `Preprocessing.apply` with each sample's crop box (the evaluation path, pixel
+    for pixel), then the photos of people verification uses (`calibration.photos`)."""
     import numpy as np
 
     from mdeploy.evaluate.evaluator import prepare
@@ -468,19 +464,21 @@ def calibration_inputs(recipe: Recipe, split: str, samples: int, spec, ctx: Stag
 def _check_held_out(recipe: Recipe, images: list[Path], where: str | None, ctx: StageContext) -> None:
     """Raise when a calibration image is, byte for byte, an image of a validation split (under
     any name or folder): the int8 variant would be scored on images it was calibrated on."""
+    from functools import cache
+
     from mdeploy.errors import InputError
     from mdeploy.fsutil import sha256_file
 
-    mine = [Path(p) for p in dict.fromkeys(images)]
-    sizes = {p.stat().st_size for p in mine}  # only files of a calibration image's size are read
-    digests = {sha256_file(p): p for p in mine}
+    digest_of = cache(sha256_file)
+    by_size: dict[int, list[Path]] = {}  # only files of a calibration image's size are read, and then only those
+    for path in dict.fromkeys(map(Path, images)):
+        by_size.setdefault(path.stat().st_size, []).append(path)
     for name, section, _ in recipe.val_splits():
         if section.synthetic is not None:  # generated with its own seed: no user image is in it
             continue
         for image in dict.fromkeys(Path(s.image) for s in load_split(recipe, name, ctx, quiet=True).samples):
-            if not image.is_file() or image.stat().st_size not in sizes:
-                continue
-            same = digests.get(sha256_file(image))
+            candidates = by_size.get(image.stat().st_size, []) if image.is_file() else []
+            same = next((p for p in candidates if digest_of(p) == digest_of(image)), None)
             if same is not None:
                 raise InputError(
                     f"calibration image {same} is the validation split {name}'s {image}: the int8 variant would be "
